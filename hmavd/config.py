@@ -1,0 +1,226 @@
+"""One frozen dataclass config per command, loaded from YAML and overridable from the command line.
+
+Every command defines a ``@dataclass(frozen=True)`` whose fields are flat and typed with simple
+types (``int``, ``float``, ``bool``, ``str``, ``Optional`` of those, or ``tuple`` of those). A
+config is built from, in order of precedence:
+
+1. the dataclass defaults,
+2. a YAML file (a name from the packaged ``configs/`` folder such as ``"hmavd-63"``, or a path),
+   which may name a ``base:`` config it extends,
+3. ``key=value`` overrides from the command line (values parsed as YAML scalars/lists).
+
+Unknown keys are rejected with a one-line :class:`~hmavd.errors.UserError` naming the key, the
+source and the valid keys. The resolved config is saved beside every run and checkpoint with
+:func:`save_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError
+
+__all__ = [
+    "CONFIG_DIR",
+    "available_configs",
+    "config_path",
+    "load_config",
+    "parse_overrides",
+    "config_to_dict",
+    "save_config",
+    "config_from_dict",
+]
+
+C = TypeVar("C")
+
+#: Folder of the packaged YAML configs (also reachable as ``configs/`` at the repository root).
+CONFIG_DIR = Path(str(importlib.resources.files("hmavd") / "configs"))
+
+
+def available_configs() -> list[str]:
+    """Names of the packaged configs (file stems in ``configs/``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """Resolve a packaged config name or a YAML path to an existing file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    cand = CONFIG_DIR / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    raise UserError(
+        f"--config: {str(name_or_path)!r} is neither a YAML file nor a packaged config; "
+        f"choose one of {available_configs()} or pass a path to a .yaml file"
+    )
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise UserError(f"--config: {path} extends itself through 'base:'; remove the cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "parse error"
+        raise UserError(f"--config: {path} is not valid YAML ({first}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {path} must hold a mapping of key: value, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        merged = _read_yaml(config_path(base), (*seen, path))
+        merged.update(data)
+        return merged
+    return data
+
+
+def parse_overrides(tokens: Iterable[str]) -> dict[str, Any]:
+    """Parse ``key=value`` tokens; values are YAML scalars or lists (``lr=1e-3``, ``seeds=[0,1]``)."""
+    out: dict[str, Any] = {}
+    for tok in tokens:
+        if "=" not in tok:
+            raise UserError(f"override {tok!r} is not of the form key=value (e.g. epochs=5)")
+        key, _, raw = tok.partition("=")
+        key = key.strip().replace("-", "_")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() != "" else ""
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(name: str, tp: Any, value: Any, source: str) -> Any:
+    base, optional = _strip_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise UserError(f"{name}: None is not allowed (from {source}); give a {getattr(base, '__name__', base)}")
+    origin = typing.get_origin(base)
+    try:
+        if origin in (tuple, list):
+            args = typing.get_args(base)
+            inner = args[0] if args else Any
+            seq = value if isinstance(value, (list, tuple)) else [value]
+            return tuple(_coerce(name, inner, v, source) for v in seq)
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            return str(value)
+        if base is Any:
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    tname = getattr(base, "__name__", str(base))
+    raise UserError(f"{name}: {value!r} (from {source}) is not a valid {tname}; give a {tname}")
+
+
+def config_from_dict(cls: type[C], values: Mapping[str, Any], source: str = "dict") -> C:
+    """Build ``cls`` from a mapping, rejecting unknown keys and coercing types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        k = key.replace("-", "_")
+        if k not in fields:
+            raise UserError(
+                f"unknown config key {key!r} (from {source}); valid keys for {cls.__name__}: {sorted(fields)}"
+            )
+        kwargs[k] = _coerce(k, hints[k], value, source)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def load_config(
+    cls: type[C],
+    config: str | Path | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+) -> C:
+    """Resolve a command's config: dataclass defaults <- YAML file <- overrides.
+
+    Parameters
+    ----------
+    cls : type
+        The command's frozen dataclass.
+    config : str or Path or None
+        A packaged config name, a YAML path, or ``None`` for the defaults.
+    overrides : iterable of ``"key=value"`` or mapping
+        Command-line overrides.
+    """
+    values: dict[str, Any] = {}
+    if config is not None:
+        path = config_path(config)
+        file_values = _read_yaml(path)
+        config_from_dict(cls, file_values, source=str(path))  # validate keys early, naming the file
+        values.update(file_values)
+    ov = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    if ov:
+        config_from_dict(cls, {**values, **ov}, source="command line")
+    values.update(ov)
+    return config_from_dict(cls, values, source=str(config) if config else "defaults")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON/YAML-safe dict of a config dataclass (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML (``.yaml``) or JSON (``.json``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    d = {"_config_class": type(cfg).__name__, **config_to_dict(cfg)}
+    if path.suffix == ".json":
+        path.write_text(json.dumps(d, indent=2))
+    else:
+        path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def add_config_arguments(parser: Any, default: str | None = None) -> None:
+    """Add ``--config``, ``--print-config`` and trailing ``key=value`` overrides to an argparse parser."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        help=f"packaged config name or YAML path (default: {default}); see configs/",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=5")
