@@ -17,13 +17,13 @@ def _resource(name: str):
     return importlib.resources.files("hmavd") / "resources" / name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train_concepts() -> tuple[str, ...]:
     """The 1654 ThingsEEG2 training concept folders (``00001_aardvark`` …), sorted order."""
     return tuple(_resource("thingseeg2_train_concepts_1654.txt").read_text().split())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def test_concepts() -> tuple[str, ...]:
     """The 200 ThingsEEG2 test concept folders (``00001_aircraft_carrier`` …)."""
     return tuple(_resource("thingseeg2_test_concepts_200.txt").read_text().split())

@@ -95,7 +95,8 @@ class FeatureCache:
 
     def describe(self) -> str:
         p = self.provenance
-        return f"{p.get('model', '?')} ({p.get('pretrained') or p.get('weights_file') or 'unknown weights'}), D={self.dim}"
+        weights = p.get("pretrained") or p.get("weights_file") or "unknown weights"
+        return f"{p.get('model', '?')} ({weights}), D={self.dim}"
 
 
 def save_feature_cache(path: str | Path, arrays: Mapping[str, np.ndarray], provenance: Mapping[str, Any]) -> Path:

@@ -1,0 +1,89 @@
+"""Config loading: defaults <- YAML <- overrides, unknown keys rejected, round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from hmavd.config import available_configs, config_path, load_config, parse_overrides, save_config
+from hmavd.errors import UserError, run_command
+
+
+@dataclass(frozen=True)
+class Toy:
+    epochs: int = 3
+    lr: float = 1e-3
+    name: str = "x"
+    use_text: bool = True
+    window: float | None = None
+    seeds: tuple[int, ...] = (0,)
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("epochs: 7\nname: hello\n")
+    cfg = load_config(Toy, p, ["lr=0.5", "use_text=false", "seeds=[1,2]", "window=0.25"])
+    assert cfg == Toy(epochs=7, lr=0.5, name="hello", use_text=False, window=0.25, seeds=(1, 2))
+
+
+def test_base_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 9\nlr: 0.1\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {tmp_path / 'base.yaml'}\nlr: 0.2\n")
+    cfg = load_config(Toy, child)
+    assert (cfg.epochs, cfg.lr) == (9, 0.2)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [(["epoch=3"], "unknown config key 'epoch'"), (["epochs=abc"], "epochs"), (["epochs"], "key=value"),
+     (["epochs=1.5"], "epochs"), (["use_text=maybe"], "use_text")],
+)
+def test_bad_overrides_name_the_key(overrides, needle):
+    with pytest.raises(UserError, match=needle):
+        load_config(Toy, None, overrides)
+
+
+def test_unknown_key_in_file_names_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("epochz: 3\n")
+    with pytest.raises(UserError) as e:
+        load_config(Toy, p)
+    assert "epochz" in str(e.value) and str(p) in str(e.value)
+
+
+def test_missing_config_lists_choices():
+    with pytest.raises(UserError, match="--config"):
+        config_path("no-such-config")
+
+
+def test_save_round_trip(tmp_path):
+    cfg = Toy(epochs=2, seeds=(3, 4))
+    path = save_config(cfg, tmp_path / "resolved.yaml")
+    d = yaml.safe_load(path.read_text())
+    assert d.pop("_config_class") == "Toy"
+    assert load_config(Toy, None, d) == cfg
+
+
+def test_parse_overrides_types():
+    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e="]) == {
+        "a": 1, "b": 0.5, "c": True, "d": "hello", "e": ""}
+    # YAML 1.1 reads "2e-4" as a string; float fields still accept it
+    assert load_config(Toy, None, ["lr=2e-4"]).lr == pytest.approx(2e-4)
+
+
+def test_run_command_exit_code_2(capsys):
+    def body(argv):
+        raise UserError("data_dir: '/nope' does not exist; pass an existing folder")
+
+    assert run_command("hmavd-x", body, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hmavd-x: error: data_dir" in err
+
+
+def test_packaged_configs_are_yaml_mappings():
+    for name in available_configs():
+        d = yaml.safe_load(config_path(name).read_text())
+        assert isinstance(d, dict), name
