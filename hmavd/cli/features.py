@@ -1,0 +1,250 @@
+"""``hmavd-features``: build, import or check a CLIP feature cache (see docs/features.md).
+
+Subcommands::
+
+    hmavd-features extract --images IMAGE_SET --metadata image_metadata.npy --out features/vitl14 \\
+        [--weights open_clip_pytorch_model.bin] [--centers CENTER_IMAGES] [key=value ...]
+    hmavd-features import --metadata image_metadata.npy --train clip_feature_maps_training.npy \\
+        --test clip_feature_maps_test.npy [--centers-file center_clip.npy] \\
+        [--train-text T.npy --test-text T.npy | --weights W.bin] --out features/nice
+    hmavd-features check features/vitl14 --metadata image_metadata.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import add_config_arguments, config_to_dict, load_config, save_config
+from ..errors import UserError, run_command, setup_logging
+
+log = logging.getLogger(__name__)
+
+PROG = "hmavd-features"
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Settings of ``hmavd-features`` (packaged defaults: ``configs/features.yaml``)."""
+
+    model: str = "ViT-L-14"  # open_clip architecture, "local-dir:/path" or a cached "hf-hub:org/repo"
+    pretrained: str | None = "openai"  # tag: preprocessing/QuickGELU; weights from the local cache
+    weights: str | None = None  # local weights file (wins over the cache)
+    model_config: str | None = None  # extra open_clip model config JSON to register
+    quick_gelu: bool | None = None  # None: from the pretrained tag
+    cache_dir: str | None = None  # open_clip / Hugging Face cache to look in
+    prompt_template: str = "This picture is of a {concept}."
+    batch_size: int = 64
+    chunk_size: int = 1024  # images per resumable chunk
+    num_workers: int = 2  # image decoding processes
+    device: str = "auto"
+    normalize_import: bool = True  # L2-normalise imported image/text features
+
+    def validate(self) -> None:
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: {getattr(self, name)} must be >= 1")
+        if self.num_workers < 0:
+            raise UserError(f"num_workers: {self.num_workers} must be >= 0")
+        if "{concept}" not in self.prompt_template:
+            raise UserError(f"prompt_template: {self.prompt_template!r} lacks '{{concept}}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="CLIP image/text feature caches for HMAVD.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ext = sub.add_parser("extract", help="compute open_clip features of an image set")
+    ext.add_argument("--images", type=Path, help="ThingsEEG2 image set root (training_images/, test_images/)")
+    ext.add_argument("--train-images", type=Path, help="training split folder (overrides --images)")
+    ext.add_argument("--test-images", type=Path, help="test split folder (overrides --images)")
+    ext.add_argument("--train-concepts", type=Path, help="'file,concept' list for a flat training folder")
+    ext.add_argument("--test-concepts", type=Path, help="'file,concept' list for a flat test folder")
+    ext.add_argument("--metadata", type=Path, help="image_metadata.npy/.json: image order to follow")
+    ext.add_argument("--write-metadata", type=Path, help="write the image order found as image_metadata")
+    ext.add_argument("--centers", type=Path, help="folder of <test concept>/ images for center features")
+    imp = sub.add_parser("import", help="import published pre-extracted features")
+    imp.add_argument("--metadata", type=Path, required=True, help="image_metadata.npy of the feature rows")
+    imp.add_argument("--train", type=Path, help="(N, D) or (N, 1, D) training image features")
+    imp.add_argument("--test", type=Path, help="(N, D) or (N, 1, D) test image features")
+    imp.add_argument("--tensor-file", type=Path, help="one file keyed by split (train/test[/center])")
+    imp.add_argument("--centers-file", type=Path, help="(n_test_concepts, D) center features")
+    imp.add_argument("--train-text", type=Path, help="(n_train_concepts, D) text features")
+    imp.add_argument("--test-text", type=Path, help="(n_test_concepts, D) text features")
+    chk = sub.add_parser("check", help="check a cache against image metadata")
+    chk.add_argument("cache", type=Path)
+    chk.add_argument("--metadata", type=Path, required=True)
+    for p in (ext, imp):
+        p.add_argument("--out", type=Path, required=True, help="feature cache folder to write")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing cache at --out")
+        p.add_argument("--model", help="open_clip model name (= model=...)")
+        p.add_argument("--pretrained", help="pretrained tag (= pretrained=...)")
+        p.add_argument("--weights", help="local weights file (= weights=...)")
+        p.add_argument("--model-config", help="open_clip model config JSON to register (= model_config=...)")
+        p.add_argument("--cache-dir", help="open_clip/Hugging Face cache dir (= cache_dir=...)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("-v", "--verbose", action="store_true")
+        add_config_arguments(p, default="features")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> FeaturesConfig:
+    flags = {k: getattr(args, k) for k in ("model", "pretrained", "weights", "model_config", "cache_dir")}
+    overrides = list(args.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    return load_config(FeaturesConfig, args.config, overrides)
+
+
+def _encoder(cfg: FeaturesConfig):
+    from ..features.clip import load_clip
+
+    return load_clip(
+        cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu
+    )
+
+
+def _split_list(args: argparse.Namespace, split: str, meta):
+    """The image list of ``split`` and the folder it came from."""
+    from ..features import images as im
+
+    short = "train" if split == "training" else "test"
+    folder, concepts = getattr(args, f"{short}_images"), getattr(args, f"{short}_concepts")
+    if folder is None:
+        if args.images is None:
+            raise UserError("--images: not given; pass the image set root or --train-images and --test-images")
+        folder = args.images / im.SPLIT_DIRS[split]
+    if meta is not None:
+        return im.image_list_from_metadata(folder, meta, split), folder
+    if concepts is not None:
+        return im.scan_flat(folder, concepts, f"--{short}-concepts"), folder
+    return im.scan_split(folder, f"--{short}-images" if args.images is None else "--images"), folder
+
+
+def _extract(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
+    from ..data.thingseeg2 import load_image_metadata, save_image_metadata
+    from ..features.clip import extract_features
+    from ..features.images import center_images, metadata_from_lists
+
+    meta = load_image_metadata(args.metadata) if args.metadata else None
+    (train, train_dir), (test, test_dir) = _split_list(args, "training", meta), _split_list(args, "test", meta)
+    meta = meta or metadata_from_lists(train, test)
+    if args.write_metadata:
+        if args.write_metadata.exists() and load_image_metadata(args.write_metadata) != meta:
+            raise UserError(f"--write-metadata: {args.write_metadata} exists with another image order; remove it")
+        save_image_metadata(args.write_metadata, meta)
+    centers = center_images(args.centers, test.concepts) if args.centers else None
+    encoder = _encoder(cfg)
+    partial = args.out.with_name(args.out.name + ".partial")
+    arrays = extract_features(
+        encoder, train, test, partial, cfg.prompt_template, centers, cfg.chunk_size, cfg.batch_size,
+        cfg.num_workers, progress=not args.no_progress,
+    )  # fmt: skip
+    prov = {
+        **encoder.info,
+        "source": "extract",
+        "prompt_template": cfg.prompt_template,
+        "normalised": True,
+        "center_features": f"mean normalised feature of the images in {args.centers}" if centers else None,
+        "images": {"training": str(train_dir.resolve()), "test": str(test_dir.resolve())},
+        "train_images": list(train.ids),
+        "test_images": list(test.ids),
+        "train_concepts": list(train.concepts),
+        "test_concepts": list(test.concepts),
+    }
+    return _finish(args, cfg, arrays, prov, meta, partial)
+
+
+def _finish(args, cfg, arrays, prov, meta, partial=None) -> int:
+    import shutil
+
+    from ..features import cache as fc
+
+    prov["config"] = config_to_dict(cfg)
+    prov["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    fc.save_feature_cache(args.out, arrays, prov)
+    save_config(cfg, args.out / "config.yaml")
+    cache = fc.load_feature_cache(args.out)
+    fc.check_against_metadata(cache, meta)
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in cache.arrays.items())
+    print(f"wrote {args.out}: {cache.describe()}; {shapes}")
+    return 0
+
+
+def _import(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
+    from ..data.thingseeg2 import load_image_metadata
+    from ..features import importer as fi
+    from ..features.clip import concept_prompts
+
+    meta = load_image_metadata(args.metadata)
+    if args.tensor_file:
+        feats, sources = fi.load_keyed_features(args.tensor_file), {"tensor_file": args.tensor_file}
+    elif args.train and args.test:
+        sources = {"train": args.train, "test": args.test}
+        feats = {
+            "training": fi.load_feature_file(args.train, "--train"),
+            "test": fi.load_feature_file(args.test, "--test"),
+        }
+    else:
+        raise UserError("import: give --train and --test feature files, or --tensor-file keyed by split")
+    if args.centers_file:
+        feats["center"], sources["centers"] = (
+            fi.load_feature_file(args.centers_file, "--centers-file"),
+            args.centers_file,
+        )
+    if bool(args.train_text) != bool(args.test_text):
+        raise UserError("import: give both --train-text and --test-text, or neither (then text is computed)")
+    prov = {"model": cfg.model, "pretrained": cfg.pretrained, "weights_file": cfg.weights, "prompt_template": None}
+    if args.train_text and args.test_text:
+        feats["train_text"] = fi.load_feature_file(args.train_text, "--train-text")
+        feats["test_text"] = fi.load_feature_file(args.test_text, "--test-text")
+        sources.update(train_text=args.train_text, test_text=args.test_text)
+    elif "train_text" not in feats or "test_text" not in feats:
+        try:
+            encoder = _encoder(cfg)
+        except UserError as err:
+            raise UserError(
+                f"import: no --train-text/--test-text files, and computing text needs CLIP: {err}"
+            ) from None
+        prov.update(encoder.info, prompt_template=cfg.prompt_template)
+        feats["train_text"] = encoder.encode_texts(concept_prompts(meta.train_concepts, cfg.prompt_template))
+        feats["test_text"] = encoder.encode_texts(concept_prompts(meta.test_concepts, cfg.prompt_template))
+    arrays, prov = fi.build_import(
+        meta, feats["training"], feats["test"], feats["train_text"], feats["test_text"], feats.get("center"),
+        cfg.normalize_import, prov, sources,
+    )  # fmt: skip
+    return _finish(args, cfg, arrays, prov, meta)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    if args.command == "check":
+        from ..data.thingseeg2 import load_image_metadata
+        from ..features import cache as fc
+
+        cache = fc.load_feature_cache(args.cache)
+        fc.check_against_metadata(cache, load_image_metadata(args.metadata))
+        print(f"{args.cache}: {cache.describe()}; matches {args.metadata}")
+        return 0
+    cfg = _config(args)
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    if (args.out / "provenance.json").exists() and not args.overwrite:
+        raise UserError(f"--out: {args.out} already holds a feature cache; pass --overwrite or pick another folder")
+    return _extract(args, cfg) if args.command == "extract" else _import(args, cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hmavd-features``."""
+    return run_command(PROG, _body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,516 @@
+"""open_clip image and text embeddings, loaded offline, extracted in resumable chunks.
+
+Nothing here downloads: a pretrained tag is resolved to a file already in the open_clip
+(``~/.cache/clip``) or Hugging Face cache, or the user passes the weights file; otherwise a one-line
+:class:`~hmavd.errors.UserError` says where to put it. ``HF_HUB_OFFLINE=1`` is set while loading.
+
+Extraction (:func:`extract_features`) writes each chunk of embeddings to ``<cache>.partial/`` as a
+safetensors file listed in ``manifest.json``; a killed run started again with the same settings
+reuses those chunks and computes only the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.thingseeg2 import concept_name
+from ..errors import UserError
+from ..io import atomic_path, atomic_write_json
+from .images import ImageList
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "ClipEncoder",
+    "l2_normalize",
+    "concept_prompts",
+    "sha256_file",
+    "resolve_device",
+    "find_cached_weights",
+    "load_clip",
+    "PartialStore",
+    "extract_features",
+]
+
+DEFAULT_TEMPLATE = "This picture is of a {concept}."
+_HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows divided by their L2 norm: (N, D) -> (N, D) float32."""
+    x = np.asarray(x, dtype=np.float64)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)).astype(np.float32)
+
+
+def concept_prompts(concepts: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """One prompt per concept folder: ``template`` with ``{concept}`` = the folder's concept name.
+
+    ``"00002_aircraft_carrier"`` with the default template gives ``"This picture is of a aircraft carrier."``.
+    """
+    if "{concept}" not in template:
+        raise UserError(f"prompt_template: {template!r} lacks '{{concept}}'; e.g. {DEFAULT_TEMPLATE!r}")
+    try:
+        return [template.format(concept=concept_name(c)) for c in concepts]
+    except (KeyError, IndexError, ValueError) as err:
+        raise UserError(
+            f"prompt_template: {template!r} is not a valid template ({err}); use only the field {{concept}}"
+        ) from None
+
+
+def sha256_file(path: str | Path, block_bytes: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(block_bytes), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other values are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {device!r} asked for but no CUDA GPU is available; use device=auto or cpu")
+    return device
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def find_cached_weights(tag_cfg: dict[str, Any], cache_dir: str | None = None) -> tuple[str | None, list[str]]:
+    """Locate a pretrained tag's weights in the local caches without any network access.
+
+    Returns
+    -------
+    path : str or None
+        The cached weights file, or ``None``.
+    looked : list of str
+        Where it looked (for the error message).
+    """
+    looked: list[str] = []
+    if tag_cfg.get("file"):
+        looked.append(str(tag_cfg["file"]))
+        if os.path.isfile(tag_cfg["file"]):
+            return str(tag_cfg["file"]), looked
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        repo, fname = (hub[:-1], "") if hub.endswith("/") else os.path.split(hub)
+        names = [fname] if fname else list(_HF_WEIGHTS)
+        if fname.endswith((".bin", ".pth")):
+            names.insert(0, fname[:-4] + ".safetensors")
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - huggingface_hub is an open_clip dependency
+            try_to_load_from_cache = None
+        for name in names:
+            looked.append(f"Hugging Face cache {repo}/{name}")
+            if try_to_load_from_cache is not None:
+                hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return hit, looked
+    url = tag_cfg.get("url", "")
+    if url:
+        p = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        looked.append(str(p))
+        if p.is_file():
+            return str(p), looked
+    return None, looked
+
+
+def _is_torchscript(path: str | Path) -> bool:
+    """Whether a weights file is a TorchScript zip archive (it holds code, not just tensors)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded open_clip model with its eval transform and tokenizer.
+
+    ``info`` holds the provenance: model, pretrained, weights_file, weights_sha256, quick_gelu,
+    preprocessing (the transform's repr), open_clip_version, dim.
+    """
+
+    model: Any
+    preprocess: Callable[[Any], Any]
+    tokenizer: Callable[[Sequence[str]], Any]
+    device: str = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def encode_image_batch(self, pixels: Any) -> np.ndarray:
+        """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised float32 image features."""
+        import torch
+
+        with torch.no_grad():
+            feats = self.model.encode_image(pixels.to(self.device))  # (B, D)
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy()
+
+    def encode_text_batch(self, prompts: Sequence[str]) -> np.ndarray:
+        """B prompts -> (B, D) L2-normalised float32 text features."""
+        import torch
+
+        tokens = self.tokenizer(list(prompts)).to(self.device)  # (B, L)
+        with torch.no_grad():
+            feats = self.model.encode_text(tokens)  # (B, D)
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+        return feats.cpu().numpy()
+
+    def encode_texts(self, prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(K, D) L2-normalised text features of ``prompts``."""
+        out = [self.encode_text_batch(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+        return np.concatenate(out, axis=0)
+
+    def iter_image_batches(
+        self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0
+    ) -> Iterator[np.ndarray]:
+        """Yield (b, D) L2-normalised features of consecutive batches of image files."""
+        import torch
+
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths, self.preprocess),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=self.device.startswith("cuda"),
+        )
+        try:
+            for pixels in loader:  # (b, 3, H, W)
+                yield self.encode_image_batch(pixels)
+        except UserError as err:  # from a worker the message carries its traceback: keep the last line
+            last = str(err).strip().splitlines()[-1]
+            raise UserError(last.split("UserError: ", 1)[-1]) from None
+
+    def encode_images(self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
+        """(N, D) L2-normalised image features of ``paths`` (no chunking, no progress)."""
+        return np.concatenate(list(self.iter_image_batches(paths, batch_size, num_workers)), axis=0)
+
+
+class _ImageFiles:
+    """A map-style dataset of image files -> preprocessed (3, H, W) tensors."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Any], Any]):
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.preprocess(im.convert("RGB"))
+        except OSError as err:
+            raise UserError(f"images: {self.paths[i]} is not a readable image ({err}); replace or remove it") from None
+
+
+def _check_model_name(open_clip: Any, name: str, model_config: str | None) -> None:
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    if name.replace("/", "-") not in open_clip.list_models():
+        hint = f" (after registering {model_config})" if model_config else ""
+        raise UserError(
+            f"model: {name!r} is not an open_clip architecture{hint}; use one of open_clip.list_models() "
+            "such as 'ViT-L-14', or register a JSON config with --model-config"
+        )
+
+
+def load_clip(
+    model_name: str,
+    pretrained: str | None = None,
+    weights: str | Path | None = None,
+    model_config: str | Path | None = None,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    quick_gelu: bool | None = None,
+    random_init: bool = False,
+) -> ClipEncoder:
+    """Load an open_clip model offline.
+
+    Parameters
+    ----------
+    model_name : str
+        open_clip architecture (``"ViT-L-14"``), or ``"local-dir:/path"`` / a cached ``"hf-hub:org/repo"``.
+    pretrained : str, optional
+        A pretrained tag (``"openai"``); its weights must already be in the local cache unless
+        ``weights`` is given. The tag also supplies the preprocessing and QuickGELU setting.
+    weights : path, optional
+        A local weights file (``open_clip_pytorch_model.bin``, ``.safetensors``, OpenAI ``.pt``).
+    model_config : path, optional
+        A JSON model config registered with ``open_clip.add_model_config`` (its stem is the model name).
+    device : str
+        ``"auto"`` (GPU when present), ``"cpu"``, ``"cuda"`` …
+    cache_dir : str, optional
+        open_clip / Hugging Face cache folder to look in (default: their standard locations).
+    quick_gelu : bool, optional
+        Force QuickGELU; ``None`` takes it from the pretrained tag (OpenAI weights need it).
+    random_init : bool
+        Allow random weights when neither ``pretrained`` nor ``weights`` is given (tests only).
+    """
+    import open_clip
+    import torch
+
+    dev = resolve_device(device)
+    if model_config is not None:
+        mc = Path(model_config)
+        if not mc.is_file() or mc.suffix != ".json":
+            raise UserError(f"model_config: {mc} is not a JSON file; give an open_clip model config .json")
+        open_clip.add_model_config(mc)
+    _check_model_name(open_clip, model_name, str(model_config) if model_config else None)
+    arch = model_name.replace("/", "-")
+    tag_cfg: dict[str, Any] = {}
+    if pretrained and not model_name.startswith(("hf-hub:", "local-dir:")):
+        tag_cfg = dict(open_clip.get_pretrained_cfg(arch, pretrained))
+        if not tag_cfg and weights is None:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise UserError(
+                f"pretrained: {pretrained!r} is not a tag of {arch} (tags: {tags or 'none'}); "
+                "pick one or pass the weights file with --weights"
+            )
+    if weights is not None and pretrained and not tag_cfg:
+        log.info("pretrained %r is not a tag of %s; using only the weights file %s", pretrained, arch, weights)
+        pretrained = None
+    ckpt: str | None = None
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(
+                f"--weights: {weights} does not exist; pass the path of the downloaded open_clip weights file "
+                "(e.g. /path/to/open_clip_pytorch_model.bin)"
+            )
+        ckpt = str(weights)
+    elif tag_cfg:
+        ckpt, looked = find_cached_weights(tag_cfg, cache_dir)
+        if ckpt is None:
+            source = tag_cfg.get("url") or f"https://huggingface.co/{tag_cfg.get('hf_hub', '').rstrip('/')}"
+            raise UserError(
+                f"--pretrained: weights of {arch} {pretrained!r} are not on this machine (looked in: "
+                f"{'; '.join(looked)}) and nothing is downloaded; fetch {source} elsewhere and pass "
+                "--weights /path/to/open_clip_pytorch_model.bin, or put it in that open_clip/Hugging Face "
+                "cache dir (--cache-dir)"
+            )
+    elif not random_init and not model_name.startswith(("hf-hub:", "local-dir:")):
+        raise UserError(
+            f"--weights: no weights for {arch}; pass --weights /path/to/open_clip_pytorch_model.bin or "
+            "--pretrained TAG whose weights are in the local open_clip/Hugging Face cache"
+        )
+    if ckpt is not None and _is_torchscript(ckpt):
+        raise UserError(
+            f"--weights: {ckpt} is a TorchScript archive (OpenAI's .pt), which is not opened because loading it "
+            "can run code; use the plain state-dict weights instead (for OpenAI models: open_clip_model.safetensors "
+            "from https://huggingface.co/timm/<model>.openai) and pass --weights /path/to/that file"
+        )
+    qg = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else bool(quick_gelu)
+    try:
+        with _offline():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name,
+                pretrained=ckpt if not model_name.startswith(("hf-hub:", "local-dir:")) else None,
+                device=dev,
+                force_quick_gelu=qg,
+                image_mean=tag_cfg.get("mean"),
+                image_std=tag_cfg.get("std"),
+                image_interpolation=tag_cfg.get("interpolation"),
+                image_resize_mode=tag_cfg.get("resize_mode"),
+                pretrained_text=False,
+                cache_dir=cache_dir,
+            )
+            tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"model: cannot load {model_name!r} with weights {ckpt or pretrained or 'none'} offline ({first}); "
+            "check that --weights belongs to --model (and quick_gelu), or put the files in the local cache"
+        ) from None
+    model.eval()
+    with torch.no_grad():
+        dim = int(model.encode_text(tokenizer(["a"]).to(dev)).shape[-1])
+    info = {
+        "model": model_name,
+        "pretrained": pretrained,
+        "weights_file": str(Path(ckpt).resolve()) if ckpt else None,
+        "weights_sha256": sha256_file(ckpt) if ckpt else None,
+        "model_config": json.loads(Path(model_config).read_text()) if model_config else None,
+        "quick_gelu": qg,
+        "preprocessing": repr(preprocess),
+        "open_clip_version": open_clip.__version__,
+        "torch_version": torch.__version__,
+        "dim": dim,
+    }
+    log.info("loaded %s (%s) on %s, D=%d", model_name, ckpt or pretrained or "random init", dev, dim)
+    return ClipEncoder(model=model, preprocess=preprocess, tokenizer=tokenizer, device=dev, info=info)
+
+
+class PartialStore:
+    """Chunks of an unfinished extraction: ``<folder>/<name>.safetensors`` + ``manifest.json``.
+
+    The manifest records a fingerprint of everything that determines the numbers (model, weights,
+    preprocessing, prompts, image lists, chunk size); a store with another fingerprint is discarded.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: dict[str, Any]):
+        self.folder = Path(folder)
+        self.digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+        self.manifest_path = self.folder / "manifest.json"
+        self.chunks: dict[str, int] = {}
+        if self.manifest_path.exists():
+            try:
+                man = json.loads(self.manifest_path.read_text())
+            except (OSError, ValueError):
+                man = {}
+            if man.get("fingerprint") == self.digest:
+                self.chunks = {k: int(v) for k, v in man.get("chunks", {}).items() if (self.folder / k).is_file()}
+                log.info("resuming from %s: %d chunks already done", self.folder, len(self.chunks))
+            else:
+                log.warning("%s was made with other settings; starting over", self.folder)
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.manifest_path, {"fingerprint": self.digest, "chunks": self.chunks})
+
+    def _file(self, name: str) -> str:
+        return f"{name}.safetensors"
+
+    def has(self, name: str) -> bool:
+        return self._file(name) in self.chunks
+
+    def load(self, name: str) -> np.ndarray:
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.folder / self._file(name)))["features"]
+
+    def save(self, name: str, features: np.ndarray) -> None:
+        """Write one chunk (N, D) atomically, then record it in the manifest."""
+        from safetensors.numpy import save_file
+
+        with atomic_path(self.folder / self._file(name)) as tmp:
+            save_file({"features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp))
+        self.chunks[self._file(name)] = int(len(features))
+        self._write_manifest()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _image_chunks(
+    store: PartialStore,
+    encoder: ClipEncoder,
+    key: str,
+    paths: Sequence[Path],
+    chunk_size: int,
+    batch_size: int,
+    num_workers: int,
+    bar: Any,
+) -> np.ndarray:
+    parts = []
+    for c, start in enumerate(range(0, len(paths), chunk_size)):
+        name = f"{key}_{c:06d}"
+        chunk = paths[start : start + chunk_size]
+        if store.has(name):
+            parts.append(store.load(name))
+            continue
+        feats = []
+        for batch in encoder.iter_image_batches(chunk, batch_size, num_workers):
+            feats.append(batch)
+            bar.update(len(batch))
+        arr = np.concatenate(feats, axis=0)  # (n_chunk, D)
+        store.save(name, arr)
+        parts.append(arr)
+    return np.concatenate(parts, axis=0)
+
+
+def extract_features(
+    encoder: ClipEncoder,
+    train: ImageList,
+    test: ImageList,
+    partial_dir: str | Path,
+    prompt_template: str = DEFAULT_TEMPLATE,
+    centers: Sequence[Sequence[Path]] | None = None,
+    chunk_size: int = 1024,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Compute the cache tensors, resuming from (and filling) ``partial_dir``.
+
+    Returns
+    -------
+    dict
+        ``train_image_features`` (n_train, D), ``test_image_features`` (n_test, D),
+        ``train_text_features`` (n_train_concepts, D), ``test_text_features`` (n_test_concepts, D),
+        all L2-normalised; plus ``test_center_features`` (n_test_concepts, D) when ``centers`` (the
+        image files of each test concept, in ``test.concepts`` order) is given: the mean of those
+        images' normalised features (not re-normalised).
+    """
+    from tqdm import tqdm
+
+    if chunk_size < 1 or batch_size < 1:
+        raise UserError(f"chunk_size/batch_size: {chunk_size}/{batch_size} must be >= 1")
+    train_prompts = concept_prompts(train.concepts, prompt_template)
+    test_prompts = concept_prompts(test.concepts, prompt_template)
+    center_paths = [p for group in centers for p in group] if centers is not None else []
+    fingerprint = {
+        **{k: encoder.info.get(k) for k in ("model", "pretrained", "weights_sha256", "preprocessing", "quick_gelu")},
+        "model_config": encoder.info.get("model_config"),
+        "template": prompt_template,
+        "chunk_size": chunk_size,
+        "train": list(train.ids),
+        "test": list(test.ids),
+        "centers": [str(p) for p in center_paths],
+    }
+    store = PartialStore(partial_dir, fingerprint)
+    total = len(train) + len(test) + len(center_paths)
+    done = sum(n for k, n in store.chunks.items() if "_image_" in k)
+    arrays: dict[str, np.ndarray] = {}
+    with tqdm(total=total, initial=done, unit="img", desc="image features", disable=not progress) as bar:
+        arrays["train_image_features"] = _image_chunks(
+            store, encoder, "train_image", train.paths, chunk_size, batch_size, num_workers, bar
+        )
+        arrays["test_image_features"] = _image_chunks(
+            store, encoder, "test_image", test.paths, chunk_size, batch_size, num_workers, bar
+        )
+        if centers is not None:
+            flat = _image_chunks(store, encoder, "center_image", center_paths, chunk_size, batch_size, num_workers, bar)
+            bounds = np.cumsum([0] + [len(g) for g in centers])
+            arrays["test_center_features"] = np.stack(
+                [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+            ).astype(np.float32)  # (n_test_concepts, D)
+    for key, prompts in (("train_text", train_prompts), ("test_text", test_prompts)):
+        if not store.has(key):
+            store.save(key, encoder.encode_texts(prompts, batch_size=max(batch_size, 64)))
+        arrays[f"{key}_features"] = store.load(key)
+    return arrays

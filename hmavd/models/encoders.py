@@ -1,0 +1,185 @@
+"""EEG encoders: NICE's temporal-spatial convolution (and its SA/GA variants) and a residual MLP.
+
+Every encoder maps an epoch batch ``eeg`` of shape (B, C, T) float32 to features (B, F) and exposes
+``out_features = F``. Build one by name with :func:`build_encoder`; the registry is :data:`ENCODERS`.
+
+``tsconv`` is NICE's ``Enc_eeg`` (``PatchEmbedding`` + flatten, eeyhsong/NICE-EEG ``nice_stand.py``):
+Conv2d 1→40 (1, 25), AvgPool (1, 51) stride (1, 5), BatchNorm, ELU, Conv2d 40→40 (C, 1), BatchNorm, ELU,
+Dropout 0.5, 1×1 Conv 40→40, flatten. F = 40 · ((T − 24 − 51) // 5 + 1): 1440 for T = 250 whatever C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .attention import SpatialBlock
+
+__all__ = ["ENCODERS", "build_encoder", "TSConv", "ResMLP", "tsconv_out_features", "nice_init"]
+
+
+def tsconv_out_features(
+    n_times: int, n_filters: int = 40, kernel: int = 25, pool: int = 51, pool_stride: int = 5
+) -> int:
+    """Flattened feature size of :class:`TSConv` for ``n_times`` samples (independent of channels)."""
+    t_conv = n_times - kernel + 1
+    if t_conv < pool:
+        return 0
+    return n_filters * ((t_conv - pool) // pool_stride + 1)
+
+
+def nice_init(module: nn.Module) -> None:
+    """NICE's ``weights_init_normal``: Conv/Linear weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0.
+
+    Apply with ``model.apply(nice_init)``. Biases of Conv/Linear keep PyTorch's default, as in the reference.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class TSConv(nn.Module):
+    """NICE temporal-spatial convolution encoder, optionally behind an SA/GA spatial block.
+
+    Parameters
+    ----------
+    n_chans, n_times : int
+        Input epoch size (C channels × T samples).
+    n_filters : int
+        Filters of both convolutions and of the 1×1 projection (NICE: 40).
+    kernel : int
+        Temporal kernel length in samples (NICE: 25 at 250 Hz).
+    pool, pool_stride : int
+        Temporal average pooling (NICE: 51, stride 5).
+    dropout : float
+        Dropout after the spatial convolution (NICE: 0.5).
+    spatial : {None, "sa", "ga"}
+        Spatial block in front of the convolutions (NICE-SA / NICE-GA).
+    spatial_dropout : float
+        Dropout of the spatial block (reference: 0.3).
+    ga_topk : int or None
+        GA only: per-sample k-nearest-channel graph; ``None`` = all channels connected.
+    """
+
+    def __init__(
+        self,
+        n_chans: int,
+        n_times: int,
+        n_filters: int = 40,
+        kernel: int = 25,
+        pool: int = 51,
+        pool_stride: int = 5,
+        dropout: float = 0.5,
+        spatial: str | None = None,
+        spatial_dropout: float = 0.3,
+        ga_topk: int | None = None,
+    ):
+        super().__init__()
+        self.out_features = tsconv_out_features(n_times, n_filters, kernel, pool, pool_stride)
+        if self.out_features <= 0:
+            raise UserError(
+                f"n_times: {n_times} samples is too short for the tsconv encoder (needs at least "
+                f"{kernel + pool - 1}); use longer epochs or encoder 'resmlp'"
+            )
+        self.n_chans, self.n_times = n_chans, n_times
+        self.spatial = SpatialBlock(spatial, n_chans, n_times, spatial_dropout, ga_topk) if spatial else nn.Identity()
+        self.tsconv = nn.Sequential(
+            nn.Conv2d(1, n_filters, (1, kernel), (1, 1)),
+            nn.AvgPool2d((1, pool), (1, pool_stride)),
+            nn.BatchNorm2d(n_filters),
+            nn.ELU(),
+            nn.Conv2d(n_filters, n_filters, (n_chans, 1), (1, 1)),
+            nn.BatchNorm2d(n_filters),
+            nn.ELU(),
+            nn.Dropout(dropout),
+        )
+        self.projection = nn.Conv2d(n_filters, n_filters, (1, 1), stride=(1, 1))
+
+    def forward(self, eeg: Tensor) -> Tensor:
+        """Map (B, C, T) to (B, F)."""
+        x = self.spatial(eeg)  # (B, C, T)
+        x = self.tsconv(x.unsqueeze(1))  # (B, 40, 1, T')
+        x = self.projection(x)  # (B, 40, 1, T')
+        # NICE rearranges 'b e h w -> b (h w) e' before flattening: time-major feature order
+        return x.flatten(2).transpose(1, 2).reshape(x.shape[0], -1)  # (B, T' * 40)
+
+
+class ResMLP(nn.Module):
+    """Residual MLP on the flattened epoch: a strong simple baseline.
+
+    ``Linear(C·T, hidden)`` then ``n_blocks`` residual blocks ``h + Dropout(GELU(Linear(LayerNorm(h))))``
+    and a final LayerNorm; ``out_features = hidden``.
+    """
+
+    def __init__(self, n_chans: int, n_times: int, hidden: int = 512, n_blocks: int = 2, dropout: float = 0.5):
+        super().__init__()
+        self.out_features = hidden
+        self.inp = nn.Linear(n_chans * n_times, hidden)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+            for _ in range(n_blocks)
+        )
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, eeg: Tensor) -> Tensor:
+        """Map (B, C, T) to (B, hidden)."""
+        h = self.inp(eeg.flatten(1))  # (B, hidden)
+        for block in self.blocks:
+            h = h + block(h)  # (B, hidden)
+        return self.norm(h)
+
+
+def _tsconv(n_chans: int, n_times: int, **kw) -> nn.Module:
+    return TSConv(n_chans, n_times, **kw)
+
+
+def _tsconv_sa(n_chans: int, n_times: int, **kw) -> nn.Module:
+    return TSConv(n_chans, n_times, spatial="sa", **kw)
+
+
+def _tsconv_ga(n_chans: int, n_times: int, **kw) -> nn.Module:
+    return TSConv(n_chans, n_times, spatial="ga", **kw)
+
+
+def _resmlp(n_chans: int, n_times: int, **kw) -> nn.Module:
+    return ResMLP(n_chans, n_times, **kw)
+
+
+#: Encoder registry: name -> factory(n_chans, n_times, **kwargs).
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "tsconv": _tsconv,
+    "tsconv_sa": _tsconv_sa,
+    "tsconv_ga": _tsconv_ga,
+    "resmlp": _resmlp,
+}
+
+
+def build_encoder(name: str, n_chans: int, n_times: int, **kwargs) -> nn.Module:
+    """Build a registered EEG encoder.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ENCODERS` (``"tsconv"``, ``"tsconv_sa"``, ``"tsconv_ga"``, ``"resmlp"``).
+    n_chans, n_times : int
+        Epoch size (C, T).
+    **kwargs
+        Passed to the encoder class (e.g. ``dropout``, ``ga_topk``, ``hidden``).
+
+    Returns
+    -------
+    nn.Module
+        ``module(eeg (B, C, T)) -> (B, F)`` with attribute ``out_features = F``.
+    """
+    if name not in ENCODERS:
+        raise UserError(f"encoder: unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    if n_chans < 1 or n_times < 1:
+        raise UserError(f"n_chans/n_times: got {n_chans}x{n_times}; both must be positive")
+    try:
+        return ENCODERS[name](n_chans, n_times, **kwargs)
+    except TypeError as err:
+        raise UserError(f"encoder_kwargs: {kwargs} not accepted by encoder {name!r} ({err}); fix the keys") from None

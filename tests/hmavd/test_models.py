@@ -1,0 +1,274 @@
+"""Encoders, attention blocks, adapters, projections and the HMAVD model on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hmavd.errors import UserError
+from hmavd.models import ENCODERS, HMAVD, Adapter, ModelConfig, Projection, build_encoder, fuse
+from hmavd.models.attention import ChannelGraphAttention, ChannelSelfAttention, channel_graph
+from hmavd.models.encoders import TSConv, tsconv_out_features
+
+
+@pytest.mark.parametrize(
+    ("n_chans", "n_times", "expected"),
+    [(63, 250, 1440), (17, 250, 1440), (17, 100, 240), (8, 75, 40), (5, 180, 40 * 22)],
+)
+def test_tsconv_output_shape(n_chans, n_times, expected):
+    torch.manual_seed(0)
+    enc = build_encoder("tsconv", n_chans, n_times)
+    assert enc.out_features == expected == tsconv_out_features(n_times)
+    enc.eval()
+    out = enc(torch.randn(3, n_chans, n_times))
+    assert out.shape == (3, expected)
+
+
+def test_tsconv_matches_nice_layout():
+    """Layer by layer, the encoder is NICE's PatchEmbedding; features are flattened time-major."""
+    enc = TSConv(63, 250)
+    conv1, pool, bn1, _, conv2, bn2, _, drop = enc.tsconv
+    assert conv1.kernel_size == (1, 25) and conv1.out_channels == 40
+    assert pool.kernel_size == (1, 51) and pool.stride == (1, 5)
+    assert conv2.kernel_size == (63, 1) and drop.p == 0.5
+    assert enc.projection.kernel_size == (1, 1)
+    enc.eval()
+    x = torch.randn(2, 63, 250)
+    with torch.no_grad():
+        maps = enc.projection(enc.tsconv(x.unsqueeze(1)))  # (B, 40, 1, 36)
+        flat = enc(x)
+    assert torch.equal(flat.view(2, 36, 40), maps[:, :, 0, :].transpose(1, 2))
+
+
+def test_short_epoch_is_a_user_error():
+    with pytest.raises(UserError, match="n_times"):
+        build_encoder("tsconv", 17, 50)
+    with pytest.raises(UserError, match="encoder"):
+        build_encoder("nope", 17, 250)
+
+
+@pytest.mark.parametrize("name", ["tsconv_sa", "tsconv_ga", "resmlp"])
+@pytest.mark.parametrize("n_chans", [17, 63])
+def test_variants_shapes(name, n_chans):
+    torch.manual_seed(0)
+    enc = build_encoder(name, n_chans, 250)
+    out = enc(torch.randn(4, n_chans, 250))
+    assert out.shape == (4, enc.out_features)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+
+
+def test_registry_names():
+    assert set(ENCODERS) == {"tsconv", "tsconv_sa", "tsconv_ga", "resmlp"}
+
+
+def test_self_attention_sized_for_channels_and_applied():
+    torch.manual_seed(0)
+    sa = ChannelSelfAttention(17, 250, dropout=0.0)
+    assert sa.query[0].in_features == 17
+    x = torch.randn(2, 17, 250)
+    attn = sa.attention(x)
+    assert attn.shape == (2, 17, 17)
+    assert torch.allclose(attn.sum(-1), torch.ones(2, 17))
+    # the attention reaches the output (the reference einsum made it a no-op): out = proj(A @ x)
+    out = sa(x)
+    expected = sa.projection(torch.einsum("bcm,bmt->bct", attn, x).transpose(1, 2)).transpose(1, 2)
+    assert torch.allclose(out, expected, atol=1e-6)
+    noop = sa.projection(x.transpose(1, 2)).transpose(1, 2)
+    assert not torch.allclose(out, noop, atol=1e-3)
+
+
+def test_graph_attention_is_per_sample():
+    """Every sample gets channel edges (the reference only wired the first sample of a batch)."""
+    torch.manual_seed(0)
+    ga = ChannelGraphAttention(50)
+    x = torch.randn(3, 17, 50)
+    base = ga(x)
+    attn = ga.last_attention
+    assert attn.shape == (3, 17, 17)
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 17))
+    assert not torch.allclose(attn[1], attn[2])  # weights depend on each sample's data
+    # perturbing one channel of sample 2 changes the other channels of sample 2 only
+    x2 = x.clone()
+    x2[2, 0] += 1.0
+    out2 = ga(x2)
+    assert not torch.allclose(out2[2, 5], base[2, 5])
+    assert torch.equal(out2[:2], base[:2])
+
+
+def test_graph_attention_matches_gat_formula():
+    torch.manual_seed(1)
+    ga = ChannelGraphAttention(6)
+    x = torch.randn(1, 4, 6)
+    out = ga(x)[0]
+    h = ga.lin(x[0])
+    ref = torch.zeros(4, 6)
+    for i in range(4):
+        e = torch.stack([F.leaky_relu(ga.att_dst @ h[i] + ga.att_src @ h[j], 0.2) for j in range(4)])
+        ref[i] = (e.softmax(0)[:, None] * h).sum(0) + ga.bias
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_topk_channel_graph_differs_per_sample():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 40)
+    x[0, 1] = x[0, 0] * 2 + 0.01 * torch.randn(40)  # sample 0: channels 0 and 1 correlated
+    x[1, 2] = -x[1, 0] + 0.01 * torch.randn(40)  # sample 1: channels 0 and 2 (anti-)correlated
+    adj = channel_graph(x, topk=1)
+    assert adj.shape == (2, 6, 6)
+    assert adj[0].diagonal().all() and adj[1].diagonal().all()
+    assert adj[0, 0, 1] and not adj[0, 0, 2]
+    assert adj[1, 0, 2] and not adj[1, 0, 1]
+    assert (adj.sum(-1) == 2).all()
+    assert channel_graph(x).all()
+    enc = build_encoder("tsconv_ga", 6, 100, ga_topk=2)
+    assert enc(torch.randn(2, 6, 100)).shape == (2, 40 * 6)
+
+
+@pytest.mark.parametrize(("dim", "r", "bias"), [(768, 8, False), (768, 16, True), (64, 4, True)])
+def test_adapter_shapes_and_biases(dim, r, bias):
+    torch.manual_seed(0)
+    ad = Adapter(dim, r, bias=bias, alpha=0.7)
+    assert ad.hidden == dim // r
+    assert ad.down.weight.shape == (dim // r, dim) and ad.up.weight.shape == (dim, dim // r)
+    assert (ad.down.bias is not None) == bias and ad.up.bias is None
+    assert (ad.out_bias is not None) == bias
+    n_expected = 2 * dim * (dim // r) + (dim // r + dim if bias else 0)
+    assert sum(p.numel() for p in ad.parameters()) == n_expected
+    x = torch.randn(5, dim)
+    assert ad(x).shape == (5, dim)
+
+
+def test_adapter_formula_and_identity():
+    torch.manual_seed(0)
+    ad = Adapter(32, 4, bias=True, alpha=0.3)
+    with torch.no_grad():
+        ad.out_bias.normal_()
+    x = torch.randn(3, 32)
+    expected = x + 0.3 * (torch.relu(x @ ad.down.weight.T + ad.down.bias) @ ad.up.weight.T) + ad.out_bias
+    assert torch.allclose(ad(x), expected, atol=1e-6)
+    assert torch.equal(Adapter(32, 8, bias=False, alpha=0.0)(x), x)
+    assert torch.equal(Adapter(32, 8, bias=True, alpha=0.0)(x), x)  # fresh b2 = 0
+
+
+def test_fuse():
+    a, o = torch.full((2, 3), 2.0), torch.full((2, 3), 4.0)
+    assert torch.allclose(fuse(a, o, 0.25), torch.full((2, 3), 3.5))
+    assert torch.equal(fuse(a, o, 1.0), a) and torch.equal(fuse(a, o, 0.0), o)
+
+
+def test_projection_layout():
+    torch.manual_seed(0)
+    proj = Projection(10, 6, dropout=0.0)
+    x = torch.randn(4, 10)
+    h = proj.linear(x)
+    expected = F.layer_norm(h + proj.residual[1](F.gelu(h)), (6,), proj.norm.weight, proj.norm.bias)
+    assert torch.allclose(proj(x), expected, atol=1e-6)
+
+
+def small_cfg(**kw):
+    base = dict(n_chans=8, n_times=100, feature_dim=32, proj_dim=16, img_reduction=8, txt_reduction=16)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def test_hmavd_forward_keys_and_norms():
+    torch.manual_seed(0)
+    model = HMAVD(small_cfg())
+    out = model(torch.randn(5, 8, 100), torch.randn(5, 32), torch.randn(5, 32))
+    assert set(out) == {"eeg_features", "image_features", "text_features", "text_adapted", "text_raw", "logit_scale"}
+    for key in ("eeg_features", "image_features", "text_features"):
+        assert out[key].shape == (5, 16)
+        assert torch.allclose(out[key].norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert out["text_adapted"].shape == (5, 32)
+    assert math.isclose(float(out["logit_scale"]), 1 / 0.07, rel_tol=1e-6)
+    assert model.image_adapter.down.bias is None and model.text_adapter.down.bias is not None
+    assert model.image_adapter.hidden == 4 and model.text_adapter.hidden == 2
+
+
+def test_base_is_nice():
+    model = HMAVD(small_cfg(use_text=False, use_adapters=False))
+    out = model(torch.randn(4, 8, 100), torch.randn(4, 32))
+    assert set(out) == {"eeg_features", "image_features", "logit_scale"}
+    groups = model.modality_parameters()
+    assert groups["text"] == [] and len(groups["img"]) == 6  # Projection: 3 Linear/LN pairs
+    # NICE's reference bypasses Proj_img: image_projection=False reproduces it
+    ref = HMAVD(small_cfg(use_text=False, use_adapters=False, image_projection=False, proj_dim=32))
+    img = torch.randn(4, 32)
+    assert torch.allclose(ref(torch.randn(4, 8, 100), img)["image_features"], F.normalize(img, dim=-1))
+    with pytest.raises(UserError, match="image_projection"):
+        small_cfg(image_projection=False)
+
+
+def test_modality_parameters_partition_the_model():
+    model = HMAVD(small_cfg(temperature="learnable"))
+    groups = model.modality_parameters()
+    ids = [id(p) for ps in groups.values() for p in ps]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters()}
+    assert any(p is model.log_logit_scale for p in groups["eeg"])
+    assert all(any(p is q for q in groups["text"]) for p in model.text_adapter.parameters())
+
+
+def test_learnable_temperature():
+    model = HMAVD(small_cfg(temperature="learnable", tau=0.1))
+    assert math.isclose(float(model.log_logit_scale.detach()), math.log(10.0), rel_tol=1e-6)
+    out = model(torch.randn(3, 8, 100), torch.randn(3, 32), torch.randn(3, 32))
+    out["logit_scale"].backward()
+    assert model.log_logit_scale.grad is not None
+    fixed = HMAVD(small_cfg())
+    assert not any("logit" in n for n, _ in fixed.named_parameters())
+    with pytest.raises(UserError, match="temperature"):
+        small_cfg(temperature="cosine")
+
+
+def test_encode_templates_and_eval_consistency():
+    torch.manual_seed(0)
+    model = HMAVD(small_cfg()).eval()
+    eeg, img, txt = torch.randn(4, 8, 100), torch.randn(4, 32), torch.randn(4, 32)
+    with torch.no_grad():
+        out = model(eeg, img, txt)
+        assert torch.allclose(model.encode_eeg(eeg), out["eeg_features"])
+        t_img = model.encode_templates(image_features=img, kind="image")
+        t_txt = model.encode_templates(text_features=txt, kind="text")
+        t_fused = model.encode_templates(img, txt, kind="fused")
+    assert torch.allclose(t_img, out["image_features"]) and torch.allclose(t_txt, out["text_features"])
+    assert torch.allclose(t_fused, F.normalize(t_img + t_txt, dim=-1))
+    with pytest.raises(UserError, match="kind"):
+        model.encode_templates(img, kind="text")
+
+
+def test_encoder_kwargs_pass_through():
+    model = HMAVD(small_cfg(encoder="resmlp", encoder_kwargs=(("hidden", 24), ("n_blocks", 1))))
+    assert model.encoder.out_features == 24 and len(model.encoder.blocks) == 1
+    hash(model.cfg)
+
+
+def test_docs_parameter_table_matches_code():
+    """docs/model.md's parameter counts are what the code builds."""
+    from pathlib import Path
+
+    from hmavd.models import count_parameters
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "model.md").read_text()
+    for name in ("tsconv", "tsconv_ga"):
+        counts = [f"{count_parameters(build_encoder(name, c, 250)):,}" for c in (17, 63)]
+        assert f"| `{name}` | {counts[0]} | {counts[1]} |" in text
+    for row, kw in (("NICE (Base)", dict(use_text=False, use_adapters=False)), ("HMAVD-63", {})):
+        c = HMAVD(ModelConfig(**kw)).parameter_counts()
+        assert f"| {row} | 63×250 | 1440 | {c['eeg']:,} | {c['img']:,} | {c['text']:,} | {c['total']:,} |" in text
+
+
+@pytest.mark.gpu
+def test_model_and_templates_on_cuda():
+    torch.manual_seed(0)
+    model = HMAVD(small_cfg(encoder="tsconv_ga")).cuda()
+    out = model(torch.randn(4, 8, 100).cuda(), torch.randn(4, 32).cuda(), torch.randn(4, 32).cuda())
+    assert out["eeg_features"].is_cuda and out["logit_scale"].is_cuda
+    cpu = HMAVD(small_cfg(encoder="tsconv_ga"))
+    cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    x = torch.randn(3, 8, 100)
+    with torch.no_grad():
+        assert torch.allclose(cpu.eval().encode_eeg(x), model.eval().encode_eeg(x.cuda()).cpu(), atol=1e-4)
