@@ -1,0 +1,105 @@
+"""``hmavd-replay``: stream a recording as an EEG LSL stream plus a marker stream.
+
+Examples::
+
+    hmavd-replay data/recordings/sub-01_test.fif --speed 4 --loop
+    hmavd-replay raw_eeg_test.npy --eeg-name my-eeg --marker-name my-markers --sample-index
+    hmavd-replay session_raw.fif --config my_replay.yaml chunk_ms=5
+
+Reads simulated/real FIF, BrainVision, EDF, XDF and ThingsEEG2 raw ``.npy`` (via
+``hmavd.preprocessing.raw_io.read_recording``); markers are stamped at their exact sample time.
+Ctrl-C stops cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hmavd.config import add_config_arguments, config_to_dict, load_config
+from hmavd.errors import UserError, run_command, setup_logging
+
+from .replay import LSLPlayer, load_replay, unique_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Settings of ``hmavd-replay`` (names empty: unique ``hmavd-eeg-<id>`` / ``hmavd-markers-<id>``)."""
+
+    eeg_name: str = ""
+    marker_name: str = ""
+    speed: float = 1.0
+    loop: bool = False
+    sample_index: bool = False
+    chunk_ms: float = 10.0
+    wait_consumers_s: float = 0.0
+    start_s: float = 0.0
+    stop_s: float = 0.0
+
+    def validate(self) -> None:
+        if self.speed <= 0:
+            raise UserError(f"speed: {self.speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        if self.chunk_ms <= 0:
+            raise UserError(f"chunk_ms: {self.chunk_ms} must be > 0 (e.g. 10)")
+
+
+_FLAGS = ("eeg_name", "marker_name", "speed", "chunk_ms", "wait_consumers_s", "start_s", "stop_s")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hmavd-replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("recording", help="FIF, BrainVision .vhdr, EDF/BDF, XDF or ThingsEEG2 raw .npy")
+    p.add_argument("--eeg-name", dest="eeg_name", help="EEG stream name (default: unique)")
+    p.add_argument("--marker-name", dest="marker_name", help="marker stream name (default: unique)")
+    p.add_argument("--speed", type=float, help="1 = real time (default), 10 = ten times faster")
+    p.add_argument("--loop", action="store_true", default=None, help="start again at the end")
+    p.add_argument("--sample-index", dest="sample_index", action="store_true", default=None,
+                   help="add a sample_index channel (each sample's index in the recording)")  # fmt: skip
+    p.add_argument("--chunk-ms", dest="chunk_ms", type=float, help="milliseconds of data per pushed chunk")
+    p.add_argument("--wait-consumers-s", dest="wait_consumers_s", type=float,
+                   help="wait this long for a consumer before streaming")  # fmt: skip
+    p.add_argument("--start-s", dest="start_s", type=float, help="start this far into the recording")
+    p.add_argument("--stop-s", dest="stop_s", type=float, help="stop this far into the recording (0 = end)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_config_arguments(p)
+    return p
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    flags = {k: getattr(args, k) for k in (*_FLAGS, "loop", "sample_index") if getattr(args, k) is not None}
+    from hmavd.config import parse_overrides
+
+    cfg = load_config(ReplayConfig, args.config, {**flags, **parse_overrides(args.overrides)})
+    if args.print_config:
+        print(config_to_dict(cfg))
+        return 0
+    rec = load_replay(args.recording, sample_index=cfg.sample_index)
+    eeg_name, marker_name = unique_names()
+    eeg_name, marker_name = cfg.eeg_name or eeg_name, cfg.marker_name or marker_name
+    player = LSLPlayer(rec, eeg_name, marker_name, speed=cfg.speed, loop=cfg.loop, chunk_s=cfg.chunk_ms / 1e3,
+                       start_sample=int(cfg.start_s * rec.sfreq), stop_sample=int(cfg.stop_s * rec.sfreq))  # fmt: skip
+    print(f"EEG stream:    {eeg_name}  ({len(rec.ch_names)} ch at {rec.sfreq:g} Hz)", flush=True)
+    print(f"marker stream: {marker_name}  ({len(player._ev_codes)} markers)", flush=True)
+    if cfg.wait_consumers_s > 0 and not player.wait_for_consumers(cfg.wait_consumers_s):
+        log.warning("no consumer after %.1f s; streaming anyway", cfg.wait_consumers_s)
+    player.start()
+    try:
+        while not player.done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        print("stopping", flush=True)
+    finally:
+        player.close()
+    print(f"streamed {player.n_pushed} samples and {player.n_markers} markers", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hmavd-replay``."""
+    return run_command("hmavd-replay", _body, argv)

@@ -1,0 +1,162 @@
+"""Decoder: EEG epochs → top-k concepts by cosine similarity with pre-encoded templates.
+
+Built around a small protocol so it can be tested without a trained checkpoint: an ``encode``
+function ``(B, C, T) tensor -> (B, D) tensor``, a ``(K, D)`` template matrix and ``K`` concept
+names. :meth:`Decoder.from_checkpoint` wires in ``hmavd.checkpoint.load_checkpoint`` and
+``hmavd.evaluate.build_templates``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hmavd.errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decoder", "DecodeResult", "pick_device", "top_k"]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {device!r} requested but no CUDA device is available; use device=auto or cpu")
+    return torch.device(device)
+
+
+def top_k(eeg_features: torch.Tensor, templates: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-k: ``eeg_features`` (B, D), ``templates`` (K, D), both L2-normalised.
+
+    Returns ``(indices (B, k) int64, scores (B, k) float32)``, best first.
+    """
+    sim = eeg_features @ templates.T  # (B, K)
+    scores, idx = torch.topk(sim, k=min(k, templates.shape[0]), dim=1)
+    return idx.cpu().numpy(), scores.float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """Top-k of one epoch: concept names and cosine scores, best first."""
+
+    concepts: tuple[str, ...]
+    scores: tuple[float, ...]
+
+    def topk(self) -> list[tuple[str, float]]:
+        return list(zip(self.concepts, self.scores))
+
+
+class Decoder:
+    """Batched template-matching decoder.
+
+    Parameters
+    ----------
+    encode : callable
+        ``(B, C, T) float32 tensor on device -> (B, D)`` EEG features (normalised here).
+    templates : ndarray, shape (K, D)
+        Template features (normalised here).
+    concepts : sequence of str
+        ``K`` names.
+    n_chans, n_times : int
+        The model's input shape (checked by the engine at connect).
+    ch_names : sequence of str
+        The model's channels, in input order.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``.
+    k : int
+        Number of concepts returned.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        templates: np.ndarray,
+        concepts: Sequence[str],
+        n_chans: int,
+        n_times: int,
+        ch_names: Sequence[str] = (),
+        device: str = "auto",
+        k: int = 5,
+    ) -> None:
+        if len(concepts) != len(templates):
+            raise ValueError(f"{len(concepts)} concept names for {len(templates)} templates")
+        self.device = pick_device(device)
+        self.encode = encode
+        t = torch.as_tensor(np.asarray(templates, dtype=np.float32), device=self.device)
+        self.templates = torch.nn.functional.normalize(t, dim=1)  # (K, D)
+        self.concepts = tuple(concepts)
+        self.n_chans, self.n_times = int(n_chans), int(n_times)
+        self.ch_names = tuple(ch_names)
+        self.k = int(k)
+
+    @torch.inference_mode()
+    def features(self, epochs: np.ndarray) -> torch.Tensor:
+        """``epochs`` (B, C, T) → normalised EEG features (B, D) on the device."""
+        x = torch.as_tensor(np.ascontiguousarray(epochs, dtype=np.float32), device=self.device)  # (B, C, T)
+        return torch.nn.functional.normalize(self.encode(x).float(), dim=1)  # (B, D)
+
+    def decode(self, epochs: np.ndarray) -> list[DecodeResult]:
+        """Top-k concepts of each epoch of ``epochs`` (B, C, T), in one batch."""
+        if len(epochs) == 0:
+            return []
+        with torch.inference_mode():
+            idx, scores = top_k(self.features(epochs), self.templates, self.k)
+        return [
+            DecodeResult(tuple(self.concepts[j] for j in row), tuple(float(s) for s in srow))
+            for row, srow in zip(idx, scores)
+        ]
+
+    @classmethod
+    def from_model(
+        cls, model: torch.nn.Module, templates: np.ndarray, concepts: Sequence[str], n_chans: int, n_times: int,
+        ch_names: Sequence[str] = (), device: str = "auto", k: int = 5,
+    ) -> Decoder:  # fmt: skip
+        """Wrap a model with ``encode_eeg`` (e.g. an ``HMAVD``) moved to ``device`` in eval mode."""
+        dev = pick_device(device)
+        model = model.to(dev).eval()
+        return cls(model.encode_eeg, templates, concepts, n_chans, n_times, ch_names, str(dev), k)
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str, features: str, kind: str = "image", image_source: str = "test-images",
+        device: str = "auto", k: int = 5,
+    ) -> tuple[Decoder, dict]:  # fmt: skip
+        """Load ``hmavd-train``'s checkpoint and pre-encode the test templates from a feature cache.
+
+        Returns the decoder and the checkpoint's info (``ch_names``, ``times``, ``sfreq``, …).
+        """
+        from hmavd.checkpoint import load_checkpoint
+        from hmavd.features.cache import load_feature_cache
+
+        dev = pick_device(device)
+        model, info = load_checkpoint(checkpoint, map_location=dev)
+        cache = load_feature_cache(features)
+        try:
+            from hmavd.evaluate import build_templates
+        except ImportError as err:  # pragma: no cover - evaluate is written by another helper
+            raise UserError(f"templates: hmavd.evaluate.build_templates is unavailable ({err})") from None
+        templates = build_templates(model, cache, kind, image_source, device=dev)
+        if isinstance(templates, torch.Tensor):
+            templates = templates.detach().float().cpu().numpy()
+        concepts = _concept_names(cache, len(templates))
+        ch_names = tuple(info.get("ch_names") or ())
+        times = info.get("times") or []
+        dec = cls.from_model(model, templates, concepts, len(ch_names), len(times), ch_names, str(dev), k)
+        return dec, info
+
+
+def _concept_names(cache, n: int) -> list[str]:
+    """Readable names of the ``n`` test concepts of a feature cache (``00001_aircraft_carrier`` → ``aircraft carrier``)."""
+    from hmavd.data.thingseeg2 import concept_name
+
+    folders = list(cache.provenance.get("test_concepts") or [])
+    if len(folders) != n:
+        images = list(cache.provenance.get("test_images") or [])
+        folders = [s.split("/")[0] for s in images] if len(images) == n else [f"concept {i + 1}" for i in range(n)]
+    return [concept_name(f) for f in folders]

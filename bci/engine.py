@@ -1,0 +1,482 @@
+"""The live engine: source → markers → online epochs → decoder → messages (no Qt).
+
+:class:`LiveEngine` runs in the caller's thread (plus the source's acquisition thread);
+:class:`EngineProcess` runs it in a separate ``spawn`` process and exchanges plain-dict messages
+through queues, so a GUI in the parent never slows acquisition down (SPEC §5).
+
+Messages (picklable dicts; numpy arrays allowed)::
+
+    {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream"}
+    {"type": "scope", "data": (C, n) float32 at ~scope_sfreq, "t0_s", "sfreq", "markers": [(t_s, label)]}
+    {"type": "prediction", "onset_s", "onset_index", "marker", "true_concept", "topk": [(concept, score)],
+     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct"}
+    {"type": "status", "sfreq_measured", "latency_p50_ms", "latency_p99_ms", "dropped_samples", "n_epochs",
+     "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers"}
+    {"type": "error", "message"}          {"type": "stopped"}
+
+Scope and marker times ``t_s`` are seconds since the stream's first received sample.
+Commands (:meth:`EngineProcess.send`): ``{"cmd": "stop"}``, ``{"cmd": "record_start", "path": str}``
+(``path`` empty: a new folder under ``record_dir``), ``{"cmd": "record_stop"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hmavd.errors import UserError
+from hmavd.preprocessing.presets import PreprocessPreset, get_preset
+from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoch
+
+from .decoder import Decoder
+from .epocher import OnlineEpocher, RejectConfig, load_whitening
+from .markers import InMemoryMarkers, LSLMarkerSource, Marker, MarkerMap
+from .recorder import SessionRecorder
+from .sources import EEGSource, LSLSource
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LiveConfig", "LiveEngine", "EngineProcess", "match_channels"]
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Configuration of a live session (``configs/live.yaml``; GUI and ``hmavd-live --headless``).
+
+    ``stride_s > 0`` cuts an epoch every ``stride_s`` seconds without markers. ``preset`` empty:
+    the checkpoint's preprocessing preset (else ``nice``). ``whitening_session`` < 0: mean of the
+    sessions' matrices. ``expected_sfreq`` 0: any rate ≥ the model's that yields its epoch length.
+    """
+
+    eeg_stream: str = ""
+    marker_stream: str = ""
+    checkpoint: str = ""
+    features: str = ""
+    whitening: str = ""
+    templates: str = "image"
+    image_source: str = "test-images"
+    device: str = "auto"
+    record_dir: str = ""
+    scope_sfreq: float = 100.0
+    resolve_timeout_s: float = 5.0
+    preset: str = ""
+    whitening_session: int = -1
+    expected_sfreq: float = 0.0
+    stride_s: float = 0.0
+    top_k: int = 5
+    marker_timeout_s: float = 5.0
+    ignore_codes: tuple[str, ...] = ("99999",)
+    flat_ptp: float = 0.0
+    clip_abs: float = 0.0
+    clip_run: int = 20
+    buffer_s: float = 60.0
+    poll_timeout_s: float = 0.05
+    scope_interval_s: float = 0.1
+    status_interval_s: float = 0.5
+    auto_record: bool = False
+
+    def validate(self) -> None:
+        if self.scope_sfreq <= 0:
+            raise UserError(f"scope_sfreq: {self.scope_sfreq} must be > 0 (e.g. 100)")
+        if self.top_k < 1:
+            raise UserError(f"top_k: {self.top_k} must be >= 1 (e.g. 5)")
+        if self.stride_s < 0:
+            raise UserError(f"stride_s: {self.stride_s} must be >= 0 (0 = one epoch per marker)")
+
+
+def _generic(names: tuple[str, ...]) -> bool:
+    return all(n == f"Ch{i + 1}" for i, n in enumerate(names))
+
+
+def match_channels(stream_names: tuple[str, ...], model_names: tuple[str, ...], stream: str) -> list[int]:
+    """Indices of the model's channels in the stream (by name, or positionally for unnamed streams)."""
+    if not model_names:
+        return list(range(len(stream_names)))
+    missing = [c for c in model_names if c not in stream_names]
+    if not missing:
+        return [stream_names.index(c) for c in model_names]
+    if _generic(stream_names) and len(stream_names) >= len(model_names):
+        return list(range(len(model_names)))
+    raise UserError(
+        f"eeg_stream: {stream!r} has {len(stream_names)} channels and lacks {len(missing)} of the model's "
+        f"{len(model_names)} (e.g. {missing[:3]}); stream the channels the model was trained on"
+    )
+
+
+class LiveEngine:
+    """One live session in the calling thread; messages collect in an outbox (:meth:`get_data`).
+
+    Parameters
+    ----------
+    cfg : LiveConfig
+    source, markers, decoder : optional
+        Injected components (tests); built from ``cfg`` when ``None``.
+    preset : PreprocessPreset, optional
+    whitening : ndarray (C, C), optional
+        Overrides ``cfg.whitening``.
+    """
+
+    def __init__(
+        self, cfg: LiveConfig, source: EEGSource | None = None, markers: Any = None, decoder: Decoder | None = None,
+        preset: PreprocessPreset | None = None, whitening: np.ndarray | None = None, now=time.monotonic,
+    ) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.source, self.markers, self.decoder = source, markers, decoder
+        self.preset, self.whitening, self.now = preset, whitening, now
+        self.info: dict = {}
+        self.outbox: deque[dict] = deque()
+        self.epocher: OnlineEpocher | None = None
+        self.marker_map: MarkerMap | None = None
+        self.recorder: SessionRecorder | None = None
+        self._rec_next = 0
+        self.latencies_ms: deque[float] = deque(maxlen=1000)
+        self.n_predictions = 0
+        self.hits = Counter()
+        self._scope_next = 0
+        self._scope_markers: list[tuple[float, str]] = []
+        self._t_scope = self._t_status = 0.0
+        self._next_stride = None
+        self.connected = False
+        self.epoch_log: list | None = None  # set to a list to keep every decoded Epoch (tests)
+
+    # -- connect ---------------------------------------------------------------------------------
+    def connect(self) -> dict:
+        """Load the model, open the streams and check them against the model; returns the connected message."""
+        cfg = self.cfg
+        if self.decoder is None:
+            if not cfg.checkpoint:
+                raise UserError("checkpoint: not set; give the run folder or .safetensors written by hmavd-train")
+            self.decoder, self.info = Decoder.from_checkpoint(
+                cfg.checkpoint, cfg.features, cfg.templates, cfg.image_source, cfg.device, cfg.top_k
+            )
+        if self.preset is None:
+            self.preset = get_preset(cfg.preset or str(self.info.get("preset") or "nice"))
+        if self.source is None:
+            self.source = LSLSource(cfg.eeg_stream, resolve_timeout_s=cfg.resolve_timeout_s,
+                                    poll_interval=cfg.poll_timeout_s, buffer_s=cfg.buffer_s)  # fmt: skip
+        desc = self.source.connect()
+        try:
+            picks = self._check_stream(desc)
+            if self.whitening is None and cfg.whitening:
+                sess = None if cfg.whitening_session < 0 else cfg.whitening_session
+                self.whitening = load_whitening(cfg.whitening, len(picks), sess)
+            if self.markers is None:
+                self.markers = (
+                    InMemoryMarkers() if cfg.stride_s > 0 and not cfg.marker_stream
+                    else LSLMarkerSource(cfg.marker_stream, cfg.resolve_timeout_s)
+                )  # fmt: skip
+            self.markers.connect()
+        except BaseException:
+            self.source.disconnect()
+            raise
+        self.marker_map = MarkerMap(self.decoder.concepts, ignore=cfg.ignore_codes)
+        reject = RejectConfig(cfg.flat_ptp, cfg.clip_abs, cfg.clip_run)
+        index_ch = desc.ch_names.index("sample_index") if "sample_index" in desc.ch_names else None
+        self.epocher = OnlineEpocher(self.source, self.preset, picks, self.whitening, cfg.marker_timeout_s,
+                                     reject, now=self.now, index_channel=index_ch)  # fmt: skip
+        self.connected = True
+        msg = {
+            "type": "connected", "ch_names": list(desc.ch_names), "sfreq": desc.sfreq, "n_chans": desc.n_chans,
+            "concepts": list(self.decoder.concepts), "model_ch_names": [desc.ch_names[i] for i in picks],
+            "stream": desc.name,
+        }  # fmt: skip
+        self.outbox.append(msg)
+        if cfg.auto_record and cfg.record_dir:
+            self.record_start("")
+        return msg
+
+    def _check_stream(self, desc) -> list[int]:
+        dec, preset, cfg = self.decoder, self.preset, self.cfg
+        if cfg.expected_sfreq > 0 and abs(desc.sfreq - cfg.expected_sfreq) > 1e-6:
+            raise UserError(
+                f"eeg_stream: {desc.name!r} runs at {desc.sfreq:g} Hz, expected_sfreq is {cfg.expected_sfreq:g} Hz; "
+                "stream at that rate or change expected_sfreq"
+            )
+        if desc.sfreq < preset.sfreq:
+            raise UserError(
+                f"eeg_stream: {desc.name!r} runs at {desc.sfreq:g} Hz, below the model's {preset.sfreq:g} Hz "
+                f"(preset {preset.name}); stream at >= {preset.sfreq:g} Hz"
+            )
+        picks = match_channels(desc.ch_names, dec.ch_names, desc.name)
+        if dec.n_chans and len(picks) != dec.n_chans:
+            raise UserError(
+                f"eeg_stream: {desc.name!r} has {desc.n_chans} channels, the model needs {dec.n_chans}; "
+                "stream the channels the model was trained on"
+            )
+        _, n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, desc.sfreq)
+        n_out = preprocess_epoch(np.zeros((1, n_in)), desc.sfreq, preset).shape[-1]
+        if dec.n_times and n_out != dec.n_times:
+            raise UserError(
+                f"eeg_stream: {desc.name!r} at {desc.sfreq:g} Hz gives {n_out} samples per epoch after preset "
+                f"{preset.name!r}, the model needs {dec.n_times}; use the rate/preset the model was trained with"
+            )
+        return picks
+
+    # -- running ---------------------------------------------------------------------------------
+    def acquire(self, timeout_s: float | None = None) -> int:
+        """Wait up to ``timeout_s`` for data, then epoch, decode, record; returns the number of predictions."""
+        src = self.source
+        if src.poll_interval is None:
+            src.acquire()
+        elif timeout_s:
+            src.wait_for_data(self._seen, timeout_s)
+        if src.error is not None:
+            raise RuntimeError(f"acquisition failed: {src.error}")
+        self._seen = src.n_written
+        new = self._take_markers()
+        if self.cfg.stride_s > 0:
+            new += self._stride_markers()
+        self.epocher.add_markers(new)
+        epochs = self.epocher.poll()
+        n = self._decode(epochs) if epochs else 0
+        self._record()
+        t = self.now()
+        if t - self._t_scope >= self.cfg.scope_interval_s:
+            self._t_scope = t
+            self._scope()
+        if t - self._t_status >= self.cfg.status_interval_s:
+            self._t_status = t
+            self.outbox.append(self.status())
+        return n
+
+    _seen = 0
+
+    def _take_markers(self) -> list[Marker]:
+        out = []
+        for t_s, code in self.markers.pull():
+            hit = self.marker_map.lookup(code)
+            label, concept = hit if hit is not None else (code, None)
+            if self.recorder is not None:
+                self.recorder.write_marker(t_s, code, label, concept)
+            self._scope_markers.append((t_s, label))
+            if hit is not None:
+                out.append(Marker(t_s, code, label, concept))
+        return out
+
+    def _stride_markers(self) -> list[Marker]:
+        clock, sfreq = self.source.clock, self.source.description.sfreq
+        step = max(1, int(round(self.cfg.stride_s * sfreq)))
+        if self._next_stride is None:
+            self._next_stride = -self.epocher.first_offset
+        out = []
+        while self._next_stride < self.source.n_written:
+            i = self._next_stride
+            out.append(Marker(clock.time_of(i), "stride", f"{i / sfreq:.2f} s", None))
+            self._next_stride += step
+        return out
+
+    def _decode(self, epochs) -> int:
+        results = self.decoder.decode(np.stack([e.data for e in epochs]))  # (B, C, T) -> B results
+        done = time.perf_counter()
+        if self.epoch_log is not None:
+            self.epoch_log.extend(epochs)
+        for ep, res in zip(epochs, results):
+            lat = (done - ep.last_arrival_s) * 1e3
+            self.latencies_ms.append(lat)
+            true = ep.marker.concept
+            top1 = top5 = None
+            if true is not None and true in self.decoder.concepts:
+                top1, top5 = res.concepts[0] == true, true in res.concepts[:5]
+                self.hits["n"] += 1
+                self.hits["top1"] += top1
+                self.hits["top5"] += top5
+            msg = {
+                "type": "prediction", "onset_s": ep.onset_s - self._t_first(), "onset_index": ep.onset_index,
+                "marker": ep.marker.label, "true_concept": true, "topk": res.topk(), "latency_ms": lat,
+                "epoch_latency_ms": (ep.ready_s - ep.last_arrival_s) * 1e3, "top1_correct": top1,
+                "top5_correct": top5, **ep.extra,
+            }  # fmt: skip
+            self.outbox.append(msg)
+            if self.recorder is not None:
+                self.recorder.write_prediction(msg)
+        self.n_predictions += len(results)
+        return len(results)
+
+    def _t_first(self) -> float:
+        segs = self.source.clock.segments
+        return segs[0].time_of(0) if segs else 0.0
+
+    def _scope(self) -> None:
+        src = self.source
+        sfreq = src.description.sfreq
+        q = max(1, int(round(sfreq / self.cfg.scope_sfreq)))
+        stop = src.n_written
+        start = max(self._scope_next, stop - int(2 * sfreq), src.buffer.first_available)
+        start = -(-start // q) * q  # align to the decimation grid
+        if stop <= start:
+            return
+        data = src.get_data(start, stop)[:, ::q].astype(np.float32)  # (C, n)
+        self._scope_next = start + data.shape[1] * q
+        t_first = self._t_first()
+        marks = [(t - t_first, label) for t, label in self._scope_markers]
+        self._scope_markers = []
+        self.outbox.append({"type": "scope", "data": data, "t0_s": start / sfreq, "sfreq": sfreq / q,
+                            "markers": marks})  # fmt: skip
+
+    def status(self) -> dict:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        n = self.hits["n"]
+        rejected = dict(self.epocher.rejected) if self.epocher else {}
+        return {
+            "type": "status", "sfreq_measured": self.source.clock.measured_sfreq() if self.source.clock else 0.0,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat is not None else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat is not None else float("nan"),
+            "dropped_samples": int(self.source.clock.gap_samples_estimate) if self.source.clock else 0,
+            "n_epochs": self.n_predictions, "rejected": rejected,
+            "running_top1": self.hits["top1"] / n if n else None, "running_top5": self.hits["top5"] / n if n else None,
+            "recording": self.recorder is not None,
+            "unknown_markers": int(sum(self.marker_map.unknown.values())) if self.marker_map else 0,
+        }  # fmt: skip
+
+    # -- recording -------------------------------------------------------------------------------
+    def record_start(self, path: str = "") -> str:
+        """Start recording into ``path`` (empty: a timestamped folder under ``record_dir``)."""
+        if self.recorder is not None:
+            self.record_stop()
+        if not path:
+            path = str(Path(self.cfg.record_dir or "recordings") / time.strftime("session-%Y%m%d-%H%M%S"))
+        desc = self.source.description
+        self._rec_next = self.source.n_written
+        self.recorder = SessionRecorder(path, desc.ch_names, desc.sfreq, first_index=self._rec_next,
+                                        extra_meta={"stream": desc.name, "checkpoint": self.cfg.checkpoint})  # fmt: skip
+        log.info("recording to %s", path)
+        return path
+
+    def record_stop(self) -> None:
+        if self.recorder is not None:
+            self._record()
+            self.recorder.maybe_flush(self.source.clock)
+            self.recorder.close()
+            self.recorder = None
+
+    def _record(self) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        stop = self.source.n_written
+        first = max(self._rec_next, self.source.buffer.first_available)
+        if stop > first:
+            rec.write_eeg(self.source.get_data(first, stop))
+            self._rec_next = stop
+        rec.maybe_flush(self.source.clock)
+
+    def handle(self, cmd: dict) -> bool:
+        """Apply a command; returns False for ``stop``."""
+        kind = cmd.get("cmd")
+        if kind == "stop":
+            return False
+        if kind == "record_start":
+            self.record_start(str(cmd.get("path") or ""))
+        elif kind == "record_stop":
+            self.record_stop()
+        else:
+            self.outbox.append({"type": "error", "message": f"unknown command {kind!r}"})
+        return True
+
+    def get_data(self, max_items: int = 1000) -> list[dict]:
+        """Drain up to ``max_items`` messages from the outbox."""
+        out = []
+        while self.outbox and len(out) < max_items:
+            out.append(self.outbox.popleft())
+        return out
+
+    def disconnect(self) -> None:
+        self.record_stop()
+        for part in (self.markers, self.source):
+            if part is not None:
+                try:
+                    part.disconnect()
+                except Exception:  # noqa: BLE001
+                    log.exception("disconnect failed")
+        self.connected = False
+
+
+def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
+    from hmavd.errors import setup_logging
+
+    setup_logging()
+    engine = LiveEngine(cfg)
+    try:
+        engine.connect()
+        running = True
+        while running:
+            while True:
+                try:
+                    cmd = cmd_q.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    running = engine.handle(cmd) and running
+                except UserError as err:
+                    out_q.put({"type": "error", "message": str(err)})
+            for msg in engine.get_data():
+                out_q.put(msg)
+            if running:
+                engine.acquire(cfg.poll_timeout_s)
+        for msg in engine.get_data():
+            out_q.put(msg)
+    except UserError as err:
+        out_q.put({"type": "error", "message": str(err)})
+    except Exception as err:  # noqa: BLE001 - reported to the GUI, never silent
+        log.exception("engine failed")
+        out_q.put({"type": "error", "message": f"{type(err).__name__}: {err}"})
+    finally:
+        engine.disconnect()
+        out_q.put({"type": "stopped"})
+
+
+class EngineProcess:
+    """Runs :class:`LiveEngine` in a separate ``spawn`` process; non-blocking :meth:`poll`."""
+
+    def __init__(self, cfg: LiveConfig) -> None:
+        self.cfg = cfg
+        self._ctx = mp.get_context("spawn")
+        self._cmd = self._ctx.Queue()
+        self._out = self._ctx.Queue()
+        self._proc = None
+        self._pending: list[dict] = []
+
+    def start(self) -> None:
+        self._proc = self._ctx.Process(target=_engine_main, args=(self.cfg, self._cmd, self._out),
+                                       name="hmavd-engine", daemon=True)  # fmt: skip
+        self._proc.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    def send(self, cmd: dict) -> None:
+        self._cmd.put(dict(cmd))
+
+    def poll(self, max_items: int = 1000) -> list[dict]:
+        out, self._pending = self._pending[:max_items], self._pending[max_items:]
+        while len(out) < max_items:
+            try:
+                out.append(self._out.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.is_alive():
+            self.send({"cmd": "stop"})
+            deadline = time.monotonic() + timeout_s
+            while self._proc.is_alive() and time.monotonic() < deadline:
+                self._pending.extend(self.poll())  # keep the child's queue flowing so it can exit
+                self._proc.join(0.05)
+        self._pending.extend(self.poll())
+        if self._proc.is_alive():
+            log.warning("engine process did not stop in %.1f s; terminating", timeout_s)
+            self._proc.terminate()
+            self._proc.join(1.0)
+        self._proc = None

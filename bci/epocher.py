@@ -1,0 +1,247 @@
+"""Online epoching: markers → raw windows → exactly the offline transforms (A's functions) + MVNN.
+
+An epoch is cut as soon as its last sample has arrived. A marker whose data have not arrived waits;
+one whose data never arrive within ``marker_timeout_s`` is rejected (``"timeout"``). Rejections, each
+logged and counted by reason: ``nan`` (NaN/inf samples), ``flat`` (a channel with peak-to-peak
+≤ ``flat_ptp``), ``clipped`` (``|x| ≥ clip_abs``, or a channel stuck at its extreme for ≥ ``clip_run``
+samples), ``straddles_gap`` (the window crosses an outage), ``marker_in_gap`` (the onset falls in an
+outage), ``before_stream`` / ``too_old`` (data not held).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hmavd.errors import UserError
+from hmavd.preprocessing.presets import PreprocessPreset
+from hmavd.preprocessing.transforms import (
+    apply_whitening,
+    epoch_window_samples,
+    preprocess_epoch,
+    preprocessed_times,
+)
+
+from .markers import Marker
+from .sources import EEGSource
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RejectConfig", "Epoch", "OnlineEpocher", "make_transform", "load_whitening", "quality_reason"]
+
+
+@dataclass(frozen=True)
+class RejectConfig:
+    """Thresholds of the epoch quality checks (on the picked raw channels, stream units)."""
+
+    flat_ptp: float = 0.0
+    clip_abs: float = 0.0  # 0 = off
+    clip_run: int = 20  # 0 = off
+
+
+@dataclass
+class Epoch:
+    """One cut, transformed epoch.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_chans, n_times)
+        float32, preprocessed and whitened (the model's input).
+    onset_index : int
+        Absolute sample index (received samples) of the onset.
+    onset_s : float
+        Dejittered onset time (consumer clock, s).
+    last_arrival_s : float
+        ``time.perf_counter()`` when the window's last sample arrived.
+    ready_s : float
+        ``time.perf_counter()`` when the epoch was ready.
+    """
+
+    marker: Marker
+    onset_index: int
+    onset_s: float
+    data: np.ndarray
+    last_arrival_s: float
+    ready_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def quality_reason(x: np.ndarray, reject: RejectConfig) -> str | None:
+    """Why a raw epoch ``x`` (C, T) is unusable (``"nan"``, ``"flat"``, ``"clipped"``) or ``None``."""
+    if not np.isfinite(x).all():
+        return "nan"
+    hi, lo = x.max(axis=1), x.min(axis=1)  # (C,)
+    if ((hi - lo) <= reject.flat_ptp).any():
+        return "flat"
+    if reject.clip_abs > 0 and max(float(hi.max()), -float(lo.min())) >= reject.clip_abs:
+        return "clipped"
+    if reject.clip_run > 0:
+        same = np.diff(x, axis=1) == 0  # (C, T-1)
+        at_ext = (x[:, 1:] == hi[:, None]) | (x[:, 1:] == lo[:, None])
+        if ((same & at_ext).sum(axis=1) >= reject.clip_run - 1).any():
+            return "clipped"
+    return None
+
+
+def load_whitening(path: str, n_chans: int, session: int | None = None) -> np.ndarray:
+    """The MVNN whitening matrix (C, C) saved at preparation time.
+
+    Accepts an ``.npz`` (``whitening`` / ``whitening_matrices`` / first array: (C, C) or
+    (n_sessions, C, C)) or ``.npy``; with several sessions, ``session`` picks one (default: their mean).
+    ``path == ""`` means no whitening (identity).
+    """
+    if not path:
+        return np.eye(n_chans)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if isinstance(z, np.ndarray):
+                w = z
+            else:
+                key = next((k for k in ("whitening", "whitening_matrices", "W") if k in z.files), z.files[0])
+                w = z[key]
+    except AttributeError:
+        w = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, IndexError) as err:
+        raise UserError(f"whitening: cannot read {path!r} ({err}); give the mvnn.npz of the prepared subject")
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 3:
+        w = w.mean(axis=0) if session is None else w[session]
+    if w.shape != (n_chans, n_chans):
+        raise UserError(
+            f"whitening: {path!r} holds a {w.shape} matrix, the model needs ({n_chans}, {n_chans}); "
+            "use the mvnn.npz prepared with the model's channels"
+        )
+    return w
+
+
+def make_transform(
+    preset: PreprocessPreset, sfreq_in: float, whitening: np.ndarray | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``(B, C, T_in) volts -> (B, C, T_out) float32``: :func:`preprocess_epoch` then :func:`apply_whitening`."""
+
+    def transform(raw: np.ndarray) -> np.ndarray:
+        x = preprocess_epoch(np.asarray(raw, dtype=np.float64), sfreq_in, preset)  # (B, C, T_out)
+        if whitening is not None:
+            x = apply_whitening(x, whitening)
+        return x.astype(np.float32)
+
+    return transform
+
+
+class OnlineEpocher:
+    """Turns markers into epochs as data arrive.
+
+    Parameters
+    ----------
+    source : EEGSource
+        A connected source.
+    preset : PreprocessPreset
+        Window, baseline, resampling and crop (A's preset).
+    picks : sequence of int
+        Stream channel indices fed to the model, in the model's order.
+    whitening : ndarray (C, C) or None
+        MVNN matrix.
+    marker_timeout_s : float
+        A marker whose window is still incomplete this long after it was received is dropped.
+    now : callable
+        Monotonic clock (injectable for tests).
+    index_channel : int, optional
+        Stream channel holding each sample's index in the recording (``sample_index``); its value at
+        the onset goes to ``Epoch.extra["sample_index"]`` (proves no epoch is missed or duplicated).
+    """
+
+    def __init__(
+        self,
+        source: EEGSource,
+        preset: PreprocessPreset,
+        picks: Sequence[int],
+        whitening: np.ndarray | None = None,
+        marker_timeout_s: float = 5.0,
+        reject: RejectConfig = RejectConfig(),
+        now: Callable[[], float] = time.monotonic,
+        index_channel: int | None = None,
+    ) -> None:
+        assert source.description is not None, "connect the source first"
+        self.source = source
+        self.sfreq = source.description.sfreq
+        self.preset = preset
+        self.picks = np.asarray(list(picks), dtype=np.intp)
+        self.first_offset, self.n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, self.sfreq)
+        self.transform = make_transform(preset, self.sfreq, whitening)
+        self.times = preprocessed_times(preset, self.sfreq)
+        self.marker_timeout_s = marker_timeout_s
+        self.reject = reject
+        self.now = now
+        self.index_channel = index_channel
+        self.pending: list[tuple[Marker, float]] = []  # (marker, received at)
+        self.rejected: Counter[str] = Counter()
+        self.n_epochs = 0
+
+    @property
+    def n_times_out(self) -> int:
+        return int(self.times.shape[0])
+
+    def add_markers(self, markers: Sequence[Marker]) -> None:
+        t = self.now()
+        self.pending.extend((m, t) for m in markers)
+
+    def _reject(self, reason: str, marker: Marker) -> None:
+        self.rejected[reason] += 1
+        log.info("epoch at %.3f s (%s) rejected: %s", marker.t_s, marker.code, reason)
+
+    def poll(self) -> list[Epoch]:
+        """Cut every pending epoch whose last sample has arrived; returns them in marker order."""
+        if not self.pending:
+            return []
+        clock, buf = self.source.clock, self.source.buffer
+        n_written = buf.n_written
+        keep: list[tuple[Marker, float]] = []
+        raws: list[np.ndarray] = []
+        metas: list[tuple[Marker, int, float, float, dict]] = []
+        now = self.now()
+        for marker, received in self.pending:
+            status, onset = clock.locate(marker.t_s)
+            first, stop = onset + self.first_offset, onset + self.first_offset + self.n_in
+            if status == "ok" and stop > n_written:
+                status = "wait"
+            if status == "wait":
+                if now - received > self.marker_timeout_s:
+                    self._reject("timeout", marker)
+                else:
+                    keep.append((marker, received))
+                continue
+            if status != "ok":
+                self._reject({"gap": "marker_in_gap", "before": "before_stream"}[status], marker)
+                continue
+            seg = clock.segment_of(onset)
+            if first < seg.start or stop > seg.stop:
+                self._reject("straddles_gap" if first >= 0 else "before_stream", marker)
+                continue
+            try:
+                window = buf.read(first, stop)  # (C_stream, n_in)
+            except IndexError:
+                self._reject("too_old", marker)
+                continue
+            raw = window[self.picks].astype(np.float64)  # (C, n_in)
+            extra = {} if self.index_channel is None else {"sample_index": int(window[self.index_channel, -self.first_offset])}
+            reason = quality_reason(raw, self.reject)
+            if reason is not None:
+                self._reject(reason, marker)
+                continue
+            raws.append(raw)
+            metas.append((marker, onset, seg.time_of(onset), buf.arrival(stop - 1), extra))
+        self.pending = keep
+        if not raws:
+            return []
+        data = self.transform(np.stack(raws))  # (B, C, T_out)
+        ready = time.perf_counter()
+        self.n_epochs += len(raws)
+        return [
+            Epoch(marker=m, onset_index=i, onset_s=t, data=data[k], last_arrival_s=a, ready_s=ready, extra=x)
+            for k, (m, i, t, a, x) in enumerate(metas)
+        ]

@@ -1,0 +1,136 @@
+"""``hmavd-live --headless``: the live pipeline without a window.
+
+``gui/cli.py`` owns the ``hmavd-live`` entry point and calls :func:`run_headless` for ``--headless``;
+both parse the same arguments with :func:`add_live_arguments` / :func:`live_config_from_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hmavd.config import add_config_arguments, load_config, save_config
+from hmavd.errors import UserError
+from hmavd.io import atomic_write_json
+
+from .engine import LiveConfig, LiveEngine
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_live_arguments", "live_config_from_args", "run_headless"]
+
+#: command-line flag -> LiveConfig field
+_FLAGS = {
+    "eeg_stream": "name of the EEG LSL stream (empty: first stream of type EEG)",
+    "marker_stream": "name of the marker LSL stream (empty: first stream of type Markers)",
+    "checkpoint": "checkpoint (.safetensors or run folder) written by hmavd-train",
+    "features": "feature cache folder (for the templates)",
+    "whitening": "mvnn.npz of the prepared subject (MVNN whitening matrices)",
+    "templates": "template kind: image, text or fused",
+    "image_source": "image templates: test-images or centers",
+    "device": "auto, cpu or cuda",
+    "record_dir": "folder for session recordings",
+}
+
+
+def add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the live-session flags (``--eeg-stream`` …), ``--duration``, ``--out-dir`` and config overrides."""
+    for name, help_ in _FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_)
+    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    parser.add_argument("--out-dir", default=None, help="headless output folder (recording + predictions.csv)")
+    add_config_arguments(parser, default=None)
+
+
+def live_config_from_args(args: argparse.Namespace) -> LiveConfig:
+    """``LiveConfig`` from ``--config``, the flags, then trailing ``key=value`` overrides."""
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
+    from hmavd.config import parse_overrides
+
+    overrides.update(parse_overrides(getattr(args, "overrides", None) or []))
+    return load_config(LiveConfig, getattr(args, "config", None), overrides)
+
+
+def run_headless(
+    cfg: LiveConfig,
+    duration_s: float | None = None,
+    out_dir: str | Path | None = None,
+    engine: LiveEngine | None = None,
+    on_message: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Connect, decode live, log predictions and running accuracy, record the session.
+
+    Parameters
+    ----------
+    cfg : LiveConfig
+    duration_s : float, optional
+        Stop after this many seconds (``None``: until Ctrl-C).
+    out_dir : path, optional
+        Folder for the session recording (``eeg.f32``, ``markers.csv``, ``predictions.csv``,
+        ``meta.json``), the resolved config and ``summary.json`` (default: a new folder under
+        ``cfg.record_dir`` or ``recordings/``).
+    engine : LiveEngine, optional
+        A prepared engine (tests).
+    on_message : callable, optional
+        Called with every message.
+
+    Returns
+    -------
+    dict
+        The last status message plus ``n_predictions``, ``out_dir`` and ``errors``.
+    """
+    out = Path(out_dir) if out_dir else Path(cfg.record_dir or "recordings") / time.strftime("live-%Y%m%d-%H%M%S")
+    if (out / "meta.json").exists():
+        raise UserError(f"--out-dir: {out} already holds a recording; choose a new folder")
+    engine = engine or LiveEngine(cfg)
+    engine.connect()
+    errors: list[str] = []
+    t_end = None if duration_s is None else time.monotonic() + duration_s
+    try:
+        engine.record_start(str(out))
+        save_config(cfg, out / "live_config.yaml")
+        while t_end is None or time.monotonic() < t_end:
+            engine.acquire(cfg.poll_timeout_s)
+            for msg in engine.get_data():
+                _log_message(msg, errors)
+                if on_message is not None:
+                    on_message(msg)
+    except KeyboardInterrupt:
+        log.info("interrupted; stopping")
+    finally:
+        status = engine.status()
+        engine.disconnect()
+    summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors}
+    summary.pop("type", None)
+    atomic_write_json(out / "summary.json", summary)
+    log.info("summary: %s", json.dumps({k: summary[k] for k in ("n_predictions", "running_top1", "running_top5",
+                                                                  "latency_p99_ms", "rejected")}))  # fmt: skip
+    return summary
+
+
+_STATUS_LOG_EVERY_S = 5.0
+_last_status_log = [0.0]
+
+
+def _log_message(msg: dict, errors: list[str]) -> None:
+    kind = msg["type"]
+    if kind == "status":
+        now = time.monotonic()
+        if now - _last_status_log[0] < _STATUS_LOG_EVERY_S:
+            return
+        _last_status_log[0] = now
+    if kind == "prediction":
+        top = ", ".join(f"{c} {s:.2f}" for c, s in msg["topk"][:5])
+        mark = "" if msg["top1_correct"] is None else (" ✓" if msg["top1_correct"] else " ✗")
+        log.info("%8.3f s %s → %s (%.1f ms)%s", msg["onset_s"], msg["marker"], top, msg["latency_ms"], mark)
+    elif kind == "status" and msg["running_top1"] is not None:
+        log.info("running top-1 %.3f top-5 %.3f over %d epochs; latency p99 %.1f ms", msg["running_top1"],
+                 msg["running_top5"], msg["n_epochs"], msg["latency_p99_ms"])  # fmt: skip
+    elif kind == "error":
+        errors.append(msg["message"])
+        log.error("%s", msg["message"])

@@ -1,0 +1,105 @@
+"""``hmavd-live``: the live decoding window, or ``--headless`` the same pipeline without one.
+
+Qt is imported only when the window is opened, so ``hmavd-live --headless`` runs without Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from hmavd.errors import UserError, run_command, setup_logging
+
+__all__ = ["main", "build_gui_parser"]
+
+_EPILOG = """\
+With no arguments the window opens with the simulated subject's model and a 'Start demo' button that
+replays its test session (create them once with `hmavd-demo`). Settings are remembered in
+$XDG_CONFIG_HOME/hmavd/live.json (override with --settings or HMAVD_LIVE_SETTINGS).
+`hmavd-live --headless --help` lists the options of the window-less pipeline."""
+
+
+def build_gui_parser() -> argparse.ArgumentParser:
+    """Arguments of the window mode."""
+    p = argparse.ArgumentParser(
+        prog="hmavd-live",
+        description="Live EEG visual decoding: LSL streams -> HMAVD decoder -> top-5 concepts.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--headless", action="store_true", help="run without a window (see --headless --help)")
+    p.add_argument("--settings", default=None, help="settings JSON file (default: user config dir)")
+    p.add_argument("--demo", action="store_true", help="start the simulated subject's demo at once")
+    p.add_argument("--replay", default=None, metavar="RECORDING", help="replay this recording and connect")
+    p.add_argument("--eeg-stream", default=None, help="EEG LSL stream name to preselect")
+    p.add_argument("--marker-stream", default=None, help="marker LSL stream name to preselect")
+    p.add_argument("--checkpoint", default=None, help="trained checkpoint (default: the demo model)")
+    p.add_argument("--features", default=None, help="feature cache folder for the templates")
+    p.add_argument("--whitening", default=None, help="mvnn.npz whitening matrices")
+    p.add_argument("--data-dir", default=None, help="simulated subject's data dir (default hmavd_data/sim)")
+    p.add_argument("--runs-dir", default=None, help="demo runs dir (default runs/demo)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _headless(argv: list[str]) -> int:
+    from bci.headless import add_live_arguments, live_config_from_args, run_headless
+    from hmavd.config import config_to_dict
+
+    p = argparse.ArgumentParser(prog="hmavd-live --headless", description="The live pipeline without a window.")
+    p.add_argument("--headless", action="store_true", help="run without a window")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_live_arguments(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    cfg = live_config_from_args(args)
+    if args.print_config:
+        print(config_to_dict(cfg))
+        return 0
+    summary = run_headless(cfg, duration_s=args.duration, out_dir=args.out_dir)
+    top1, top5 = summary.get("running_top1"), summary.get("running_top5")
+    acc = "" if top1 is None else f", running top-1 {100 * top1:.1f} % / top-5 {100 * top5:.1f} %"
+    print(f"{summary['n_predictions']} predictions{acc}; recording and predictions.csv in {summary['out_dir']}")
+    for err in summary.get("errors") or []:
+        print(f"error: {err}")
+    return 1 if summary.get("errors") and not summary["n_predictions"] else 0
+
+
+def _window(argv: list[str]) -> int:
+    args = build_gui_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        from .app import run_app
+    except ImportError as err:
+        raise UserError(
+            f"hmavd-live: the window needs PyQt6 and pyqtgraph ({err}); "
+            "install them with `pip install hmavd[gui]` or run `hmavd-live --headless`"
+        ) from None
+    overrides = {
+        "eeg_stream": args.eeg_stream,
+        "marker_stream": args.marker_stream,
+        "checkpoint": args.checkpoint,
+        "features": args.features,
+        "whitening": args.whitening,
+        "data_dir": args.data_dir,
+        "runs_dir": args.runs_dir,
+    }
+    return run_app(args.settings, overrides, start_demo=args.demo, replay=args.replay)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--headless" in argv:
+        return _headless(argv)
+    return _window(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hmavd-live``."""
+    return run_command("hmavd-live", _body, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

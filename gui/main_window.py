@@ -1,0 +1,569 @@
+"""The ``hmavd-live`` main window: drives the engine process and draws its messages at ≤ 30 fps.
+
+Decoding never runs here: :class:`bci.engine.EngineProcess` (a separate process) does it and sends
+plain-dict messages, which a ``QTimer`` polls (non-blocking) at most ``fps`` times a second. Stream
+discovery runs in a worker thread; a replay is a child process (``hmavd-replay``). Errors go to a
+banner in the window, never to a crash or a modal dialog.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from PyQt6 import QtCore, QtWidgets
+
+from .settings import LiveSettings, demo_paths, save_settings
+from .state import ThumbnailIndex
+from .streams import ReplayProcess, StreamEntry, discover_streams, split_streams, unique_stream_names
+from .widgets import ErrorBanner, HistoryWidget, ScopeWidget, StatusPanel, TopKPanel
+
+__all__ = ["MainWindow", "EngineLike", "default_engine_factory"]
+
+log = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    """What the window needs from :class:`bci.engine.EngineProcess`."""
+
+    def start(self) -> None: ...
+    def stop(self, timeout_s: float = 5.0) -> None: ...
+    def send(self, cmd: dict) -> None: ...
+    def poll(self, max_items: int = 1000) -> list[dict]: ...
+
+
+EngineFactory = Callable[[Mapping[str, Any]], EngineLike]
+
+
+def default_engine_factory(values: Mapping[str, Any]) -> EngineLike:
+    """``EngineProcess(LiveConfig(**values))``, keeping only the fields ``LiveConfig`` defines."""
+    from bci.engine import EngineProcess, LiveConfig
+
+    names = {f.name for f in dataclasses.fields(LiveConfig)}
+    return EngineProcess(LiveConfig(**{k: v for k, v in values.items() if k in names}))
+
+
+def _engine_alive(engine: Any) -> bool:
+    """``engine.alive`` (property or method) or ``engine.is_alive()``; True when it cannot tell."""
+    alive = getattr(engine, "alive", None)
+    if alive is None:
+        alive = getattr(engine, "is_alive", None)
+    if callable(alive):
+        alive = alive()
+    return True if alive is None else bool(alive)
+
+
+def _path_row(edit: QtWidgets.QLineEdit, pick: Callable[[], None]) -> QtWidgets.QWidget:
+    w = QtWidgets.QWidget()
+    lay = QtWidgets.QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    b = QtWidgets.QToolButton()
+    b.setText("…")
+    b.clicked.connect(pick)
+    lay.addWidget(b)
+    return w
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The live decoding window.
+
+    Parameters
+    ----------
+    settings : LiveSettings
+        Remembered settings (modified in place and saved on connect and close).
+    settings_path : str or Path or None
+        Where settings are saved (``None``: the default user config file).
+    engine_factory : callable
+        ``factory(live_config_values) -> EngineLike``; tests pass a fake.
+    fps : float
+        Maximum polling/drawing rate (frames per second).
+    discover_timeout_s : float
+        ``resolve_streams`` wait of the Refresh button.
+    auto_discover : bool
+        Look for streams when the window opens.
+    """
+
+    def __init__(
+        self,
+        settings: LiveSettings | None = None,
+        settings_path: str | Path | None = None,
+        engine_factory: EngineFactory = default_engine_factory,
+        fps: float = 30.0,
+        discover_timeout_s: float = 1.0,
+        auto_discover: bool = True,
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("hmavd-live — EEG visual decoding")
+        self.settings = settings if settings is not None else LiveSettings()
+        self.settings_path = settings_path
+        self.engine_factory = engine_factory
+        self.discover_timeout_s = float(discover_timeout_s)
+        self.engine: EngineLike | None = None
+        self.replay: ReplayProcess | None = None
+        self.connected_info: dict[str, Any] = {}
+        self.n_predictions = 0
+        self.n_frames = 0  # timer ticks that drew something
+        self.n_ticks = 0
+        self.draw_times_s: list[float] = []  # monotonic time of each drawn frame (last 300)
+        self.recording = False
+        self.scope_sfreq = 100.0  # Hz of the engine's decimated scope data
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsl-discover")
+        self._discovery: concurrent.futures.Future[list[StreamEntry]] | None = None
+        self._pending_prediction: dict[str, Any] | None = None
+        self._build()
+        self._load_fields()
+        self.timer = QtCore.QTimer(self)
+        self.frame_interval_s = 1.0 / float(fps)
+        self.timer.setInterval(max(1, int(round(1000.0 / fps))))
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+        self._update_buttons()
+        self.check_demo()
+        if auto_discover:
+            self.refresh_streams()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        s = self.settings
+        self.eeg_combo = QtWidgets.QComboBox(editable=True)
+        self.marker_combo = QtWidgets.QComboBox(editable=True)
+        for combo in (self.eeg_combo, self.marker_combo):
+            combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
+            combo.setMinimumContentsLength(24)
+        self.refresh_button = QtWidgets.QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh_streams)
+        self.checkpoint_edit = QtWidgets.QLineEdit()
+        self.features_edit = QtWidgets.QLineEdit()
+        self.whitening_edit = QtWidgets.QLineEdit()
+        self.image_dir_edit = QtWidgets.QLineEdit()
+        self.templates_combo = QtWidgets.QComboBox()
+        self.templates_combo.addItems(["image", "text", "fused"])
+        self.image_source_combo = QtWidgets.QComboBox()
+        self.image_source_combo.addItems(["test-images", "centers"])
+        self.connect_button = QtWidgets.QPushButton("Connect")
+        self.connect_button.clicked.connect(self.connect_engine)
+        self.disconnect_button = QtWidgets.QPushButton("Disconnect")
+        self.disconnect_button.clicked.connect(self.disconnect_engine)
+        self.record_button = QtWidgets.QPushButton("Record")
+        self.record_button.clicked.connect(self.toggle_recording)
+        self.replay_button = QtWidgets.QPushButton("Replay recording…")
+        self.replay_button.clicked.connect(self._pick_replay)
+        self.stop_replay_button = QtWidgets.QPushButton("Stop replay")
+        self.stop_replay_button.clicked.connect(self.stop_replay)
+        self.demo_button = QtWidgets.QPushButton("Start demo")
+        self.demo_button.setToolTip("replay the simulated subject's test session and decode it")
+        self.demo_button.clicked.connect(self.start_demo)
+        self.speed_spin = QtWidgets.QDoubleSpinBox()
+        self.speed_spin.setRange(0.1, 100.0)
+        self.speed_spin.setSuffix("×")
+        self.speed_spin.setValue(s.replay_speed)
+
+        form = QtWidgets.QGridLayout()
+        form.addWidget(QtWidgets.QLabel("EEG stream"), 0, 0)
+        form.addWidget(self.eeg_combo, 0, 1)
+        form.addWidget(QtWidgets.QLabel("Marker stream"), 0, 2)
+        form.addWidget(self.marker_combo, 0, 3)
+        form.addWidget(self.refresh_button, 0, 4)
+        form.addWidget(QtWidgets.QLabel("Checkpoint"), 1, 0)
+        form.addWidget(_path_row(self.checkpoint_edit, lambda: self._pick(self.checkpoint_edit, False)), 1, 1)
+        form.addWidget(QtWidgets.QLabel("Features"), 1, 2)
+        form.addWidget(_path_row(self.features_edit, lambda: self._pick(self.features_edit, True)), 1, 3)
+        form.addWidget(QtWidgets.QLabel("Whitening"), 2, 0)
+        form.addWidget(_path_row(self.whitening_edit, lambda: self._pick(self.whitening_edit, False)), 2, 1)
+        form.addWidget(QtWidgets.QLabel("Images"), 2, 2)
+        form.addWidget(_path_row(self.image_dir_edit, lambda: self._pick(self.image_dir_edit, True)), 2, 3)
+        tmpl = QtWidgets.QHBoxLayout()
+        tmpl.addWidget(QtWidgets.QLabel("Templates"))
+        tmpl.addWidget(self.templates_combo)
+        tmpl.addWidget(self.image_source_combo)
+        tmpl.addStretch(1)
+        form.addLayout(tmpl, 3, 1)
+        buttons = QtWidgets.QHBoxLayout()
+        for b in (self.connect_button, self.disconnect_button, self.record_button):
+            buttons.addWidget(b)
+        buttons.addSpacing(24)
+        buttons.addWidget(self.demo_button)
+        buttons.addWidget(self.replay_button)
+        buttons.addWidget(QtWidgets.QLabel("speed"))
+        buttons.addWidget(self.speed_spin)
+        buttons.addWidget(self.stop_replay_button)
+        buttons.addStretch(1)
+
+        self.demo_notice = QtWidgets.QLabel("")
+        self.demo_notice.setWordWrap(True)
+        self.demo_notice.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner = ErrorBanner()
+        self.scope = ScopeWidget(window_s=s.scope_window_s, scale_uv=s.scope_scale_uv)
+        if s.scope_channels:
+            self.scope.channel_edit.setText(",".join(s.scope_channels))
+        self.topk = TopKPanel()
+        self.history = HistoryWidget()
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.topk)
+        right.addWidget(self.history)
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        split.addWidget(self.scope)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        central = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(central)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.demo_notice)
+        lay.addWidget(self.banner)
+        lay.addWidget(split, 1)
+        self.setCentralWidget(central)
+        self.status = StatusPanel()
+        self.statusBar().addPermanentWidget(self.status, 1)
+        self.resize(1400, 860)
+
+    def _load_fields(self) -> None:
+        s = self.settings
+        self.eeg_combo.setEditText(s.eeg_stream)
+        self.marker_combo.setEditText(s.marker_stream)
+        self.checkpoint_edit.setText(s.checkpoint)
+        self.features_edit.setText(s.features)
+        self.whitening_edit.setText(s.whitening)
+        self.image_dir_edit.setText(s.image_dir)
+        self.templates_combo.setCurrentText(s.templates)
+        self.image_source_combo.setCurrentText(s.image_source)
+        if s.geometry:
+            try:
+                self.restoreGeometry(QtCore.QByteArray.fromHex(s.geometry.encode()))
+            except (TypeError, ValueError):  # pragma: no cover - corrupt value
+                pass
+
+    def _store_fields(self) -> None:
+        s = self.settings
+        s.eeg_stream, s.marker_stream = self.eeg_name(), self.marker_name()
+        s.checkpoint, s.features = self.checkpoint_edit.text().strip(), self.features_edit.text().strip()
+        s.whitening, s.image_dir = self.whitening_edit.text().strip(), self.image_dir_edit.text().strip()
+        s.templates, s.image_source = self.templates_combo.currentText(), self.image_source_combo.currentText()
+        s.replay_speed = float(self.speed_spin.value())
+        s.scope_scale_uv = float(self.scope.scale_uv)
+        text = self.scope.channel_edit.text().strip()
+        s.scope_channels = [c.strip() for c in text.split(",") if c.strip()] if text and text != "all" else []
+        s.geometry = bytes(self.saveGeometry().toHex()).decode()
+
+    def save_settings(self) -> None:
+        self._store_fields()
+        save_settings(self.settings, self.settings_path)
+
+    def _pick(self, edit: QtWidgets.QLineEdit, directory: bool) -> None:  # pragma: no cover - dialogs
+        start = edit.text() or str(Path.cwd())
+        if directory:
+            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        else:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a file", start)
+        if path:
+            edit.setText(path)
+
+    def _pick_replay(self) -> None:  # pragma: no cover - dialogs
+        start = self.settings.last_recording or str(Path(self.settings.data_dir) / "recordings")
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open a recording to replay", start, "Recordings (*.fif *.vhdr *.edf *.xdf *.npy);;All (*)"
+        )
+        if path:
+            self.start_replay(path)
+
+    # ------------------------------------------------------------------ streams
+    def eeg_name(self) -> str:
+        return str(self.eeg_combo.currentData() or self.eeg_combo.currentText()).strip()
+
+    def marker_name(self) -> str:
+        return str(self.marker_combo.currentData() or self.marker_combo.currentText()).strip()
+
+    def refresh_streams(self) -> None:
+        """Look for LSL streams in a worker thread; the combos are filled when it returns."""
+        if self._discovery is not None and not self._discovery.done():
+            return
+        self.refresh_button.setEnabled(False)
+        self.status.show_state("looking for LSL streams …")
+        self._discovery = self._pool.submit(discover_streams, self.discover_timeout_s)
+
+    def _discovery_done(self) -> None:
+        fut, self._discovery = self._discovery, None
+        self.refresh_button.setEnabled(True)
+        try:
+            streams = fut.result() if fut is not None else []
+        except Exception as err:  # noqa: BLE001 - shown to the user, never a crash
+            self.show_error(f"stream discovery failed: {err}")
+            return
+        self.set_streams(streams)
+
+    def set_streams(self, streams: list[StreamEntry]) -> None:
+        """Fill the stream combos (EEG-like and marker-like), keeping the typed/selected names."""
+        eeg, markers = split_streams(streams)
+        for combo, entries, keep in (
+            (self.eeg_combo, eeg, self.eeg_name()),
+            (self.marker_combo, markers, self.marker_name()),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            for e in entries:
+                combo.addItem(e.label(), e.name)
+            idx = combo.findData(keep)
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+            else:
+                combo.setEditText(keep)
+            combo.blockSignals(False)
+        if self.engine is None:
+            self.status.show_state(f"{len(eeg)} EEG and {len(markers)} marker streams found")
+
+    # ------------------------------------------------------------------ engine
+    def live_config_values(self) -> dict[str, Any]:
+        """The ``LiveConfig`` fields from the window's inputs."""
+        return {
+            "eeg_stream": self.eeg_name(),
+            "marker_stream": self.marker_name(),
+            "checkpoint": self.checkpoint_edit.text().strip(),
+            "features": self.features_edit.text().strip(),
+            "whitening": self.whitening_edit.text().strip(),
+            "templates": self.templates_combo.currentText(),
+            "image_source": self.image_source_combo.currentText(),
+            "record_dir": self.settings.record_dir,
+            "scope_sfreq": self.scope_sfreq,
+            "scope_interval_s": self.frame_interval_s,  # scope data as often as the window draws
+        }
+
+    def connect_engine(self, resolve_timeout_s: float | None = None) -> bool:
+        """Start the engine process on the chosen streams and model; errors go to the banner."""
+        if self.engine is not None:
+            self.disconnect_engine()
+        values = self.live_config_values()
+        missing = [k for k in ("eeg_stream", "checkpoint") if not values[k]]
+        if missing:
+            self.show_error(f"{' and '.join(missing)}: not set; choose them above (or press 'Start demo')")
+            return False
+        if resolve_timeout_s is not None:
+            values["resolve_timeout_s"] = float(resolve_timeout_s)
+        try:
+            engine = self.engine_factory(values)
+            engine.start()
+        except Exception as err:  # noqa: BLE001 - a bad config must not crash the window
+            self.show_error(f"cannot start the engine: {err}")
+            return False
+        self.engine = engine
+        self.connected_info = {}
+        self.n_predictions = 0
+        self.history.reset()
+        self.topk.clear()
+        self.banner.dismiss()
+        self.status.show_state(f"connecting to {values['eeg_stream']!r} …")
+        self.save_settings()
+        self._update_buttons()
+        return True
+
+    def disconnect_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            try:
+                engine.stop(timeout_s=5.0)
+            except Exception as err:  # noqa: BLE001
+                self.show_error(f"engine did not stop cleanly: {err}")
+        self.recording = False
+        self.connected_info = {}
+        self.status.show_state("disconnected")
+        self._update_buttons()
+
+    def toggle_recording(self) -> None:
+        if self.engine is None:
+            self.show_error("record: not connected; connect to a stream first")
+            return
+        if self.recording:
+            self.engine.send({"cmd": "record_stop"})
+            self.recording = False
+        else:
+            path = Path(self.settings.record_dir) / time.strftime("session-%Y%m%d-%H%M%S")
+            self.engine.send({"cmd": "record_start", "path": str(path)})
+            self.recording = True
+            self.show_info(f"recording to {path}")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        on = self.engine is not None
+        self.connect_button.setEnabled(not on)
+        self.disconnect_button.setEnabled(on)
+        self.record_button.setEnabled(on)
+        self.record_button.setText("Stop recording" if self.recording else "Record")
+        self.stop_replay_button.setEnabled(self.replay is not None)
+
+    # ------------------------------------------------------------------ replay / demo
+    def start_replay(self, recording: str | Path, connect: bool = True, loop: bool = True) -> bool:
+        """Replay ``recording`` with ``hmavd-replay`` under unique stream names, then connect to it."""
+        recording = Path(recording)
+        if not recording.exists():
+            self.show_error(f"replay: {recording} does not exist; choose an existing recording")
+            return False
+        self.stop_replay()
+        eeg, markers = unique_stream_names()
+        self.replay = ReplayProcess(recording, eeg, markers, speed=self.speed_spin.value(), loop=loop)
+        try:
+            self.replay.start()
+        except OSError as err:
+            self.replay = None
+            self.show_error(f"replay: cannot start hmavd-replay ({err})")
+            return False
+        self.settings.last_recording = str(recording)
+        self.eeg_combo.setEditText(eeg)
+        self.marker_combo.setEditText(markers)
+        self.show_info(f"replaying {recording.name} as {eeg!r} + {markers!r}")
+        self._update_buttons()
+        return self.connect_engine(resolve_timeout_s=20.0) if connect else True
+
+    def stop_replay(self) -> None:
+        replay, self.replay = self.replay, None
+        if replay is not None:
+            replay.stop()
+        self._update_buttons()
+
+    def check_demo(self) -> bool:
+        """Fill empty model fields with the simulated subject's files; explain how to create them if absent."""
+        demo = demo_paths(self.settings.data_dir, self.settings.runs_dir)
+        for edit, value in (
+            (self.checkpoint_edit, demo.checkpoint),
+            (self.features_edit, demo.features),
+            (self.whitening_edit, demo.whitening),
+        ):
+            if value is not None and not edit.text().strip():
+                edit.setText(str(value))
+        if not self.image_dir_edit.text().strip() and (Path(self.settings.data_dir) / "image_set").is_dir():
+            self.image_dir_edit.setText(str(Path(self.settings.data_dir) / "image_set"))
+        if demo.ready:
+            self.demo_notice.setText(f"Simulated subject ready: press 'Start demo' to replay {demo.recording}.")
+        else:
+            self.demo_notice.setText(
+                "Simulated subject not found (missing: " + "; ".join(demo.missing) + "). "
+                f"Create it with:  {demo.create_command}   then press 'Start demo'."
+            )
+        return demo.ready
+
+    def start_demo(self) -> bool:
+        """Replay the simulated subject's test session and decode it with the demo model."""
+        demo = demo_paths(self.settings.data_dir, self.settings.runs_dir)
+        if not demo.ready:
+            self.check_demo()
+            self.show_error(f"demo: missing {'; '.join(demo.missing)}; run `{demo.create_command}` first")
+            return False
+        self.checkpoint_edit.setText(str(demo.checkpoint))
+        self.features_edit.setText(str(demo.features))
+        self.whitening_edit.setText(str(demo.whitening))
+        return self.start_replay(demo.recording)
+
+    # ------------------------------------------------------------------ messages
+    def show_error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.banner.show_message(message, "error")
+
+    def show_info(self, message: str) -> None:
+        self.banner.show_message(message, "info")
+
+    def handle_message(self, msg: Mapping[str, Any]) -> None:
+        """Apply one engine message to the widgets (drawing happens once per tick)."""
+        kind = msg.get("type")
+        if kind == "scope":
+            self.scope.append(msg["data"], float(msg.get("t0_s", 0.0)), msg.get("markers") or (), msg.get("sfreq"))
+        elif kind == "prediction":
+            self.n_predictions += 1
+            self.history.add_prediction(msg)
+            self._pending_prediction = dict(msg)
+        elif kind == "status":
+            self.status.show_status(msg)
+            self.recording = bool(msg.get("recording", self.recording))
+            self._update_buttons()
+        elif kind == "connected":
+            self._on_connected(msg)
+        elif kind == "error":
+            self.show_error(str(msg.get("message", "unknown engine error")))
+        elif kind == "stopped":
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                try:
+                    engine.stop(timeout_s=1.0)
+                except Exception:  # noqa: BLE001
+                    log.debug("engine stop after 'stopped' failed", exc_info=True)
+            self.recording = False
+            self.status.show_state("engine stopped")
+            self._update_buttons()
+        else:
+            log.debug("ignoring engine message %r", kind)
+
+    def _on_connected(self, msg: Mapping[str, Any]) -> None:
+        self.connected_info = dict(msg)
+        ch_names = list(msg.get("ch_names") or [f"ch{i}" for i in range(int(msg.get("n_chans", 0)))])
+        scope_sfreq = float(msg.get("scope_sfreq") or self.scope_sfreq)
+        self.scope.set_channels(ch_names, scope_sfreq)
+        concepts = list(msg.get("concepts") or [])
+        self.history.reset(len(concepts) or None)
+        self.topk.clear(concepts)
+        self.topk.set_thumbnails(ThumbnailIndex(self.image_dir_edit.text().strip() or None, concepts or None))
+        self.status.nominal_sfreq = float(msg.get("sfreq") or 0) or None
+        self.status.show_state(
+            f"connected: {len(ch_names)} ch @ {float(msg.get('sfreq') or 0):g} Hz, {len(concepts)} concepts"
+        )
+        self.banner.dismiss()
+
+    def _tick(self) -> None:
+        self.n_ticks += 1
+        if self._discovery is not None and self._discovery.done():
+            self._discovery_done()
+        if self.engine is not None:
+            try:
+                msgs = self.engine.poll(max_items=1000)
+            except Exception as err:  # noqa: BLE001 - a dead engine must not kill the GUI
+                msgs = [{"type": "error", "message": f"engine connection lost: {err}"}, {"type": "stopped"}]
+            for msg in msgs:
+                try:
+                    self.handle_message(msg)
+                except Exception as err:  # noqa: BLE001
+                    log.exception("bad engine message")
+                    self.show_error(f"bad engine message {msg.get('type')!r}: {err}")
+            if self.engine is not None and not _engine_alive(self.engine):
+                for msg in self.engine.poll(max_items=1000):  # its last words (error, stopped)
+                    self.handle_message(msg)
+                if self.engine is not None:
+                    self.show_error("the engine process exited; press Connect to restart it")
+                    self.handle_message({"type": "stopped"})
+        if self.replay is not None and not self.replay.running:
+            err = self.replay.error_output()
+            self.show_error(f"replay exited (code {self.replay.returncode}){': ' + err if err else ''}")
+            self.stop_replay()
+        drew = False
+        if self._pending_prediction is not None:
+            self.topk.show_prediction(self._pending_prediction)
+            self._pending_prediction = None
+            drew = True
+        drew = self.scope.redraw() or drew
+        if drew:
+            self.n_frames += 1
+            self.draw_times_s.append(time.monotonic())
+            del self.draw_times_s[:-300]
+
+    def measured_fps(self) -> float:
+        """Frames drawn per second over the last (up to) 300 frames."""
+        t = self.draw_times_s
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """Stop the timer, the engine process, the replay and the discovery thread; save settings."""
+        self.timer.stop()
+        try:
+            self.save_settings()
+        finally:
+            self.disconnect_engine()
+            self.stop_replay()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,80 @@
+"""History of recent predictions with running top-1/top-5 accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from PyQt6 import QtGui, QtWidgets
+
+from ..state import HistoryEntry, RunningAccuracy
+
+__all__ = ["HistoryWidget"]
+
+_COLUMNS = ("onset (s)", "predicted", "score", "true", "", "latency (ms)")
+
+
+class HistoryWidget(QtWidgets.QGroupBox):
+    """The last ``max_rows`` predictions (newest on top) and the running accuracy over the session.
+
+    Parameters
+    ----------
+    max_rows : int
+        Rows kept in the table (the accuracy counts every prediction).
+    """
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, max_rows: int = 50) -> None:
+        super().__init__("History", parent)
+        self.max_rows = int(max_rows)
+        self.accuracy = RunningAccuracy()
+        self.n_concepts: int | None = None
+        self.entries: list[HistoryEntry] = []
+        self.summary = QtWidgets.QLabel(self.accuracy.text())
+        self.table = QtWidgets.QTableWidget(0, len(_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(_COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.table, 1)
+
+    def reset(self, n_concepts: int | None = None) -> None:
+        self.accuracy = RunningAccuracy()
+        self.n_concepts = n_concepts
+        self.entries.clear()
+        self.table.setRowCount(0)
+        self.summary.setText(self.accuracy.text())
+
+    def add_prediction(self, msg: Mapping[str, Any]) -> HistoryEntry:
+        """Append a ``prediction`` message; updates the table and the running accuracy."""
+        entry = HistoryEntry.from_message(msg)
+        self.accuracy.update(entry.top1_correct, entry.top5_correct)
+        self.entries.insert(0, entry)
+        del self.entries[self.max_rows :]
+        self.table.insertRow(0)
+        cells = (
+            f"{entry.onset_s:.2f}",
+            entry.predicted,
+            f"{entry.score:.3f}",
+            entry.true_concept or "",
+            entry.mark(),
+            f"{entry.latency_ms:.1f}",
+        )
+        colour = None
+        if entry.top1_correct:
+            colour = QtGui.QColor(200, 240, 200)
+        elif entry.top5_correct:
+            colour = QtGui.QColor(240, 240, 190)
+        for col, text in enumerate(cells):
+            item = QtWidgets.QTableWidgetItem(text)
+            if colour is not None:
+                item.setBackground(colour)
+            self.table.setItem(0, col, item)
+        while self.table.rowCount() > self.max_rows:
+            self.table.removeRow(self.table.rowCount() - 1)
+        self.summary.setText(self.accuracy.text(self.n_concepts))
+        return entry

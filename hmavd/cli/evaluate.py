@@ -1,0 +1,92 @@
+"""``hmavd-eval``: zero-shot evaluation of trained runs (Table 2 format, markdown + CSV + JSON).
+
+Examples::
+
+    hmavd-eval runs/hmavd-63_sub-01_seed0
+    hmavd-eval runs/*  --templates image,text,fused --image-source centers --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UserError, run_command, setup_logging
+from ..io import atomic_write_json
+
+PROG = "hmavd-eval"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..evaluate import DEFAULT_WAYS, IMAGE_SOURCES
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or folders of runs, or checkpoints)")
+    p.add_argument("--templates", default="image,text,fused", help="comma-separated: image,text,fused")
+    p.add_argument("--image-source", default="test-images", choices=IMAGE_SOURCES, help="image template source")
+    p.add_argument("--data", help="dataset root (default: the one each run was trained on)")
+    p.add_argument("--subject", type=int, help="test subject (default: the run's subject)")
+    p.add_argument("--ways", default=",".join(map(str, DEFAULT_WAYS)), help="n-way accuracies to report")
+    p.add_argument("--n-draws", type=int, default=100, help="random draws per n-way accuracy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the n-way distractor draws")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="folder for results.{md,csv,json} (default: <parent of the first run>/eval)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def expand_runs(paths: Sequence[str]) -> list[Path]:
+    """Run folders / checkpoint files; a folder without ``best.safetensors`` contributes its sub-runs."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() or (p / "best.safetensors").exists():
+            out.append(p)
+        elif p.is_dir() and (subs := sorted(q.parent for q in p.glob("*/best.safetensors"))):
+            out.extend(subs)
+        else:
+            raise UserError(f"RUN_DIR: {raw} holds no best.safetensors (nor sub-runs); pass a hmavd-train run folder")
+    return out
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    from ..evaluate import aggregate, evaluate_checkpoint, results_csv, table_markdown
+
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    kinds = [k.strip() for k in args.templates.split(",") if k.strip()]
+    try:
+        ways = [int(w) for w in args.ways.split(",") if w.strip()]
+    except ValueError:
+        raise UserError(f"--ways: {args.ways!r} is not a comma-separated list of integers (e.g. 2,4,10)") from None
+    runs = expand_runs(args.runs)
+    evals = []
+    for run in runs:
+        ev = evaluate_checkpoint(
+            run, args.data, args.subject, kinds, args.image_source, ways, args.seed, args.n_draws, args.device
+        )
+        if run.is_dir():
+            atomic_write_json(run / f"eval_{args.image_source}.json", ev)
+        evals.append(ev)
+    rows = aggregate(evals)
+    out = Path(args.out) if args.out else runs[0].resolve().parent / "eval"
+    md = table_markdown(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(md)
+    (out / "results.csv").write_text(results_csv(evals))
+    atomic_write_json(out / "results.json", {"evaluations": evals, "table": rows})
+    print(md)
+    print(f"results: {out}/results.{{md,csv,json}}")
+    print(json.dumps({"n_runs": len(evals)}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    return run_command(PROG, _body, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""``hmavd-train``: train HMAVD / NICE runs from a packaged config (one per paper table row).
+
+Examples::
+
+    hmavd-train --config hmavd-63 --data hmavd_data/sim --subject 1
+    hmavd-train --config nice --data /data/things-eeg2 --subject all --seeds 0,1,2 epochs=200
+    hmavd-train --config hmavd-63 --data DIR --subject all protocol=loso
+    hmavd-train --resume runs/hmavd-63_sub-01_seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from ..config import add_config_arguments, config_from_dict, config_to_dict, load_config, parse_overrides
+from ..errors import UserError, run_command, setup_logging
+
+PROG = "hmavd-train"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, default="hmavd-63")
+    p.add_argument("--data", help="dataset root (ThingsEEG2 layout); sets data_dir")
+    p.add_argument("--subject", help="subject number, comma-separated list, or 'all' (one run each)")
+    p.add_argument("--seeds", help="comma-separated seeds (one run each), e.g. 0,1,2; sets seed")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _resume_config(run_dir: Path, overrides: Sequence[str]):
+    from ..train import TrainConfig
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise UserError(f"--resume: {run_dir} has no config.yaml; pass a run folder written by hmavd-train")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.pop("_config_class", None)
+    ov = parse_overrides(overrides)
+    if set(ov) - {"device"}:
+        raise UserError(f"--resume: only device=... may be overridden, got {sorted(ov)}; drop the others")
+    return config_from_dict(TrainConfig, {**values, **ov}, source=str(path))
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    from ..datasets import parse_subjects
+    from ..train import TrainConfig, train
+
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.resume:
+        cfg = _resume_config(Path(args.resume), args.overrides)
+        print(train(cfg, resume=True, progress=not args.no_progress))
+        return 0
+    extra = [f"data_dir={args.data}"] if args.data else []
+    cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    subjects = parse_subjects(args.subject, cfg.data_dir) if args.subject else [cfg.subject]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.seed]
+    except ValueError:
+        raise UserError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None
+    runs = []
+    for subject in subjects:
+        for seed in seeds:
+            run_cfg = dataclasses.replace(cfg, subject=subject, seed=seed)
+            run_cfg.validate()
+            runs.append(train(run_cfg, progress=not args.no_progress))
+    for run in runs:
+        print(run)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    return run_command(PROG, _body, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,557 @@
+"""The simulated subject: a documented forward model from image features to continuous EEG.
+
+Everything here is a pure function of arrays and a seeded ``numpy.random.Generator``; writing the
+dataset lives in :mod:`hmavd.simulate_io` and the command in :mod:`hmavd.cli.simulate`.
+``docs/simulated-subject.md`` explains the model in prose; in short:
+
+**Concepts and images.** The concepts are the real ThingsEEG2 folders
+(:func:`hmavd.data.concepts.train_concepts` / :func:`~hmavd.data.concepts.test_concepts`); a
+configurable subset keeps the first ``n`` of each list (the 200 test concepts keep their real
+order). Test images are the real CLIP ViT-L/14 embeddings of the 200 test images and test concept
+prototypes are the real "center" features. Training concept prototypes ``p_c`` are drawn from a
+Gaussian fitted to the 200 real centers (mean + rank-``r`` covariance + isotropic rest) and a
+training image is ``f = normalize(p_c + v)``, with ``v`` drawn from a Gaussian fitted to the real
+within-concept variation (test image minus its concept's center), scaled by ``image_variation``.
+
+**Text.** One text feature per concept, ``t_c = normalize(normalize(p_c) + text_noise * e_c +
+modality_gap * g)``: ``e_c`` is isotropic Gaussian noise of expected norm 1 and ``g`` a fixed unit
+vector shared by all concepts (CLIP's image-text "modality gap"). Text carries concept semantics;
+images add image-specific detail.
+
+**EEG.** Each image drives ``K`` latent sources ``z = diag(1/s) P (f - mu)`` (``P``: fixed random
+``K x D`` projection shared by all simulated subjects, ``mu``/``s``: mean of the real test images and
+per-source standard deviation, so every source has unit variance). Source ``k`` has a spatial
+pattern ``a_k`` (a Gaussian blob on the scalp centred on a random occipital/parietal electrode, from
+the ``standard_1005`` positions) and a temporal waveform ``w_k(t)`` (a Gabor wavelet with a random
+latency, width and frequency, tapered to be exactly zero outside the signal window, default
+0.1–0.6 s after onset). The response to one presentation is ``R = sum_k z_k a_k w_k(t)`` plus an
+image-independent ERP ``common_erp_ratio * a_0 w_0(t)``, placed at the onset in a 1000 Hz continuous
+recording (RSVP: an onset every 200 ms, sequences of ``sequence_length`` images separated by
+``sequence_gap_s``, catch trials coded 99999), so the responses of neighbouring images overlap as in
+the real experiment. Noise is spatially correlated (mixing matrix = Cholesky factor of an exponential
+kernel of inter-electrode distance, blended with the identity) and temporally correlated (AR(1) with
+coefficient ``noise_ar`` per sample), with a per-channel standard deviation of ``noise_uv`` µV.
+
+**SNR** is the single-trial power ratio of the image-specific signal (mean over channels and the
+samples of the signal window, averaged over images) to the noise; the signal is scaled to reach it.
+Patterns, waveforms and noise differ per subject (seeded with ``seed`` and the subject number); the
+features and ``P`` depend on ``seed`` only.
+
+**Oracle.** :func:`oracle_scores` knows the forward model: it pushes each source's response through
+the same preprocessing (baseline, resampling, crop, the session's MVNN whitening), estimates ``z``
+from the repetition-averaged test EEG by ridge least squares, and matches it by (centred) cosine against
+the true ``z`` of every test image; its top-1/top-5 is the ceiling a decoder can reach.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.signal
+
+from .data.concepts import (
+    clip_test_center_features,
+    clip_test_image_features,
+    test_concepts,
+    train_concepts,
+)
+from .data.thingseeg2 import ImageMetadata, concept_name
+from .errors import UserError
+
+__all__ = [
+    "SFREQ_RAW",
+    "SOA_S",
+    "CATCH_ID",
+    "FeatureGeometry",
+    "SimulatedFeatures",
+    "SourceModel",
+    "select_concepts",
+    "test_image_files",
+    "make_image_metadata",
+    "l2_normalize",
+    "fit_low_rank_gaussian",
+    "sample_low_rank_gaussian",
+    "simulate_features",
+    "latent_projection",
+    "latent_sources",
+    "electrode_positions",
+    "spatial_patterns",
+    "temporal_waveforms",
+    "make_source_model",
+    "noise_mixing",
+    "ar1_noise",
+    "rsvp_schedule",
+    "signal_power",
+    "render_signal",
+    "cut_epochs",
+    "oracle_scores",
+    "topk_accuracy",
+]
+
+#: Rate of the simulated continuous recording (Hz), as ThingsEEG2's raw files.
+SFREQ_RAW = 1000.0
+#: Stimulus onset asynchrony of the RSVP (100 ms image + 100 ms blank), seconds.
+SOA_S = 0.2
+#: Event code of target/catch trials (dropped by the preprocessing).
+CATCH_ID = 99999
+
+
+# --------------------------------------------------------------------------- concepts and metadata
+
+
+def select_concepts(n_train: int, n_test: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The first ``n_train`` training and first ``n_test`` test concept folders (real ThingsEEG2 names)."""
+    tr, te = train_concepts(), test_concepts()
+    if not 1 <= n_train <= len(tr):
+        raise UserError(f"n_train_concepts: {n_train} must be in 1..{len(tr)}; lower it")
+    if not 2 <= n_test <= len(te):
+        raise UserError(f"n_test_concepts: {n_test} must be in 2..{len(te)}; change it")
+    return tr[:n_train], te[:n_test]
+
+
+@functools.lru_cache(maxsize=None)
+def test_image_files() -> dict[str, str]:
+    """Real ThingsEEG2 test image file name of each test concept folder (``aircraft_carrier_06s.jpg``)."""
+    res = importlib.resources.files("hmavd") / "resources" / "thingseeg2_test_concepts_200.csv"
+    with res.open("r") as fh:
+        return {row["raw_concept"]: row["test_img_file"] for row in csv.DictReader(fh)}
+
+
+def make_image_metadata(
+    train_folders: Sequence[str], n_images_per_concept: int, test_folders: Sequence[str]
+) -> ImageMetadata:
+    """ThingsEEG2-style metadata: ``n`` training images per concept (``aardvark_01b.jpg`` …), one test image each."""
+    tr_c, tr_f = [], []
+    for folder in train_folders:
+        stem = concept_name(folder).replace(" ", "_")
+        for j in range(n_images_per_concept):
+            tr_c.append(folder)
+            tr_f.append(f"{stem}_{j + 1:02d}b.jpg")
+    files = test_image_files()
+    return ImageMetadata(
+        train_img_concepts=tuple(tr_c),
+        train_img_files=tuple(tr_f),
+        test_img_concepts=tuple(test_folders),
+        test_img_files=tuple(files[f] for f in test_folders),
+    )
+
+
+# --------------------------------------------------------------------------- features
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x / ||x||`` along ``axis`` (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class FeatureGeometry:
+    """A Gaussian with mean + low-rank covariance + isotropic rest, fitted to feature rows.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (D,)
+    basis : ndarray, shape (r, D)
+        Orthonormal principal directions.
+    scales : ndarray, shape (r,)
+        Standard deviation along each direction.
+    resid_std : float
+        Per-dimension standard deviation of the rest.
+    """
+
+    mean: np.ndarray
+    basis: np.ndarray
+    scales: np.ndarray
+    resid_std: float
+
+
+def fit_low_rank_gaussian(x: np.ndarray, rank: int, center: bool = True) -> FeatureGeometry:
+    """Fit :class:`FeatureGeometry` to rows ``x`` (N, D): top-``rank`` PCs plus an isotropic rest."""
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    mean = x.mean(axis=0) if center else np.zeros(d)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)  # s: (min(N, D),)
+    rank = int(min(rank, len(s) - 1))
+    var = s**2 / max(n - 1, 1)
+    resid = float(np.sqrt(var[rank:].sum() / max(d - rank, 1)))
+    return FeatureGeometry(mean=mean, basis=vt[:rank], scales=np.sqrt(var[:rank]), resid_std=resid)
+
+
+def sample_low_rank_gaussian(rng: np.random.Generator, geom: FeatureGeometry, n: int) -> np.ndarray:
+    """Draw ``n`` rows from a :class:`FeatureGeometry`: (n, D) float64."""
+    r, d = geom.basis.shape
+    coef = rng.standard_normal((n, r)) * geom.scales  # (n, r)
+    return geom.mean + coef @ geom.basis + geom.resid_std * rng.standard_normal((n, d))
+
+
+@dataclass(frozen=True)
+class SimulatedFeatures:
+    """Image/text features of the simulated stimuli (float64, L2-normalised rows except centers)."""
+
+    train_image: np.ndarray  # (n_train_images, D)
+    test_image: np.ndarray  # (n_test_images, D)
+    train_text: np.ndarray  # (n_train_concepts, D)
+    test_text: np.ndarray  # (n_test_concepts, D)
+    test_center: np.ndarray  # (n_test_concepts, D) real centers, not normalised
+    train_prototypes: np.ndarray  # (n_train_concepts, D)
+
+
+def simulate_features(
+    rng: np.random.Generator,
+    n_train_concepts: int,
+    n_images_per_concept: int,
+    n_test_concepts: int,
+    prototype_rank: int = 64,
+    image_variation: float = 1.0,
+    text_noise: float = 0.5,
+    modality_gap: float = 0.5,
+) -> SimulatedFeatures:
+    """Image and text features with real CLIP ViT-L/14 geometry (see the module docstring)."""
+    real_img = clip_test_image_features().astype(np.float64)  # (200, D)
+    real_ctr = clip_test_center_features().astype(np.float64)  # (200, D)
+    proto_geom = fit_low_rank_gaussian(real_ctr, prototype_rank)
+    var_geom = fit_low_rank_gaussian(real_img - real_ctr, prototype_rank, center=False)
+    protos = sample_low_rank_gaussian(rng, proto_geom, n_train_concepts)  # (Ntc, D)
+    var = sample_low_rank_gaussian(rng, var_geom, n_train_concepts * n_images_per_concept)  # (Nti, D)
+    train_image = l2_normalize(np.repeat(protos, n_images_per_concept, axis=0) + image_variation * var)
+    d = real_img.shape[1]
+    gap = l2_normalize(rng.standard_normal(d))  # (D,) shared modality-gap direction
+
+    def text(p: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal(p.shape) / np.sqrt(d)  # expected norm 1 per row
+        return l2_normalize(l2_normalize(p) + text_noise * noise + modality_gap * gap)
+
+    train_text = text(protos)
+    test_text = text(real_ctr[:n_test_concepts])
+    return SimulatedFeatures(
+        train_image=train_image,
+        test_image=real_img[:n_test_concepts].copy(),
+        train_text=train_text,
+        test_text=test_text,
+        test_center=real_ctr[:n_test_concepts].copy(),
+        train_prototypes=protos,
+    )
+
+
+def latent_projection(rng: np.random.Generator, n_sources: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed random projection to ``n_sources`` latents, normalised on the real test images.
+
+    Returns
+    -------
+    projection : ndarray, shape (K, D)
+    mean : ndarray, shape (D,)
+        Mean of the real test image features (subtracted before projecting).
+    scale : ndarray, shape (K,)
+        Per-source standard deviation over the real test images (divided out).
+    """
+    if n_sources < 1:
+        raise UserError(f"n_sources: {n_sources} must be >= 1")
+    proj = rng.standard_normal((n_sources, dim)) / np.sqrt(dim)  # (K, D)
+    real = clip_test_image_features().astype(np.float64)
+    mean = real.mean(axis=0)
+    scale = (real - mean) @ proj.T  # (200, K)
+    return proj, mean, scale.std(axis=0)
+
+
+def latent_sources(features: np.ndarray, projection: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``z = diag(1/scale) P (f - mean)``: (N, D) features -> (N, K) source amplitudes."""
+    return ((np.asarray(features, dtype=np.float64) - mean) @ projection.T) / scale  # (N, K)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@functools.lru_cache(maxsize=4)
+def _montage_positions() -> dict[str, np.ndarray]:
+    import warnings
+
+    import mne
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        montage = mne.channels.make_standard_montage("standard_1005")
+    return {k: np.asarray(v, dtype=np.float64) for k, v in montage.get_positions()["ch_pos"].items()}
+
+
+def electrode_positions(ch_names: Sequence[str]) -> np.ndarray:
+    """Scalp positions (m, head coordinates) of 10-05 electrodes: (C, 3)."""
+    pos = _montage_positions()
+    missing = [c for c in ch_names if c not in pos]
+    if missing:
+        raise UserError(f"channels: {missing[:5]} are not 10-05 electrode names; use standard 10-10 names")
+    return np.stack([pos[c] for c in ch_names])
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """One subject's sources: spatial patterns, temporal waveforms and the common ERP.
+
+    Attributes
+    ----------
+    patterns : ndarray, shape (C, K)
+        Unit-norm spatial pattern of each source.
+    waveforms : ndarray, shape (K, L)
+        Unit-RMS waveform of each source over the signal window (``L`` samples at 1000 Hz).
+    erp_pattern : ndarray, shape (C,)
+    erp_waveform : ndarray, shape (L,)
+    window_offset : int
+        Sample offset of the window's first sample from the onset (e.g. 100 for 0.1 s).
+    """
+
+    patterns: np.ndarray
+    waveforms: np.ndarray
+    erp_pattern: np.ndarray
+    erp_waveform: np.ndarray
+    window_offset: int
+
+
+def spatial_patterns(
+    rng: np.random.Generator, ch_names: Sequence[str], n_sources: int, visual: Sequence[str]
+) -> np.ndarray:
+    """Scalp patterns weighted toward occipital/parietal electrodes: (C, K), unit-norm columns.
+
+    Each source is a Gaussian blob (width 3–6 cm) centred on a random electrode of ``visual``
+    (falling back to all channels when none of ``visual`` is recorded), random sign, plus 10 %
+    spatially white jitter.
+    """
+    pos = electrode_positions(ch_names)  # (C, 3)
+    centres = [c for c in visual if c in ch_names] or list(ch_names)
+    cpos = electrode_positions(centres)  # (V, 3)
+    out = np.empty((len(ch_names), n_sources))
+    for k in range(n_sources):
+        centre = cpos[rng.integers(len(centres))]
+        width = rng.uniform(0.03, 0.06)
+        blob = np.exp(-np.sum((pos - centre) ** 2, axis=1) / (2 * width**2))  # (C,)
+        blob = blob / np.linalg.norm(blob) + 0.1 * rng.standard_normal(len(ch_names)) / np.sqrt(len(ch_names))
+        out[:, k] = rng.choice([-1.0, 1.0]) * blob / np.linalg.norm(blob)
+    return out
+
+
+def temporal_waveforms(
+    rng: np.random.Generator, n_sources: int, tmin_s: float, tmax_s: float, sfreq: float = SFREQ_RAW
+) -> np.ndarray:
+    """ERP-like Gabor waveforms inside ``[tmin_s, tmax_s]``: (K, L) unit RMS, exactly 0 at both ends.
+
+    Latency uniform in the window's central 80 %, width 20–60 ms, frequency 2–10 Hz, random phase,
+    multiplied by a Hann taper spanning the window.
+    """
+    if not 0 <= tmin_s < tmax_s:
+        raise UserError(f"signal window: [{tmin_s}, {tmax_s}] s must satisfy 0 <= signal_tmin_s < signal_tmax_s")
+    n = int(round((tmax_s - tmin_s) * sfreq)) + 1
+    t = tmin_s + np.arange(n) / sfreq  # (L,)
+    span = tmax_s - tmin_s
+    lat = rng.uniform(tmin_s + 0.1 * span, tmax_s - 0.1 * span, n_sources)[:, None]  # (K, 1)
+    width = rng.uniform(0.02, 0.06, n_sources)[:, None]
+    freq = rng.uniform(2.0, 10.0, n_sources)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, n_sources)[:, None]
+    w = np.exp(-((t - lat) ** 2) / (2 * width**2)) * np.cos(2 * np.pi * freq * (t - lat) + phase)  # (K, L)
+    w = w * np.hanning(n)  # zero at the window edges
+    return w / np.sqrt(np.mean(w**2, axis=1, keepdims=True))
+
+
+def make_source_model(
+    rng: np.random.Generator,
+    ch_names: Sequence[str],
+    n_sources: int,
+    signal_tmin_s: float,
+    signal_tmax_s: float,
+    visual: Sequence[str],
+) -> SourceModel:
+    """Draw one subject's :class:`SourceModel`."""
+    patterns = spatial_patterns(rng, ch_names, n_sources + 1, visual)  # (C, K+1)
+    waves = temporal_waveforms(rng, n_sources + 1, signal_tmin_s, signal_tmax_s)  # (K+1, L)
+    return SourceModel(
+        patterns=patterns[:, 1:],
+        waveforms=waves[1:],
+        erp_pattern=patterns[:, 0],
+        erp_waveform=waves[0],
+        window_offset=int(round(signal_tmin_s * SFREQ_RAW)),
+    )
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def noise_mixing(ch_names: Sequence[str], length_m: float = 0.1, white_fraction: float = 0.2) -> np.ndarray:
+    """Spatial mixing matrix ``M`` (C, C), ``M Mᵀ = (1 - w) exp(-d / length_m) + w I`` (unit diagonal)."""
+    pos = electrode_positions(ch_names)
+    dist = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)  # (C, C)
+    cov = (1 - white_fraction) * np.exp(-dist / max(length_m, 1e-6)) + white_fraction * np.eye(len(ch_names))
+    return np.linalg.cholesky(cov)
+
+
+def ar1_noise(
+    rng: np.random.Generator,
+    mixing: np.ndarray,
+    n_samples: int,
+    ar: float,
+    std: float,
+    chunk: int = 200_000,
+) -> np.ndarray:
+    """Spatially mixed, stationary AR(1) noise: (C, n_samples) float64 with per-channel std ``std``.
+
+    Each of the ``C`` latent processes is ``e[t] = ar * e[t-1] + sqrt(1 - ar²) u[t]`` (unit
+    variance, started from its stationary distribution); the output is ``std * M @ e``.
+    Generated in time chunks to bound memory.
+    """
+    if not 0 <= ar < 1:
+        raise UserError(f"noise_ar: {ar} must be in [0, 1)")
+    c = mixing.shape[0]
+    out = np.empty((c, n_samples))
+    state = rng.standard_normal(c)  # (C,) stationary start
+    gain = np.sqrt(1 - ar**2)
+    for start in range(0, n_samples, chunk):
+        stop = min(start + chunk, n_samples)
+        u = gain * rng.standard_normal((c, stop - start))  # (C, n)
+        e, zf = scipy.signal.lfilter([1.0], [1.0, -ar], u, axis=1, zi=(ar * state)[:, None])
+        state = zf[:, 0] / ar if ar > 0 else e[:, -1]
+        out[:, start:stop] = std * (mixing @ e)
+    return out
+
+
+# --------------------------------------------------------------------------- stimulus sequence
+
+
+def rsvp_schedule(
+    rng: np.random.Generator,
+    codes: np.ndarray,
+    catch_fraction: float,
+    sequence_length: int,
+    sequence_gap_s: float,
+    lead_s: float = 1.0,
+    tail_s: float = 1.5,
+    sfreq: float = SFREQ_RAW,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Shuffle ``codes`` into RSVP sequences with catch trials.
+
+    Parameters
+    ----------
+    codes : ndarray, shape (n_trials,)
+        Image numbers (1-based) to present, each as often as it appears.
+    catch_fraction : float
+        Expected fraction of catch trials (code 99999) inserted at random positions.
+    sequence_length : int
+        Presentations per sequence (onsets every ``SOA_S``); sequences are separated by an extra
+        ``sequence_gap_s``.
+
+    Returns
+    -------
+    onsets : ndarray, shape (n_events,) int64
+        Onset samples, increasing.
+    event_codes : ndarray, shape (n_events,) int64
+    n_samples : int
+        Length of the recording.
+    """
+    order = rng.permutation(np.asarray(codes, dtype=np.int64))
+    n_catch = int(round(catch_fraction * len(order)))
+    if n_catch:
+        pos = np.sort(rng.integers(0, len(order) + 1, n_catch))
+        order = np.insert(order, pos, CATCH_ID)
+    idx = np.arange(len(order))
+    onset_s = lead_s + idx * SOA_S + (idx // max(sequence_length, 1)) * sequence_gap_s
+    onsets = np.round(onset_s * sfreq).astype(np.int64)
+    n_samples = int(onsets[-1] + round(tail_s * sfreq)) if len(onsets) else int(round((lead_s + tail_s) * sfreq))
+    return onsets, order, n_samples
+
+
+# --------------------------------------------------------------------------- signal
+
+
+def signal_power(latents: np.ndarray, model: SourceModel) -> float:
+    """Mean power of the image-specific response over images, channels and window samples.
+
+    ``mean_n z_nᵀ ((AᵀA) ∘ (W Wᵀ)) z_n / (C L)`` for latents (N, K).
+    """
+    a, w = model.patterns, model.waveforms
+    m = (a.T @ a) * (w @ w.T)  # (K, K)
+    return float(np.mean(np.einsum("nk,kj,nj->n", latents, m, latents)) / (a.shape[0] * w.shape[1]))
+
+
+def render_signal(
+    n_samples: int,
+    onsets: np.ndarray,
+    latents: np.ndarray,
+    model: SourceModel,
+    gain: float,
+    erp_gain: float,
+    chunk: int = 256,
+) -> np.ndarray:
+    """Noise-free continuous signal: every presentation's response added at its onset.
+
+    Parameters
+    ----------
+    onsets : ndarray, shape (n_events,)
+        Onset samples.
+    latents : ndarray, shape (n_events, K)
+        Source amplitudes of each presentation.
+    gain, erp_gain : float
+        Volts per unit of the image-specific response and of the common ERP.
+
+    Returns
+    -------
+    ndarray, shape (C, n_samples) float64, volts
+    """
+    c, length = model.patterns.shape[0], model.waveforms.shape[1]
+    out = np.zeros((c, n_samples))
+    erp = erp_gain * np.outer(model.erp_pattern, model.erp_waveform)  # (C, L)
+    for start in range(0, len(onsets), chunk):
+        z = latents[start : start + chunk]  # (n, K)
+        resp = gain * np.einsum("ck,nk,kl->ncl", model.patterns, z, model.waveforms) + erp  # (n, C, L)
+        for i, onset in enumerate(onsets[start : start + chunk]):
+            s = int(onset) + model.window_offset
+            out[:, s : s + length] += resp[i]
+    return out
+
+
+def cut_epochs(data: np.ndarray, onsets: np.ndarray, first_offset: int, n_times: int) -> np.ndarray:
+    """Epochs ``data[:, onset + first_offset : ... + n_times]``: (n_events, C, n_times)."""
+    idx = np.asarray(onsets, dtype=np.int64)[:, None] + first_offset + np.arange(n_times)  # (n, T)
+    if idx.min() < 0 or idx.max() >= data.shape[1]:
+        raise ValueError("epoch window runs past the recording")
+    return np.moveaxis(data[:, idx], 0, 1)  # (n, C, T)
+
+
+# --------------------------------------------------------------------------- oracle
+
+
+def oracle_scores(eeg_avg: np.ndarray, templates: np.ndarray, latents: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Similarity of every test trial to every test image for a decoder that knows the forward model.
+
+    Parameters
+    ----------
+    eeg_avg : ndarray, shape (N, C, T)
+        Repetition-averaged preprocessed test EEG.
+    templates : ndarray, shape (K, C, T)
+        Each source's unit response after the same preprocessing (including whitening).
+    latents : ndarray, shape (N, K)
+        True source amplitudes of the N test images.
+    ridge : float
+        Ridge strength relative to the mean eigenvalue of ``GᵀG``.
+
+    Returns
+    -------
+    ndarray, shape (N, N)
+        Cosine similarity between the estimated ``ẑ_i`` (rows) and true ``z_j`` (columns), both
+        centred across the N test images (removes what every image shares, e.g. the common ERP).
+    """
+    g = templates.reshape(templates.shape[0], -1).T  # (C*T, K)
+    y = eeg_avg.reshape(eeg_avg.shape[0], -1).T  # (C*T, N)
+    gtg = g.T @ g  # (K, K)
+    lam = ridge * np.trace(gtg) / gtg.shape[0]
+    z_hat = np.linalg.solve(gtg + lam * np.eye(gtg.shape[0]), g.T @ y).T  # (N, K)
+    a = l2_normalize(z_hat - z_hat.mean(axis=0))  # centred across test images
+    b = l2_normalize(latents - latents.mean(axis=0))
+    return a @ b.T
+
+
+def topk_accuracy(scores: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Fraction of rows whose own column (the diagonal) ranks within the top ``k``: {"top1": …, "top5": …}."""
+    diag = np.diag(scores)[:, None]
+    rank = np.sum(scores > diag, axis=1)  # (N,) 0 = best
+    return {f"top{k}": float(np.mean(rank < k)) for k in ks}

@@ -1,0 +1,393 @@
+"""Write a simulated subject: ThingsEEG2-layout dataset, raw session recordings and a replay FIF.
+
+The forward model is in :mod:`hmavd.simulate`. For every subject and session this module renders the
+continuous 1000 Hz recording, writes it in the ThingsEEG2 raw format
+(:func:`hmavd.preprocessing.raw_io.write_thingseeg2_raw`), and computes the preprocessed dataset *from
+that same signal* with the pure transforms and the grouping/MVNN/merge functions of
+:mod:`hmavd.preprocessing.prepare` (chronological repetition order). Running ``hmavd-prepare`` on the
+raw files with ``preset=<preset> rep_order=chronological max_reps_training=<train reps per session>
+max_reps_test=<test reps per session>`` (stored in ``simulation.json`` under ``prepare_overrides``)
+reproduces the files to float tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .channels import CHANNEL_SETS, VISUAL17
+from .config import config_to_dict
+from .data.thingseeg2 import EEGSplit, ImageMetadata, save_image_metadata, save_split
+from .errors import UserError
+from .features.cache import image_ids, save_feature_cache
+from .io import atomic_path, atomic_write_json
+from .preprocessing.prepare import (
+    SessionEpochs,
+    group_repetitions,
+    merge_test_sessions,
+    merge_training_sessions,
+    save_mvnn,
+    session_whitening,
+)
+from .preprocessing.presets import PRESETS, PreprocessPreset, get_preset
+from .preprocessing.raw_io import write_thingseeg2_raw
+from .preprocessing.transforms import apply_whitening, epoch_window_samples, preprocess_epoch, preprocessed_times
+from .simulate import (
+    CATCH_ID,
+    SFREQ_RAW,
+    SimulatedFeatures,
+    SourceModel,
+    ar1_noise,
+    cut_epochs,
+    latent_projection,
+    latent_sources,
+    make_image_metadata,
+    make_source_model,
+    noise_mixing,
+    oracle_scores,
+    render_signal,
+    rsvp_schedule,
+    select_concepts,
+    signal_power,
+    simulate_features,
+    topk_accuracy,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SimulateConfig", "PAPER_SIZES", "simulate_dataset", "simulate_subject", "check_output_dir"]
+
+#: The size keys ``scale=paper`` sets: ThingsEEG2's 16540 x 4 training and 200 x 80 test trials.
+PAPER_SIZES: dict[str, int] = {
+    "n_train_concepts": 1654,
+    "n_train_images_per_concept": 10,
+    "n_test_concepts": 200,
+    "n_sessions": 4,
+    "train_reps_per_session": 1,
+    "test_reps_per_session": 20,
+}
+FEATURE_DIM = 768
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """Config of ``hmavd-simulate`` (``configs/simulate.yaml``, ``simulate-paper.yaml``).
+
+    Sizes: ``n_train_concepts`` x ``n_train_images_per_concept`` training images shown
+    ``train_reps_per_session`` times in each of ``n_sessions`` sessions; ``n_test_concepts`` test
+    images shown ``test_reps_per_session`` times per session. ``scale="paper"`` sets these six keys
+    to :data:`PAPER_SIZES`. Forward model: see :mod:`hmavd.simulate` and docs/simulated-subject.md.
+    """
+
+    seed: int = 0
+    n_subjects: int = 1
+    scale: str = "default"
+    n_train_concepts: int = 200
+    n_train_images_per_concept: int = 4
+    n_test_concepts: int = 200
+    n_sessions: int = 2
+    train_reps_per_session: int = 1
+    test_reps_per_session: int = 4
+    channels: str = "all63"
+    preset: str = "nice"
+    n_sources: int = 32
+    snr: float = 0.05
+    signal_tmin_s: float = 0.1
+    signal_tmax_s: float = 0.6
+    common_erp_ratio: float = 1.0
+    noise_uv: float = 10.0
+    noise_ar: float = 0.95
+    noise_length_m: float = 0.1
+    noise_white_fraction: float = 0.2
+    prototype_rank: int = 64
+    image_variation: float = 1.0
+    text_noise: float = 0.5
+    modality_gap: float = 0.5
+    catch_fraction: float = 0.05
+    sequence_length: int = 20
+    sequence_gap_s: float = 0.75
+    feature_name: str = "clip-vitl14-sim"
+    write_raw: bool = True
+    write_replay: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.scale not in ("default", "paper"):
+            raise UserError(f"scale: {self.scale!r} is not 'default' or 'paper'; pick one")
+        if self.preset not in PRESETS:
+            raise UserError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}; pick one")
+        for key in ("n_subjects", "n_train_images_per_concept", "n_sessions", "train_reps_per_session",
+                    "test_reps_per_session", "n_sources", "sequence_length", "prototype_rank"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise UserError(f"{key}: {getattr(self, key)} must be >= 1")
+        if not self.snr > 0:
+            raise UserError(f"snr: {self.snr} must be > 0 (signal/noise power ratio, e.g. 0.05)")
+        if not 0 <= self.signal_tmin_s < self.signal_tmax_s <= 0.9:
+            raise UserError(
+                f"signal window: [{self.signal_tmin_s}, {self.signal_tmax_s}] s must satisfy "
+                "0 <= signal_tmin_s < signal_tmax_s <= 0.9"
+            )
+        if not 0 <= self.catch_fraction < 1:
+            raise UserError(f"catch_fraction: {self.catch_fraction} must be in [0, 1)")
+        if not 0 <= self.noise_ar < 1:
+            raise UserError(f"noise_ar: {self.noise_ar} must be in [0, 1)")
+        if self.noise_uv <= 0:
+            raise UserError(f"noise_uv: {self.noise_uv} must be > 0 (µV)")
+        self.channel_names()
+
+    def resolved(self) -> SimulateConfig:
+        """The config with ``scale="paper"`` expanded into the size keys."""
+        return replace(self, **PAPER_SIZES) if self.scale == "paper" else self
+
+    def channel_names(self) -> tuple[str, ...]:
+        """The recorded EEG channels (a named set or comma-separated names)."""
+        if self.channels in CHANNEL_SETS:
+            return CHANNEL_SETS[self.channels]
+        names = tuple(c.strip() for c in self.channels.split(",") if c.strip())
+        if len(names) < 2:
+            raise UserError(f"channels: {self.channels!r} names fewer than 2 channels; use all63, visual17 or names")
+        return names
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def check_output_dir(out: Path, cfg: SimulateConfig, force: bool) -> None:
+    """Refuse a non-empty ``out`` that is not this very simulation, unless ``force``."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out: {out} exists and is not a folder; choose a folder path")
+    if not any(out.iterdir()) or force:
+        return
+    sim = out / "simulation.json"
+    if sim.exists():
+        try:
+            old = json.loads(sim.read_text()).get("config")
+        except (OSError, ValueError):
+            old = None
+        if old == config_to_dict(cfg):
+            return
+        what = "a simulated dataset with a different config"
+    else:
+        what = "files that are not a simulated dataset"
+    raise UserError(f"--out: {out} is not empty and holds {what}; choose an empty folder or pass --force to overwrite")
+
+
+# --------------------------------------------------------------------------- one subject
+
+
+def _unit_templates(model: SourceModel, picks: list[int], preset: PreprocessPreset) -> np.ndarray:
+    """Each source's unit response after baseline/resample/crop, channels picked: (K, C, T)."""
+    off, n = epoch_window_samples(preset.tmin_s, preset.tmax_s, SFREQ_RAW)
+    onset = -off + 10
+    k = model.patterns.shape[1]
+    out = []
+    for j in range(k):
+        single = SourceModel(model.patterns[:, j : j + 1], model.waveforms[j : j + 1], model.erp_pattern,
+                             model.erp_waveform, model.window_offset)  # fmt: skip
+        x = render_signal(onset + n + 10, np.array([onset]), np.ones((1, 1)), single, 1.0, 0.0)  # (C, n)
+        ep = cut_epochs(x[picks], np.array([onset]), off, n)  # (1, C, n)
+        out.append(preprocess_epoch(ep, SFREQ_RAW, preset)[0])
+    return np.stack(out)  # (K, C, T)
+
+
+def _write_replay_fif(path: Path, data: np.ndarray, ch_names: tuple[str, ...], onsets: np.ndarray,
+                      codes: np.ndarray) -> Path:  # fmt: skip
+    """Continuous EEG + ``stim`` + ``sample_index`` (absolute sample number) as an MNE FIF file."""
+    import warnings
+
+    import mne
+
+    n = data.shape[1]
+    stim = np.zeros(n)
+    stim[onsets] = codes
+    fmt = "single" if n < 2**24 else "double"  # float32 holds sample numbers exactly below 2**24
+    info = mne.create_info([*ch_names, "stim", "sample_index"], SFREQ_RAW,
+                           ["eeg"] * len(ch_names) + ["stim", "misc"])  # fmt: skip
+    raw = mne.io.RawArray(np.vstack([data, stim, np.arange(n, dtype=np.float64)]), info, verbose="error")
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw.save(tmp, fmt=fmt, overwrite=True, verbose="error")
+    return path
+
+
+def simulate_subject(
+    cfg: SimulateConfig,
+    subject: int,
+    latents: dict[str, np.ndarray],
+    out: Path,
+) -> dict[str, Any]:
+    """Render, write and preprocess all sessions of one subject; returns its summary.
+
+    Parameters
+    ----------
+    latents : dict
+        ``"training"`` (n_train_images, K) and ``"test"`` (n_test_images, K) source amplitudes.
+    """
+    preset = get_preset(cfg.preset)
+    ch_names = cfg.channel_names()
+    picked = preset.select_channels(list(ch_names))
+    picks = [ch_names.index(c) for c in picked]
+    rng = np.random.default_rng([cfg.seed, subject])
+    model = make_source_model(rng, ch_names, cfg.n_sources, cfg.signal_tmin_s, cfg.signal_tmax_s, VISUAL17)
+    mixing = noise_mixing(ch_names, cfg.noise_length_m, cfg.noise_white_fraction)
+    noise_std = cfg.noise_uv * 1e-6  # volts
+    power = signal_power(np.concatenate([latents["training"], latents["test"]]), model)
+    gain = float(np.sqrt(cfg.snr * noise_std**2 / power))
+    erp_gain = float(cfg.common_erp_ratio * np.sqrt(cfg.snr * noise_std**2 * len(ch_names)))
+    off, n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, SFREQ_RAW)
+    reps = {"training": cfg.train_reps_per_session, "test": cfg.test_reps_per_session}
+    sub = f"sub-{subject:02d}"
+    grouped: dict[str, list[SessionEpochs]] = {"training": [], "test": []}
+    whitenings, covs, paths = [], [], {}
+    bar = tqdm(total=2 * cfg.n_sessions, desc=f"{sub} sessions", unit="part", disable=not cfg.progress, leave=False)
+    for ses in range(1, cfg.n_sessions + 1):
+        per_part: dict[str, SessionEpochs] = {}
+        for part in ("training", "test"):
+            lat = latents[part]
+            codes = np.repeat(np.arange(1, len(lat) + 1), reps[part])
+            onsets, ev, n_samples = rsvp_schedule(
+                rng, codes, cfg.catch_fraction, cfg.sequence_length, cfg.sequence_gap_s
+            )
+            catch = ev == CATCH_ID
+            z = np.where(catch[:, None], rng.standard_normal((len(ev), lat.shape[1])), lat[np.where(catch, 1, ev) - 1])
+            x = render_signal(n_samples, onsets, z, model, gain, erp_gain)  # (C, n) volts
+            x += ar1_noise(rng, mixing, n_samples, cfg.noise_ar, noise_std)
+            if cfg.write_raw:
+                p = out / "raw_eeg" / sub / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
+                paths[f"raw_ses-{ses:02d}_{part}"] = write_thingseeg2_raw(
+                    p, x, ch_names, SFREQ_RAW, np.column_stack([onsets, ev])
+                )
+            if cfg.write_replay and ses == 1 and part == "test":
+                p = out / "recordings" / f"{sub}_test.fif"
+                paths["replay"] = _write_replay_fif(p, x, ch_names, onsets, ev)
+            keep = np.flatnonzero(~catch)
+            eps = [
+                preprocess_epoch(cut_epochs(x[picks], onsets[idx], off, n_in), SFREQ_RAW, preset)
+                for idx in np.array_split(keep, max(1, len(keep) // 256))
+            ]  # (n, C, T) each
+            data = np.concatenate(eps)
+            del x, eps
+            images, index, chrono = group_repetitions(ev[keep], reps[part], "chronological", desc=f"{sub} {part}")
+            prov = np.stack([np.full_like(chrono, ses), chrono], axis=-1)  # (n_img, R, 2)
+            per_part[part] = SessionEpochs(data=data[index], images=images, provenance=prov)
+            del data
+            bar.update()
+        w, cov = session_whitening(per_part["training"].data, per_part["test"].data, preset)
+        whitenings.append(w)
+        covs.append(cov)
+        for part, s in per_part.items():
+            grouped[part].append(SessionEpochs(apply_whitening(s.data, w), s.images, s.provenance))
+    bar.close()
+    times = preprocessed_times(preset, SFREQ_RAW)
+    eeg_dir = out / "preprocessed_eeg" / sub
+    shapes = {}
+    test_avg = None
+    for part, merge in (("training", merge_training_sessions), ("test", merge_test_sessions)):
+        data, prov = merge(grouped[part], "chronological")
+        split = EEGSplit(eeg=data.astype(np.float32), ch_names=tuple(picked), times=times, provenance=prov)
+        paths[part] = save_split(eeg_dir / f"preprocessed_eeg_{part}.npy", split)
+        shapes[part] = list(data.shape)
+        if part == "test":
+            test_avg = split.average_repetitions().astype(np.float64)  # (N, C, T)
+        del data, split
+    sessions = list(range(1, cfg.n_sessions + 1))
+    paths["mvnn"] = save_mvnn(eeg_dir / "mvnn.npz", np.stack(whitenings), np.stack(covs), sessions, picked,
+                              preset, SFREQ_RAW, times)  # fmt: skip
+    unit = _unit_templates(model, picks, preset)  # (K, C, T)
+    templates = np.mean([apply_whitening(unit, w) for w in whitenings], axis=0)  # equal reps per session
+    oracle = topk_accuracy(oracle_scores(test_avg, templates, latents["test"]))
+    return {
+        "subject": subject,
+        "shapes": shapes,
+        "signal_gain_v": gain,
+        "erp_gain_v": erp_gain,
+        "oracle": oracle,
+        "paths": {k: str(v.relative_to(out)) for k, v in paths.items()},
+    }
+
+
+# --------------------------------------------------------------------------- whole dataset
+
+
+def _feature_provenance(cfg: SimulateConfig, meta: ImageMetadata) -> dict[str, Any]:
+    return {
+        "model": "simulated (real CLIP ViT-L/14 geometry)",
+        "pretrained": "simulated",
+        "simulated": True,
+        "prompt": None,
+        "source": "hmavd-simulate: test images and centers are real CLIP ViT-L/14 features (NICE-EEG, MIT); "
+        "training images and all text features are simulated, see docs/simulated-subject.md",
+        "seed": cfg.seed,
+        "train_images": image_ids(meta, "training"),
+        "test_images": image_ids(meta, "test"),
+        "train_concepts": list(meta.train_concepts),
+        "test_concepts": list(meta.test_concepts),
+    }
+
+
+def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Write the complete simulated dataset under ``out``; returns the summary stored in ``simulation.json``."""
+    cfg = cfg.resolved()
+    out = Path(out)
+    check_output_dir(out, cfg, force)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "simulation.json"
+    if marker.exists():
+        marker.unlink()  # a crash below must not leave a stale "complete" marker
+    rng = np.random.default_rng(cfg.seed)
+    train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts)
+    meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders)
+    feats: SimulatedFeatures = simulate_features(
+        rng, cfg.n_train_concepts, cfg.n_train_images_per_concept, cfg.n_test_concepts,
+        cfg.prototype_rank, cfg.image_variation, cfg.text_noise, cfg.modality_gap,
+    )  # fmt: skip
+    proj, mean, scale = latent_projection(rng, cfg.n_sources, FEATURE_DIM)
+    latents = {
+        "training": latent_sources(feats.train_image, proj, mean, scale),  # (Ntr, K)
+        "test": latent_sources(feats.test_image, proj, mean, scale),  # (Nte, K)
+    }
+    save_image_metadata(out / "image_set" / "image_metadata.npy", meta)
+    arrays = {
+        "train_image_features": feats.train_image,
+        "test_image_features": feats.test_image,
+        "train_text_features": feats.train_text,
+        "test_text_features": feats.test_text,
+        "test_center_features": feats.test_center,
+    }
+    save_feature_cache(out / "features" / cfg.feature_name, arrays, _feature_provenance(cfg, meta))
+    subjects = []
+    for subject in tqdm(range(1, cfg.n_subjects + 1), desc="subjects", unit="subject", disable=not cfg.progress):
+        subjects.append(simulate_subject(cfg, subject, latents, out))
+    top1 = [s["oracle"]["top1"] for s in subjects]
+    top5 = [s["oracle"]["top5"] for s in subjects]
+    summary = {
+        "simulated": True,
+        "config": config_to_dict(cfg),
+        "sfreq_raw": SFREQ_RAW,
+        "snr_db": float(10 * np.log10(cfg.snr)),
+        "n_train_images": len(meta.train_img_files),
+        "n_test_images": len(meta.test_img_files),
+        "chance_top1": 1.0 / len(meta.test_img_files),
+        "oracle": {"top1": float(np.mean(top1)), "top5": float(np.mean(top5))},
+        "subjects": subjects,
+        "feature_cache": f"features/{cfg.feature_name}",
+        "prepare_overrides": [
+            f"preset={cfg.preset}",
+            "rep_order=chronological",
+            f"max_reps_training={cfg.train_reps_per_session}",
+            f"max_reps_test={cfg.test_reps_per_session}",
+        ],
+        "attribution": "THINGS concept names (Hebart et al. 2019) and ThingsEEG2 layout (Gifford et al. 2022); "
+        "real CLIP ViT-L/14 test features from NICE-EEG (Song et al. 2023, MIT). All EEG is simulated.",
+    }
+    atomic_write_json(marker, summary)
+    return summary
+

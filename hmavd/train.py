@@ -1,0 +1,430 @@
+"""Training of HMAVD and its NICE baseline (paper §3, §4.2): ``hmavd-train``.
+
+One call of :func:`train` is one run: one subject (``protocol="intra"``) or one held-out subject
+trained on the others (``protocol="loso"``), one seed. The whole training set lives on the device as
+tensors and is batched by a seeded index permutation (no DataLoader). Each step:
+
+1. forward EEG + image (+ text) features through :class:`~hmavd.models.hmavd_model.HMAVD`;
+2. loss terms of Eq. 2-4 (+ Eq. 7) from :func:`~hmavd.losses.hmavd_loss`, backward of ``total``;
+3. MCDB (Eq. 10-15): ρ and κ per modality from the batch, κ scales each modality's own gradients;
+4. per-modality gradient norms (Figure 8 data), after κ;
+5. SPR (Eq. 16-20) — Adam with decaying Gaussian gradient noise — or plain Adam when ``use_spr`` is off.
+
+After every epoch the validation loss (``n_val`` held-out training images, seeded) selects
+``best.safetensors``; ``last.safetensors`` holds model + optimiser + RNG states for ``--resume``.
+The test set is never touched here.
+
+Run folder ``<out_dir>/<run_name>/``: ``config.yaml`` (resolved), ``metrics.jsonl`` (``{"type": "step",
+...}`` per step with every loss term, ``rho/*``, ``kappa/*``, ``grad_norm/*``, ``sigma``; ``{"type":
+"epoch", ...}`` per epoch with train and validation losses), ``best.safetensors``, ``last.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import config_from_dict, config_to_dict, save_config
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "train", "resolve_device", "run_dir_of", "build_model", "make_optimizer", "TrainStep"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Resolved ``hmavd-train`` config (paper defaults; one YAML per table row in ``configs/``).
+
+    ``spr_sigma_max`` (σ_max of Eq. 17) and ``fusion_beta`` (β of Eq. 8) are not given by the paper;
+    ``spr_noise_power`` is Eq. 17's decay power (the paper reuses the letter β for it).
+    """
+
+    name: str = "hmavd-63"  # method label in result tables
+    data_dir: str = ""
+    subject: int = 1  # intra: train+test subject; loso: held-out test subject
+    subjects: tuple[str, ...] = ("all",)  # loso: the training pool ("all" or numbers), minus ``subject``
+    protocol: str = "intra"  # "intra" | "loso"
+    channels: str = "all"  # "all", "visual17", "all63" or comma-separated names
+    exclude_channels: tuple[str, ...] = ()  # region names (hmavd.channels.REGIONS) or channel names
+    tmin_s: float | None = None
+    tmax_s: float | None = None
+    features: str = ""  # cache folder; "" = the only cache under <data_dir>/features/
+    average_train_reps: bool = True
+    n_val: int = 740
+    # model
+    encoder: str = "tsconv"
+    proj_dim: int = 0  # 0 = the feature dimension
+    image_projection: bool = True  # False = identity image projection, as NICE's reference code behaves
+    use_text: bool = True
+    use_adapters: bool = True
+    img_reduction: int = 8
+    txt_reduction: int = 16
+    adapter_alpha: float = 0.7
+    fusion_beta: float = 0.5
+    consistency_weight: float = 1.0
+    temperature: str = "fixed"  # "fixed" (τ) | "learnable" (logit scale initialised ln(1/τ))
+    tau: float = 0.07
+    # MCDB / SPR
+    use_mcdb: bool = True
+    mcdb_mode: str = "matched"  # "matched" (SPEC §4) | "literal" (Eq. 11 as printed: κ ≡ 1)
+    mcdb_gamma: float = 0.7
+    use_spr: bool = True
+    spr_sigma_max: float = 1e-3
+    spr_noise_power: float = 1.0
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 1000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    out_dir: str = "runs"
+    run_name: str = ""  # "" = <name>_sub-XX_seedN[_loso]
+
+    def validate(self) -> None:
+        choices = {
+            "protocol": ("intra", "loso"),
+            "temperature": ("fixed", "learnable"),
+            "mcdb_mode": ("matched", "literal"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"{key}: {getattr(self, key)!r} is not one of {allowed}; pick one")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < (2 if key == "batch_size" else 1):
+                raise UserError(f"{key}: {getattr(self, key)} is too small; give a positive value (batch_size >= 2)")
+        if self.use_adapters and not self.use_text and self.name.startswith("ablation"):
+            log.debug("adapters without text: only the image adapter is used")
+        if not self.device.startswith(("auto", "cpu", "cuda", "mps")):
+            raise UserError(f"device: {self.device!r} is not auto, cpu, cuda[:N] or mps")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is a UserError."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {spec!r} but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(spec)
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    """``<out_dir>/<run_name>`` with the default run name filled in."""
+    name = cfg.run_name or f"{cfg.name}_sub-{cfg.subject:02d}_seed{cfg.seed}" + ("_loso" if cfg.protocol == "loso" else "")
+    return Path(cfg.out_dir) / name
+
+
+def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) -> torch.nn.Module:
+    """The :class:`HMAVD` of a config (Base = NICE when text and adapters are off)."""
+    from .models.hmavd_model import HMAVD, ModelConfig
+
+    mc = ModelConfig(
+        encoder=cfg.encoder,
+        n_chans=n_chans,
+        n_times=n_times,
+        feature_dim=feature_dim,
+        proj_dim=cfg.proj_dim or feature_dim,
+        image_projection=cfg.image_projection,
+        use_text=cfg.use_text,
+        use_adapters=cfg.use_adapters,
+        img_reduction=cfg.img_reduction,
+        txt_reduction=cfg.txt_reduction,
+        adapter_alpha=cfg.adapter_alpha,
+        fusion_beta=cfg.fusion_beta,
+        temperature=cfg.temperature,
+        tau=cfg.tau,
+    )
+    return HMAVD(mc)
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> torch.optim.Optimizer:
+    """SPRAdam (Eq. 16-20) when ``use_spr``, else ``torch.optim.Adam`` with the same settings."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.use_spr:
+        from .spr import SPRAdam
+
+        return SPRAdam(
+            params,
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            weight_decay=cfg.weight_decay,
+            sigma_max=cfg.spr_sigma_max,
+            noise_power=cfg.spr_noise_power,
+            total_steps=total_steps,
+            seed=cfg.seed,
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+class TrainStep:
+    """One optimisation step (forward, loss, backward, MCDB, gradient norms, optimiser step).
+
+    Shared by :func:`train` and ``benchmarks/bench_step_time.py``. Returns detached tensors /
+    floats (no host synchronisation for the loss terms).
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, dist_ctx: Any = None
+    ):
+        from .losses import hmavd_loss
+        from .mcdb import MCDB, grad_norms
+
+        self.cfg, self.model, self.optimizer = cfg, model, optimizer
+        # [distributed] DDP-wrapped module for the training forward (``model`` itself when single-process)
+        self.dist = dist_ctx
+        self.forward_model = dist_ctx.wrap_model(model) if dist_ctx is not None else model
+        self._loss, self._grad_norms = hmavd_loss, grad_norms
+        self.mcdb = MCDB(gamma=cfg.mcdb_gamma, tau=cfg.tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
+
+    def loss_terms(
+        self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None, training: bool = False
+    ) -> tuple[dict, dict]:
+        model = self.forward_model if training else self.model  # [distributed] DDP forward when training
+        out = model(eeg, img, txt if self.cfg.use_text else None)  # dict of (B, D) features
+        if training and self.dist is not None:
+            out = self.dist.gather_outputs(out)  # [distributed] contrastive negatives from the global batch
+        terms = self._loss(out, use_text=self.cfg.use_text, consistency_weight=self.cfg.consistency_weight)
+        return out, terms
+
+    def __call__(self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None) -> dict[str, Any]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        out, terms = self.loss_terms(eeg, img, txt, training=True)  # eeg (B, C, T), img/txt (B, D)
+        terms["total"].backward()
+        logs: dict[str, Any] = {k: v.detach() for k, v in terms.items()}
+        if self.mcdb is not None:
+            stats = self.mcdb.compute(out)
+            self.mcdb.apply(self.model, stats)
+            logs.update(stats)
+        logs.update(self._grad_norms(self.model))
+        current_sigma = getattr(self.optimizer, "current_sigma", None)
+        if current_sigma is not None:
+            logs["sigma"] = current_sigma()  # σ_t of Eq. 17 used by this step
+        self.optimizer.step()
+        return logs
+
+
+@torch.no_grad()
+def validation_loss(step: TrainStep, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor, batch_size: int) -> dict:
+    """Mean validation loss terms over batches of ``batch_size`` (weighted by batch size)."""
+    step.model.eval()
+    sums: dict[str, float] = {}
+    n = len(eeg)
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2:  # fold a one-sample tail into the previous batch
+        del bounds[-2]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        _, terms = step.loss_terms(eeg[a:b], img[a:b], txt[a:b])
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * (b - a)
+    total_n = n
+    return {k: v / max(total_n, 1) for k, v in sums.items()}
+
+
+def _batches(n: int, batch_size: int, perm: torch.Tensor) -> list[torch.Tensor]:
+    """Index batches of a permutation; a trailing batch of one sample is dropped."""
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2]
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "perm": gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    gen.set_state(state["perm"].to(torch.uint8))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8), device)
+
+
+def _to_jsonable(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: (float(v) if not isinstance(v, torch.Tensor) else float(v.item())) for k, v in logs.items()}
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Keep the metrics lines of completed epochs ``<= last_epoch`` (after an interruption)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= last_epoch:
+                keep.append(line)
+        except json.JSONDecodeError:
+            break
+    path.write_text("".join(x + "\n" for x in keep))
+
+
+def _load_data(cfg: TrainConfig) -> Any:
+    from .datasets import load_training_set, parse_subjects
+
+    if not cfg.data_dir:
+        raise UserError("data_dir: empty; pass --data DIR (a ThingsEEG2 root or hmavd-simulate output)")
+    if not Path(cfg.data_dir).is_dir():
+        raise UserError(f"data_dir: {cfg.data_dir} is not a folder; pass --data DIR (ThingsEEG2 root)")
+    if cfg.protocol == "loso":
+        pool = [s for s in parse_subjects(list(cfg.subjects), cfg.data_dir) if s != cfg.subject]
+        if not pool:
+            raise UserError(f"subjects: no training subject left after holding out {cfg.subject}; add subjects")
+        parse_subjects(cfg.subject, cfg.data_dir)  # the held-out subject must exist
+    else:
+        pool = parse_subjects(cfg.subject, cfg.data_dir)
+    return load_training_set(
+        cfg.data_dir,
+        pool,
+        channels=cfg.channels,
+        exclude_channels=cfg.exclude_channels,
+        tmin_s=cfg.tmin_s,
+        tmax_s=cfg.tmax_s,
+        features=cfg.features,
+        average_train_reps=cfg.average_train_reps,
+        n_val=cfg.n_val,
+        seed=cfg.seed,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    dist_ctx: Any = None,
+) -> Path:
+    """Train one run; return its folder.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    resume : bool
+        Continue from ``<run dir>/last.safetensors`` (same config) instead of refusing an existing run.
+    progress : bool
+        Show a tqdm bar over epochs.
+    on_epoch_end : callable, optional
+        ``f(epoch, epoch_record)`` after the epoch's checkpoints are written (tests use it to
+        simulate an interruption).
+    dist_ctx : hmavd.distributed.DistContext, optional
+        [distributed] default: :func:`hmavd.distributed.setup` (DDP under ``torchrun``, else one process).
+    """
+    from .checkpoint import read_checkpoint, save_checkpoint
+    from .datasets import cache_summary
+
+    run_dir = run_dir_of(cfg)
+    last_path, best_path, metrics_path = (run_dir / n for n in ("last.safetensors", "best.safetensors", "metrics.jsonl"))
+    if last_path.exists() and not resume:
+        raise UserError(f"run_name: {run_dir} already holds a run; pass --resume {run_dir} or another run_name=...")
+    from .distributed import setup as dist_setup  # [distributed]
+
+    dctx = dist_ctx if dist_ctx is not None else dist_setup(cfg.device)  # [distributed]
+    main = dctx.is_main  # [distributed] only rank 0 writes files
+    device = dctx.device if dctx.is_distributed or dist_ctx is not None else resolve_device(cfg.device)
+    data = _load_data(cfg)
+    n_chans, n_times = data.eeg.shape[1:]
+    feature_dim = data.image_features.shape[1]
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, n_chans, n_times, feature_dim).to(device)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def dev(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x).to(device)
+
+    eeg, img, txt = dev(data.eeg), dev(data.image_features), dev(data.text_features)  # (N, C, T), (N, D), (N, D)
+    v_eeg, v_img, v_txt = dev(data.val_eeg), dev(data.val_image_features), dev(data.val_text_features)
+    n = len(eeg)
+    steps_per_epoch = len(_batches(n, cfg.batch_size, torch.arange(n)))
+    if steps_per_epoch == 0:
+        raise UserError(f"batch_size: {n} training samples make no batch of >= 2; use more data")
+    optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
+    step_fn = TrainStep(cfg, model, optimizer, dctx if dctx.is_distributed else None)  # [distributed]
+    extra = {
+        "ch_names": list(data.ch_names),
+        "times": [float(t) for t in data.times],
+        "sfreq": data.sfreq,
+        "features": cache_summary(data.cache),
+        "train_subjects": list(data.subjects),
+        "n_train": n,
+        "n_val": len(v_eeg),
+    }
+    start_epoch, global_step, best_val = 0, 0, math.inf
+    if resume and last_path.exists():
+        tensors, meta = read_checkpoint(last_path, "cpu")
+        saved = config_to_dict(config_from_dict(TrainConfig, meta["train_config"], str(last_path)))
+        mine = config_to_dict(cfg)
+        diff = [k for k in mine if k != "device" and saved.get(k) != mine[k]]
+        if diff:
+            raise UserError(f"--resume: {run_dir} was trained with other {diff}; resume without overrides")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        st = meta["state"]
+        optimizer.load_state_dict(st["optimizer"])
+        _set_rng_state(st["rng"], gen, device)
+        start_epoch, global_step, best_val = int(meta["epoch"]), int(st["global_step"]), float(st["best_val"])
+        if main:  # [distributed]
+            _truncate_metrics(metrics_path, start_epoch)
+        log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    elif main:  # [distributed]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("")
+    if main:  # [distributed]
+        save_config(cfg, run_dir / "config.yaml")
+    log.info("training %s on %s: %d train / %d val samples, %s", run_dir.name, device, n, len(v_eeg), tuple(eeg.shape))
+    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=run_dir.name, disable=not (progress and main), unit="epoch")
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        # [distributed] every rank draws the same permutation; shard each batch here
+        perm = torch.randperm(n, generator=gen).to(device)
+        step_logs = []
+        for idx in _batches(n, cfg.batch_size, perm):
+            idx = dctx.shard(idx)  # [distributed] this rank's contiguous part of the global batch
+            logs = step_fn(eeg[idx], img[idx], txt[idx])
+            global_step += 1
+            step_logs.append((global_step, logs))
+        records = [{"type": "step", "epoch": epoch, "step": s, **_to_jsonable(lg)} for s, lg in step_logs]
+        train_loss = float(np.mean([r["total"] for r in records]))
+        val = validation_loss(step_fn, v_eeg, v_img, v_txt, cfg.batch_size) if len(v_eeg) >= 2 else {}
+        val_loss = val.get("total", train_loss)
+        improved = val_loss < best_val
+        if improved:
+            best_val = val_loss
+        if improved and main:  # [distributed]
+            save_checkpoint(best_path, model, cfg, {**extra, "epoch": epoch, "val_loss": val_loss})
+        rec = {
+            "type": "epoch",
+            "epoch": epoch,
+            "step": global_step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"val/{k}": v for k, v in val.items()},
+            "best": improved,
+            "time_s": time.perf_counter() - t0,
+        }
+        if main:  # [distributed] only rank 0 writes the log and the last checkpoint
+            with metrics_path.open("a") as fh:
+                fh.write("".join(json.dumps(r) + "\n" for r in [*records, rec]))
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(gen, device),
+                "global_step": global_step,
+                "best_val": best_val,
+            }
+            save_checkpoint(last_path, model, cfg, {**extra, "epoch": epoch, "val_loss": val_loss}, state=state)
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, rec)
+    bar.close()
+    return run_dir

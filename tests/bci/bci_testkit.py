@@ -1,0 +1,104 @@
+"""Tiny, randomly initialised model, feature cache and checkpoint for the bci tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hmavd.checkpoint import save_checkpoint
+from hmavd.features.cache import save_feature_cache
+from hmavd.models.hmavd_model import HMAVD, ModelConfig
+from hmavd.preprocessing.presets import PRESETS
+from hmavd.preprocessing.transforms import preprocessed_times
+
+CONCEPTS = [f"{i + 1:05d}_thing{i + 1}" for i in range(6)]
+SFREQ_IN = 200.0
+# -0.1 … 0.5 s at 200 Hz (121 raw samples), 100 Hz out, crop to 0 … 0.5 s -> 51 samples
+PRESET = dataclasses.replace(
+    PRESETS["nice"], name="tiny", tmin_s=-0.1, tmax_s=0.5, sfreq=100.0, crop_tmin_s=0.0, crop_tmax_s=None,
+    channels=None,
+)
+CH_NAMES = ["O1", "Oz", "O2", "Pz"]
+N_TIMES = len(preprocessed_times(PRESET, SFREQ_IN))
+
+
+def tiny_model(n_chans: int = 4, n_times: int = N_TIMES, seed: int = 0) -> HMAVD:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(encoder="tsconv", n_chans=n_chans, n_times=n_times, feature_dim=16, proj_dim=16,
+                      img_reduction=2, txt_reduction=2,
+                      encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)))  # fmt: skip
+    return HMAVD(cfg).eval()
+
+
+def tiny_cache(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    k = len(CONCEPTS)
+    arrays = {
+        "train_image_features": rng.standard_normal((4, 16)).astype(np.float32),
+        "test_image_features": rng.standard_normal((k, 16)).astype(np.float32),
+        "train_text_features": rng.standard_normal((2, 16)).astype(np.float32),
+        "test_text_features": rng.standard_normal((k, 16)).astype(np.float32),
+    }
+    prov = {
+        "model": "random", "train_images": [f"a/{i}.jpg" for i in range(4)],
+        "test_images": [f"{c}/{c}.jpg" for c in CONCEPTS], "train_concepts": ["x", "y"], "test_concepts": CONCEPTS,
+    }  # fmt: skip
+    return save_feature_cache(path, arrays, prov)
+
+
+def tiny_checkpoint(tmp: Path, seed: int = 0, ch_names=CH_NAMES, preset=PRESET, sfreq_in=SFREQ_IN):
+    times = preprocessed_times(preset, sfreq_in)
+    model = tiny_model(len(ch_names), len(times), seed=seed)
+    ckpt = save_checkpoint(tmp / "best.safetensors", model, extra={"ch_names": list(ch_names), "times": times.tolist(),
+                                                                 "sfreq": preset.sfreq})  # fmt: skip
+    return ckpt, tiny_cache(tmp / "features"), model
+
+
+def make_recording(path: Path, duration_s: float = 12.0, onset_every_s: float = 0.2, seed: int = 0,
+                   extra_codes: dict[int, int] | None = None, ch_names=CH_NAMES, sfreq=SFREQ_IN):  # fmt: skip
+    """A small continuous FIF (4 EEG ch in volts at 200 Hz + ``sample_index`` misc + ``stim``).
+
+    Returns ``(path, data (4, N) float64, events (n, 3))``; events are image numbers 1…6 every
+    ``onset_every_s`` seconds starting at 0.5 s (``extra_codes``: sample -> code overrides).
+    """
+    import mne
+
+    rng = np.random.default_rng(seed)
+    n, c = int(duration_s * sfreq), len(ch_names)
+    eeg = rng.standard_normal((c, n)) * 1e-5  # volts
+    eeg += 2e-5 * np.sin(2 * np.pi * 3 * np.arange(n) / sfreq)[None] * rng.standard_normal((c, 1))
+    onsets = np.arange(int(0.5 * sfreq), n - int(1.1 * sfreq), int(onset_every_s * sfreq))
+    codes = 1 + (np.arange(len(onsets)) % len(CONCEPTS))
+    stim = np.zeros(n)
+    stim[onsets] = codes
+    for s, c in (extra_codes or {}).items():
+        stim[s] = c
+    idx = np.arange(n, dtype=np.float64)
+    info = mne.create_info([*ch_names, "sample_index", "stim"], sfreq, ["eeg"] * c + ["misc", "stim"])
+    raw = mne.io.RawArray(np.vstack([eeg, idx[None], stim[None]]), info, verbose="error")
+    raw.save(path, overwrite=True, verbose="error")
+    events = np.stack([onsets, np.zeros_like(onsets), codes], axis=1)
+    return path, eeg, events
+
+
+def offline_epochs(path: Path, whitening: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A's functions on the whole recording: read_recording -> mne.Epochs cut -> preprocess_epoch -> MVNN.
+
+    Returns ``(epochs (n, 4, N_TIMES) float32, events (n, 3))`` (catch trials 99999 dropped).
+    """
+    import mne
+
+    from hmavd.preprocessing.raw_io import read_recording
+    from hmavd.preprocessing.transforms import apply_whitening, preprocess_epoch
+
+    raw, events = read_recording(path)
+    events = events[events[:, 2] != 99999]
+    ep = mne.Epochs(raw, events, event_id=None, tmin=PRESET.tmin_s, tmax=PRESET.tmax_s, baseline=None,
+                    picks=CH_NAMES, preload=True, verbose="error")  # fmt: skip
+    x = preprocess_epoch(ep.get_data(copy=True), SFREQ_IN, PRESET)
+    if whitening is not None:
+        x = apply_whitening(x, whitening)
+    return x.astype(np.float32), events

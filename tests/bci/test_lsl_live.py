@@ -1,0 +1,183 @@
+"""Integration on real LSL streams (loopback, unique names): replay -> live decode == offline."""
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from bci.decoder import Decoder
+from bci.engine import EngineProcess, LiveConfig, LiveEngine
+from bci.markers import LSLMarkerSource
+from bci.replay import LSLPlayer, load_replay
+from bci.sources import LSLSource
+from bci_testkit import (
+    CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_checkpoint, tiny_model,
+)  # fmt: skip
+from hmavd.errors import UserError
+
+pytestmark = pytest.mark.lsl
+
+
+def names():
+    tag = uuid.uuid4().hex[:8]
+    return f"test-eeg-{tag}", f"test-markers-{tag}"
+
+
+def make_engine(eeg_name, marker_name, whitening=None, **cfg):
+    dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
+                             CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval=0.02)
+    marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
+    eng = LiveEngine(LiveConfig(**cfg), source=src, markers=marks, decoder=dec, preset=PRESET, whitening=whitening)
+    eng.epoch_log = []
+    return eng
+
+
+def run_until(eng, cond, timeout_s):
+    msgs = []
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end and not cond(msgs):
+        eng.acquire(0.05)
+        msgs += eng.get_data()
+    return msgs
+
+
+def test_replay_decoded_live_equals_offline(tmp_path):
+    nan_at = 1500
+    path, eeg, events = make_recording(tmp_path / "rec_raw.fif", duration_s=12.0, extra_codes={1130: 77})
+    rec = load_replay(str(path), sample_index=False)
+    data = rec.data.copy()
+    data[0, nan_at] = np.nan
+    rec = type(rec)(data, rec.ch_names, rec.ch_types, rec.sfreq, rec.events)
+    w = np.diag([1.0, 2.0, 0.5, 1.5]) * 1e5
+    eeg_name, marker_name = names()
+    player = LSLPlayer(rec, eeg_name, marker_name, speed=4.0)
+    eng = make_engine(eeg_name, marker_name, whitening=w)
+    eng.connect()
+    assert "sample_index" in eng.source.description.ch_names  # the recording's own misc channel
+    player.start()
+    n_expect = len(events)
+    msgs = run_until(eng, lambda m: player.done.is_set() and not eng.epocher.pending, timeout_s=15.0)
+    eng.disconnect()
+    player.close()
+    preds = [m for m in msgs if m["type"] == "prediction"]
+    # epochs whose window holds the NaN sample are rejected; the unknown image (77) is skipped
+    hit_nan = {int(s) for s in events[:, 0] if s - 20 <= nan_at <= s + 100}
+    good = [int(s) for s in events[:, 0] if int(s) not in hit_nan]
+    assert [p["sample_index"] for p in preds] == good  # none missed, none duplicated, exact alignment
+    assert eng.epocher.rejected == {"nan": len(hit_nan)} and eng.marker_map.unknown == {"77": 1}
+    assert len(good) + len(hit_nan) == n_expect
+    off, off_events = offline_epochs(path, w)
+    keep = np.isin(off_events[:, 0], good)
+    online = np.stack([e.data for e in eng.epoch_log])
+    np.testing.assert_allclose(online, off[keep], rtol=1e-4, atol=1e-4 * np.abs(off).max())
+    offline_pred = eng.decoder.decode(off[keep])
+    np.testing.assert_allclose([[s for _, s in p["topk"]] for p in preds], [r.scores for r in offline_pred],
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert [[c for c, _ in p["topk"]] for p in preds] == [list(r.concepts) for r in offline_pred]
+    lat = [p["latency_ms"] for p in preds]
+    assert 0 < np.median(lat) < 200
+    assert eng.source.clock.gap_samples_estimate == 0 and len(eng.source.clock.segments) == 1
+
+
+def test_source_stops_and_comes_back(tmp_path):
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=12.0)
+    rec = load_replay(str(path))
+    eeg_name, marker_name = names()
+    p1 = LSLPlayer(rec, eeg_name, marker_name, speed=2.0, start_sample=0, stop_sample=700)
+    eng = make_engine(eeg_name, marker_name, marker_timeout_s=3.0)
+    eng.connect()
+    p1.start()
+    p1.done.wait(10)
+    time.sleep(0.2)
+    run_until(eng, lambda m: False, 0.3)
+    p1.close()  # the source goes away …
+    msgs = run_until(eng, lambda m: False, 0.5)
+    p2 = LSLPlayer(rec, eeg_name, marker_name, speed=2.0, start_sample=900, stop_sample=2400)  # … and comes back
+    p2.start()
+    msgs += run_until(eng, lambda m: p2.done.is_set() and not eng.epocher.pending, timeout_s=15.0)
+    eng.disconnect()
+    p2.close()
+    preds = [e.extra["sample_index"] for e in eng.epoch_log]
+    after = [i for i in preds if i >= 900]
+    assert after, "no epoch after the source came back (inlet recover)"
+    assert set(preds) <= set(events[:, 0].tolist())  # every epoch exactly on its own marker's sample
+    assert len(preds) == len(set(preds))
+    assert len(eng.source.clock.segments) >= 2 and eng.source.clock.gap_samples_estimate > 0
+    # epochs after the gap are the offline ones
+    off, off_events = offline_epochs(path)
+    by_sample = dict(zip(off_events[:, 0].tolist(), off))
+    for e in eng.epoch_log:
+        np.testing.assert_allclose(e.data, by_sample[e.extra["sample_index"]], rtol=1e-4, atol=1e-9)
+    # epochs cut across the outage are rejected, never stitched from the samples after it
+    assert not any(700 - 100 < i < 900 + 20 for i in preds)
+
+
+def test_connect_errors_on_wrong_stream(tmp_path):
+    import pylsl
+
+    with pytest.raises(UserError, match="no LSL stream with name"):
+        LSLSource(f"absent-{uuid.uuid4().hex[:8]}", resolve_timeout_s=0.3).connect()
+    eeg_name, marker_name = names()
+    info = pylsl.StreamInfo(eeg_name, "EEG", 3, SFREQ_IN, pylsl.cf_float32, eeg_name)
+    chans = info.desc().append_child("channels")
+    for n in ("O1", "Oz", "Cz"):
+        chans.append_child("channel").append_child_value("label", n)
+    outlet = pylsl.StreamOutlet(info)
+    eng = make_engine(eeg_name, marker_name)
+    with pytest.raises(UserError, match="lacks 2 of the model's 4"):
+        eng.connect()
+    del outlet
+    info = pylsl.StreamInfo(eeg_name + "-slow", "EEG", 4, 50.0, pylsl.cf_float32, eeg_name + "-slow")
+    outlet = pylsl.StreamOutlet(info)
+    eng = make_engine(eeg_name + "-slow", marker_name)
+    with pytest.raises(UserError, match="50 Hz, below the model"):
+        eng.connect()
+    del outlet
+
+
+def test_engine_process_end_to_end(tmp_path):
+    """The GUI's API: a spawned engine process on a real checkpoint (NICE preset) and real LSL streams."""
+    from hmavd.channels import THINGS63
+    from hmavd.preprocessing.presets import PRESETS
+
+    ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0, ch_names=THINGS63, sfreq=250.0)
+    eeg_name, marker_name = names()
+    player = LSLPlayer(load_replay(str(path)), eeg_name, marker_name, speed=2.0, loop=True)
+    cfg = LiveConfig(eeg_stream=eeg_name, marker_stream=marker_name, checkpoint=str(ckpt), features=str(cache),
+                     device="cpu", resolve_timeout_s=5.0, status_interval_s=0.2)  # fmt: skip
+    proc = EngineProcess(cfg)
+    proc.start()
+    msgs: list[dict] = []
+
+    def wait(cond, timeout_s):
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end and not cond():
+            msgs.extend(proc.poll())
+            time.sleep(0.05)
+
+    try:
+        wait(lambda: any(m["type"] in ("connected", "error") for m in msgs), 40)
+        assert msgs[0]["type"] == "connected", msgs
+        assert msgs[0]["n_chans"] == 64 and msgs[0]["sfreq"] == 250.0 and len(msgs[0]["concepts"]) == 6
+        player.start()
+        proc.send({"cmd": "record_start", "path": str(tmp_path / "session")})
+        wait(lambda: sum(m["type"] == "prediction" for m in msgs) >= 5, 20)
+        proc.send({"cmd": "record_stop"})
+        proc.send({"cmd": "bogus"})
+        wait(lambda: any(m["type"] == "error" for m in msgs), 5)
+    finally:
+        proc.stop()
+        player.close()
+    msgs.extend(proc.poll())
+    preds = [m for m in msgs if m["type"] == "prediction"]
+    assert len(preds) >= 5 and all(len(p["topk"]) == 5 and p["true_concept"] for p in preds)
+    assert all(p["sample_index"] in set(events[:, 0].tolist()) for p in preds)
+    status = [m for m in msgs if m["type"] == "status"]
+    assert status and status[-1]["n_epochs"] >= 5 and status[-1]["running_top1"] is not None
+    assert any(m["type"] == "scope" and m["data"].shape[0] == 64 for m in msgs)
+    assert [m["message"] for m in msgs if m["type"] == "error"] == ["unknown command 'bogus'"]
+    assert msgs[-1]["type"] == "stopped"
+    assert (tmp_path / "session" / "meta.json").exists() and (tmp_path / "session" / "eeg.f32").stat().st_size > 0

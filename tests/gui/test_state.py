@@ -1,0 +1,184 @@
+"""Qt-free GUI state: scope buffer, offsets/scaling, running accuracy, status text, thumbnails, settings."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gui.settings import LiveSettings, demo_paths, load_settings, save_settings
+from gui.state import (
+    HistoryEntry,
+    RunningAccuracy,
+    ScopeBuffer,
+    ThumbnailIndex,
+    channel_offsets,
+    format_status,
+    robust_scale_uv,
+    scale_for_display,
+)
+from gui.streams import StreamEntry, split_streams, unique_stream_names
+
+
+def test_scope_buffer_scrolls_and_keeps_the_newest_window():
+    buf = ScopeBuffer(n_chans=2, sfreq=10.0, window_s=1.0)  # 10 columns
+    assert buf.n_times == 10 and np.isnan(buf.data).all()
+    buf.append(np.tile(np.arange(4, dtype=np.float32), (2, 1)), t0_s=0.0)
+    np.testing.assert_array_equal(buf.data[0, -4:], [0, 1, 2, 3])
+    assert np.isnan(buf.data[0, :-4]).all()
+    assert buf.t_end_s == pytest.approx(0.4)
+    np.testing.assert_allclose(buf.times()[-1], 0.3)
+    buf.append(np.tile(np.arange(4, 12, dtype=np.float32), (2, 1)), t0_s=0.4)
+    np.testing.assert_array_equal(buf.data[1], np.arange(2, 12))
+    assert buf.t_end_s == pytest.approx(1.2)
+
+
+def test_scope_buffer_gap_shows_as_nan_and_overlap_overwrites():
+    buf = ScopeBuffer(n_chans=1, sfreq=10.0, window_s=1.0)
+    buf.append(np.ones((1, 3)), t0_s=0.0)
+    buf.append(2 * np.ones((1, 2)), t0_s=0.5)  # 2 samples missing (0.3, 0.4)
+    np.testing.assert_array_equal(buf.data[0, -7:], [1, 1, 1, np.nan, np.nan, 2, 2])
+    buf.append(3 * np.ones((1, 2)), t0_s=0.6)  # overlaps the last sample by one
+    np.testing.assert_array_equal(buf.data[0, -4:], [np.nan, 2, 3, 3])
+    assert buf.t_end_s == pytest.approx(0.8)
+    buf.append(np.zeros((1, 1)), t0_s=100.0)  # far jump (stream restarted): start over
+    assert np.isnan(buf.data[0, :-1]).all() and buf.data[0, -1] == 0
+    with pytest.raises(ValueError, match=r"\(1, n\)"):
+        buf.append(np.zeros((2, 3)), t0_s=0.0)
+
+
+def test_scope_buffer_drops_markers_that_scrolled_out():
+    buf = ScopeBuffer(n_chans=1, sfreq=10.0, window_s=1.0)
+    v0 = buf.version
+    buf.append(np.zeros((1, 5)), 0.0, markers=[(0.1, "a"), (0.3, "b")])
+    assert buf.version > v0 and [m[1] for m in buf.markers] == ["a", "b"]
+    buf.append(np.zeros((1, 10)), 0.5, markers=[(1.2, "c")])  # window now 0.5 .. 1.5
+    assert [m[1] for m in buf.markers] == ["c"]
+
+
+def test_offsets_and_scaling():
+    np.testing.assert_array_equal(channel_offsets(3, 2.0), [4.0, 2.0, 0.0])
+    y = scale_for_display(np.array([[50e-6, -25e-6]]), scale_uv=50.0)
+    np.testing.assert_allclose(y, [[1.0, -0.5]], rtol=1e-6)
+    np.testing.assert_allclose(scale_for_display(np.array([[10.0]]), 20.0, unit_v=1e-6), [[0.5]])
+    with pytest.raises(ValueError):
+        scale_for_display(np.zeros((1, 1)), 0.0)
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 10e-6, (4, 2000))
+    assert robust_scale_uv(data) == pytest.approx(60.0, rel=0.1)
+    assert robust_scale_uv(np.full((2, 3), np.nan)) is None
+
+
+def test_running_accuracy_counts_only_known_truth():
+    acc = RunningAccuracy()
+    assert acc.top1 is None and "–" in acc.text()
+    for t1, t5 in [(True, True), (False, True), (False, False), (None, None)]:
+        acc.update(t1, t5)
+    assert acc.n == 3 and acc.top1 == pytest.approx(1 / 3) and acc.top5 == pytest.approx(2 / 3)
+    assert "top-1 33.3 %" in acc.text(200) and "chance 0.5 %" in acc.text(200)
+
+
+def test_history_entry_from_message():
+    e = HistoryEntry.from_message(
+        {
+            "onset_s": 1.5,
+            "topk": [("dog", 0.9), ("cat", 0.5)],
+            "true_concept": "cat",
+            "top1_correct": False,
+            "top5_correct": True,
+            "latency_ms": 7.25,
+        }
+    )
+    assert (e.predicted, e.score, e.mark()) == ("dog", 0.9, "~")
+    assert HistoryEntry.from_message({"topk": []}).mark() == ""
+
+
+def test_format_status_lists_everything():
+    text = format_status(
+        {
+            "sfreq_measured": 999.7,
+            "latency_p50_ms": 4.21,
+            "latency_p99_ms": 11.0,
+            "dropped_samples": 3,
+            "n_epochs": 42,
+            "rejected": {"nan": 2, "flat": 1},
+            "recording": True,
+        },
+        nominal_sfreq=1000,
+    )
+    for part in (
+        "999.7 Hz",
+        "nominal 1000",
+        "p50 4.2",
+        "p99 11.0",
+        "dropped 3",
+        "epochs 42",
+        "rejected 3 (nan 2, flat 1)",
+        "REC",
+    ):
+        assert part in text, part
+    assert "latency p50 – / p99 –" in format_status({"latency_p50_ms": None})
+
+
+def test_thumbnail_index_understands_thingseeg2_layout(tmp_path):
+    folder = tmp_path / "test_images" / "00001_aircraft_carrier"
+    folder.mkdir(parents=True)
+    (folder / "aircraft_carrier_06s.jpg").write_bytes(b"x")
+    (tmp_path / "test_images" / "notes.txt").write_text("not an image")
+    flat = tmp_path / "other"
+    flat.mkdir()
+    index = ThumbnailIndex(tmp_path)
+    assert index.get("aircraft carrier") == folder / "aircraft_carrier_06s.jpg"
+    assert index.get("zebra") is None
+    assert len(ThumbnailIndex(tmp_path / "absent")) == 0 and len(ThumbnailIndex(None)) == 0
+    assert len(ThumbnailIndex(tmp_path, concepts=["zebra"])) == 0
+
+
+def test_settings_round_trip_and_bad_files(tmp_path):
+    path = tmp_path / "cfg" / "live.json"
+    assert load_settings(path) == LiveSettings()
+    s = LiveSettings(eeg_stream="EEG-1", scope_scale_uv=20.0, scope_channels=["Oz", "O1"])
+    assert save_settings(s, path) == path
+    assert load_settings(path) == s
+    path.write_text(json.dumps({"eeg_stream": 5, "replay_speed": 2, "unknown": 1}))
+    loaded = load_settings(path)
+    assert loaded.eeg_stream == "" and loaded.replay_speed == 2.0
+    path.write_text("{not json")
+    assert load_settings(path) == LiveSettings()
+
+
+def test_settings_default_path_from_env(tmp_path, monkeypatch):
+    from gui.settings import default_settings_path
+
+    monkeypatch.setenv("HMAVD_LIVE_SETTINGS", str(tmp_path / "x.json"))
+    assert default_settings_path() == tmp_path / "x.json"
+    monkeypatch.delenv("HMAVD_LIVE_SETTINGS")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_settings_path() == tmp_path / "hmavd" / "live.json"
+
+
+def test_demo_paths_reports_missing_then_finds_files(tmp_path):
+    data, runs = tmp_path / "sim", tmp_path / "runs"
+    demo = demo_paths(data, runs)
+    assert not demo.ready and len(demo.missing) == 4 and demo.create_command == "hmavd-demo"
+    (data / "recordings").mkdir(parents=True)
+    (data / "recordings" / "sub-01_test.fif").write_bytes(b"")
+    (data / "preprocessed_eeg" / "sub-01").mkdir(parents=True)
+    (data / "preprocessed_eeg" / "sub-01" / "mvnn.npz").write_bytes(b"")
+    (data / "features" / "clip").mkdir(parents=True)
+    (data / "features" / "clip" / "features.safetensors").write_bytes(b"")
+    for run in ("nice", "hmavd"):
+        (runs / run).mkdir(parents=True)
+        (runs / run / "best.safetensors").write_bytes(b"")
+    demo = demo_paths(data, runs)
+    assert demo.ready, demo.missing
+    assert demo.checkpoint == runs / "hmavd" / "best.safetensors"  # HMAVD before the NICE baseline
+    assert demo.features == data / "features" / "clip"
+
+
+def test_stream_entries_split_and_unique_names():
+    eeg = StreamEntry("amp", "EEG", 64, 1000.0, "id1", "host")
+    mk = StreamEntry("mk", "Markers", 1, 0.0)
+    assert split_streams([mk, eeg]) == ([eeg], [mk])
+    assert "64 ch @ 1000 Hz" in eeg.label() and "irregular" in mk.label()
+    a, b = unique_stream_names(), unique_stream_names()
+    assert a != b and a[0] != a[1]

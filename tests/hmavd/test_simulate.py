@@ -1,0 +1,274 @@
+"""Tests of the simulated subject: forward model, dataset layout, oracle, round trip through hmavd-prepare."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hmavd.channels import THINGS63, VISUAL17
+from hmavd.config import load_config
+from hmavd.data.thingseeg2 import load_image_metadata, load_subject
+from hmavd.errors import UserError
+from hmavd.features.cache import check_against_metadata, load_feature_cache
+from hmavd.preprocessing.presets import PRESETS
+from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoch, preprocessed_times
+from hmavd.simulate import (
+    CATCH_ID,
+    SFREQ_RAW,
+    ar1_noise,
+    cut_epochs,
+    make_image_metadata,
+    make_source_model,
+    noise_mixing,
+    oracle_scores,
+    render_signal,
+    rsvp_schedule,
+    select_concepts,
+    simulate_features,
+    temporal_waveforms,
+    topk_accuracy,
+)
+from hmavd.simulate_io import PAPER_SIZES, SimulateConfig, simulate_dataset
+
+TINY = {
+    "n_train_concepts": 10,
+    "n_train_images_per_concept": 2,
+    "n_test_concepts": 12,
+    "n_sessions": 2,
+    "train_reps_per_session": 1,
+    "test_reps_per_session": 2,
+    "n_sources": 8,
+    "progress": False,
+}
+
+
+def tiny_config(**kw) -> SimulateConfig:
+    return load_config(SimulateConfig, None, {**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    summary = simulate_dataset(tiny_config(), out)
+    return out, summary
+
+
+# --------------------------------------------------------------------------- pure forward model
+
+
+def test_waveforms_vanish_outside_window_and_have_unit_rms():
+    rng = np.random.default_rng(0)
+    w = temporal_waveforms(rng, 5, 0.1, 0.6)  # (K, L)
+    assert w.shape == (5, 501)
+    np.testing.assert_allclose(w[:, [0, -1]], 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.sqrt(np.mean(w**2, axis=1)), 1.0)
+
+
+def test_isolated_response_sits_in_signal_window():
+    rng = np.random.default_rng(1)
+    model = make_source_model(rng, THINGS63, 6, 0.15, 0.45, VISUAL17)
+    preset = PRESETS["nice"]
+    off, n = epoch_window_samples(preset.tmin_s, preset.tmax_s, SFREQ_RAW)
+    onset = np.array([500])
+    x = render_signal(2000, onset, rng.standard_normal((1, 6)), model, 1.0, 0.0)  # (C, n)
+    ep = preprocess_epoch(cut_epochs(x, onset, off, n), SFREQ_RAW, preset)[0]  # (C, T)
+    t = preprocessed_times(preset, SFREQ_RAW)
+    inside = (t >= 0.15) & (t <= 0.45)
+    e_in = np.mean(ep[:, inside] ** 2)
+    e_out = np.mean(ep[:, ~inside] ** 2)
+    assert e_in > 1e3 * e_out
+
+
+def test_spatial_patterns_favour_occipito_parietal_channels():
+    model = make_source_model(np.random.default_rng(2), THINGS63, 20, 0.1, 0.6, VISUAL17)
+    power = np.sum(model.patterns**2, axis=1)  # (C,)
+    vis = [THINGS63.index(c) for c in VISUAL17]
+    front = [i for i, c in enumerate(THINGS63) if c.startswith(("Fp", "AF", "F"))]
+    assert power[vis].mean() > 5 * power[front].mean()
+
+
+def test_ar1_noise_has_requested_std_autocorrelation_and_spatial_correlation():
+    rng = np.random.default_rng(3)
+    mix = noise_mixing(THINGS63, 0.1, 0.2)
+    np.testing.assert_allclose(np.sum(mix**2, axis=1), 1.0)
+    x = ar1_noise(rng, mix, 60_000, 0.9, 2e-6, chunk=7_000)  # chunk boundaries must not break the process
+    np.testing.assert_allclose(x.std(axis=1).mean(), 2e-6, rtol=0.05)
+    lag1 = np.mean([np.corrcoef(r[:-1], r[1:])[0, 1] for r in x[:5]])
+    assert abs(lag1 - 0.9) < 0.02
+    c = np.corrcoef(x)
+    oz, o1, fp1 = THINGS63.index("Oz"), THINGS63.index("O1"), THINGS63.index("Fp1")
+    np.testing.assert_allclose(c, mix @ mix.T, atol=0.08)
+    assert c[oz, o1] > 0.5 > 0.2 > c[oz, fp1]
+
+
+def test_rsvp_schedule_soa_catch_trials_and_counts():
+    rng = np.random.default_rng(4)
+    codes = np.repeat(np.arange(1, 31), 2)
+    onsets, ev, n = rsvp_schedule(rng, codes, 0.1, 10, 0.5)
+    assert np.all(np.diff(onsets) >= 200) and set(np.diff(onsets)) == {200, 700}
+    assert np.sum(ev == CATCH_ID) == 6
+    np.testing.assert_array_equal(np.sort(ev[ev != CATCH_ID]), codes)
+    assert onsets[0] >= 1000 and n - onsets[-1] >= 1200
+
+
+def test_features_have_clip_geometry_and_text_tracks_concepts():
+    rng = np.random.default_rng(5)
+    f = simulate_features(rng, 30, 3, 20)
+    for a in (f.train_image, f.test_image, f.train_text, f.test_text):
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    cos = f.train_image @ f.train_image.T
+    same = np.kron(np.eye(30), np.ones((3, 3))).astype(bool) & ~np.eye(90, dtype=bool)
+    assert cos[same].mean() > cos[~same & ~np.eye(90, dtype=bool)].mean() + 0.1
+    assert 0.3 < cos[~same & ~np.eye(90, dtype=bool)].mean() < 0.9  # crowded, like real CLIP
+    # each concept's text is closest to its own prototype
+    proto = f.train_prototypes / np.linalg.norm(f.train_prototypes, axis=1, keepdims=True)
+    assert np.mean(np.argmax(f.train_text @ proto.T, axis=1) == np.arange(30)) > 0.9
+
+
+def test_concepts_and_metadata_use_real_names():
+    tr, te = select_concepts(3, 200)
+    assert tr[0] == "00001_aardvark" and te[0] == "00001_aircraft_carrier" and len(te) == 200
+    meta = make_image_metadata(tr, 2, te[:2])
+    assert meta.train_img_files[:2] == ("aardvark_01b.jpg", "aardvark_02b.jpg")
+    assert meta.test_img_files[0] == "aircraft_carrier_06s.jpg"
+    with pytest.raises(UserError, match="n_test_concepts"):
+        select_concepts(3, 201)
+
+
+def test_oracle_scores_find_noiseless_latents_and_topk():
+    rng = np.random.default_rng(6)
+    g = rng.standard_normal((4, 3, 10))  # (K, C, T)
+    z = rng.standard_normal((7, 4))
+    y = np.einsum("kct,nk->nct", g, z)
+    assert topk_accuracy(oracle_scores(y, g, z)) == {"top1": 1.0, "top5": 1.0}
+    scores = np.array([[0.1, 0.9], [0.2, 0.8]])
+    assert topk_accuracy(scores, ks=(1, 2)) == {"top1": 0.5, "top2": 1.0}
+
+
+# --------------------------------------------------------------------------- the written dataset
+
+
+def test_layout_loads_with_the_project_readers(sim):
+    out, summary = sim
+    meta = load_image_metadata(out / "image_set" / "image_metadata.npy")
+    assert len(meta.train_img_files) == 20 and len(meta.test_img_files) == 12
+    train, test = load_subject(out / "preprocessed_eeg", 1, meta)
+    assert train.eeg.shape == (20, 2, 63, 250) and test.eeg.shape == (12, 4, 63, 250)
+    assert train.eeg.dtype == np.float32 and train.ch_names == THINGS63
+    np.testing.assert_allclose(test.times[[0, -1]], [0.0, 0.996])
+    assert test.provenance.shape == (12, 4, 2)
+    np.testing.assert_array_equal(test.provenance[0], [[1, 0], [1, 1], [2, 0], [2, 1]])
+    cache = load_feature_cache(out / "features" / "clip-vitl14-sim")
+    check_against_metadata(cache, meta)
+    assert cache.provenance["simulated"] is True and cache.dim == 768
+    assert cache.center_features().shape == (12, 768)
+    with np.load(out / "preprocessed_eeg" / "sub-01" / "mvnn.npz") as z:
+        assert z["whitening"].shape == (2, 63, 63)
+    js = json.loads((out / "simulation.json").read_text())
+    assert js["simulated"] and js["config"]["n_sources"] == 8 and 0 <= js["oracle"]["top1"] <= 1
+    # MVNN: whitened training noise is about white across channels
+    c = np.cov(train.eeg[:, 0].transpose(1, 0, 2).reshape(63, -1))
+    assert np.abs(np.diag(c) - 1).mean() < 0.3
+
+
+def test_same_seed_same_data_other_seed_differs(sim, tmp_path):
+    out, _ = sim
+    again = simulate_dataset(tiny_config(write_raw=False, write_replay=False), tmp_path / "a")
+    a = load_subject(out / "preprocessed_eeg", 1)
+    b = load_subject(tmp_path / "a" / "preprocessed_eeg", 1)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.eeg, y.eeg)
+    assert again["oracle"] == json.loads((out / "simulation.json").read_text())["oracle"]
+    other = simulate_dataset(tiny_config(seed=1, write_raw=False, write_replay=False), tmp_path / "b")
+    c = load_subject(tmp_path / "b" / "preprocessed_eeg", 1)
+    assert not np.allclose(a[1].eeg, c[1].eeg)
+    assert other["config"]["seed"] == 1
+
+
+def test_oracle_drops_with_snr_and_image_specific_signal_is_in_the_window(tmp_path):
+    kw = {"write_raw": False, "write_replay": False, "n_test_concepts": 40, "test_reps_per_session": 5}
+    hi = simulate_dataset(tiny_config(snr=2.0, **kw), tmp_path / "hi")["oracle"]["top1"]
+    lo = simulate_dataset(tiny_config(snr=2e-5, **kw), tmp_path / "lo")["oracle"]["top1"]
+    assert hi >= 0.9 and lo < 0.3
+    _, test = load_subject(tmp_path / "hi" / "preprocessed_eeg", 1)
+    var = test.average_repetitions().var(axis=0).mean(axis=0)  # (T,) variance across images
+    inside = (test.times >= 0.1) & (test.times <= 0.6)
+    late = test.times > 0.8  # only neighbouring images' responses (averaged over random neighbours)
+    assert var[inside].mean() > 2 * var[late].mean()
+
+
+def test_replay_fif_has_monotone_sample_index_and_test_events(sim):
+    import mne
+
+    from hmavd.preprocessing.raw_io import read_recording
+
+    out, _ = sim
+    raw = mne.io.read_raw_fif(out / "recordings" / "sub-01_test.fif", preload=True, verbose="error")
+    idx = raw.get_data(picks=["sample_index"])[0]
+    np.testing.assert_array_equal(idx, np.arange(raw.n_times))
+    events = mne.find_events(raw, stim_channel="stim", verbose="error")
+    _, ref = read_recording(out / "raw_eeg" / "sub-01" / "ses-01" / "raw_eeg_test.npy")
+    np.testing.assert_array_equal(events[:, [0, 2]], ref[:, [0, 2]])
+    assert np.sum(events[:, 2] != CATCH_ID) == 12 * 2
+    np.testing.assert_allclose(
+        raw.get_data(picks=["Oz"])[0], mne.io.read_raw_fif(out / "recordings" / "sub-01_test.fif",
+                                                           verbose="error").get_data(picks=["Oz"])[0]
+    )  # fmt: skip
+
+
+def test_round_trip_raw_recording_through_prepare_reproduces_dataset(sim, tmp_path):
+    from hmavd.config import config_from_dict
+    from hmavd.preprocessing.prepare import PrepareConfig, load_mvnn, prepare_subject
+
+    out, summary = sim
+    overrides = dict(o.split("=") for o in summary["prepare_overrides"])
+    cfg = config_from_dict(
+        PrepareConfig,
+        {**overrides, "raw_dir": str(out / "raw_eeg"), "out_dir": str(tmp_path), "subject": 1, "progress": False},
+    )
+    prepare_subject(cfg)
+    sim_train, sim_test = load_subject(out / "preprocessed_eeg", 1)
+    prep_train, prep_test = load_subject(tmp_path, 1)
+    for a, b in ((sim_train, prep_train), (sim_test, prep_test)):
+        assert a.eeg.shape == b.eeg.shape and a.ch_names == b.ch_names
+        np.testing.assert_allclose(b.eeg, a.eeg, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b.times, a.times)
+        np.testing.assert_array_equal(b.provenance, a.provenance)
+    w_sim = load_mvnn(out / "preprocessed_eeg" / "sub-01" / "mvnn.npz")["whitening"]
+    w_prep = load_mvnn(tmp_path / "sub-01" / "mvnn.npz")["whitening"]
+    np.testing.assert_allclose(w_prep, w_sim, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- config and command
+
+
+def test_paper_scale_and_bad_config_values():
+    cfg = load_config(SimulateConfig, "simulate-paper").resolved()
+    assert {k: getattr(cfg, k) for k in PAPER_SIZES} == PAPER_SIZES
+    assert load_config(SimulateConfig, None, ["scale=paper"]).resolved().n_train_concepts == 1654
+    assert load_config(SimulateConfig, "simulate") == SimulateConfig()
+    for bad, key in (("snr=0", "snr"), ("scale=huge", "scale"), ("signal_tmax_s=2", "signal window"),
+                     ("channels=Fp1,XX9", "channels"), ("preset=foo", "preset")):  # fmt: skip
+        with pytest.raises(UserError, match=key):
+            load_config(SimulateConfig, None, [bad])
+
+
+def test_cli_writes_summary_and_refuses_foreign_folder(tmp_path, capsys):
+    from hmavd.cli.simulate import main
+
+    args = [f"{k}={v}" for k, v in TINY.items()] + ["write_raw=false", "write_replay=false", "n_test_concepts=5"]
+    out = tmp_path / "d"
+    assert main(["--out", str(out), *args]) == 0
+    text = capsys.readouterr().out
+    assert "SIMULATED" in text and "oracle 5-way top-1" in text and (out / "simulate_config.yaml").exists()
+    assert main(["--out", str(out), *args]) == 0  # same config: fine to rewrite
+    assert main(["--out", str(out), *args, "seed=3"]) == 2
+    assert "--force" in capsys.readouterr().err
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "notes.txt").write_text("keep me")
+    assert main(["--out", str(tmp_path / "e"), *args]) == 2
+    assert (tmp_path / "e" / "notes.txt").read_text() == "keep me"
+    assert main([*args]) == 2  # no --out
+    assert main(["--out", str(tmp_path / "f"), "bogus_key=1"]) == 2

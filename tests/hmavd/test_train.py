@@ -1,0 +1,161 @@
+"""hmavd-train / hmavd-eval: configs, CLI end to end, learning, resume, determinism, protocols."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hmavd.cli.evaluate import main as eval_main
+from hmavd.cli.train import main as train_main
+from hmavd.config import available_configs, load_config
+from hmavd.datasets import load_training_set, resolve_channel_names, write_planted_dataset
+from hmavd.errors import UserError
+from hmavd.evaluate import evaluate_checkpoint
+from hmavd.train import TrainConfig, train
+
+TABLE_ROWS = {  # config: (encoder, channels, text, adapters, mcdb, spr)
+    "nice": ("tsconv", "all", False, False, False, False),
+    "nice-sa": ("tsconv_sa", "all", False, False, False, False),
+    "nice-ga": ("tsconv_ga", "all", False, False, False, False),
+    "hmavd-17": ("tsconv", "visual17", True, True, True, True),
+    "hmavd-63": ("tsconv", "all", True, True, True, True),
+    "hmavd-63-sa": ("tsconv_sa", "all", True, True, True, True),
+    "hmavd-63-ga": ("tsconv_ga", "all", True, True, True, True),
+    "ablation-base": ("tsconv", "all", False, False, False, False),
+    "ablation-text": ("tsconv", "all", True, False, False, False),
+    "ablation-text-adapter": ("tsconv", "all", True, True, False, False),
+    "ablation-text-mcdb-spr": ("tsconv", "all", True, False, True, True),
+    "ablation-full": ("tsconv", "all", True, True, True, True),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    return write_planted_dataset(root, n_train_concepts=12, images_per_concept=3, n_test_concepts=10,
+                                 n_subjects=2, n_times=80, dim=16)  # fmt: skip
+
+
+def _cfg(data_dir, tmp_path, **kw):
+    base = dict(data_dir=str(data_dir), out_dir=str(tmp_path / "runs"), epochs=2, batch_size=8, lr=1e-3,
+                spr_sigma_max=1e-3, device="cpu")  # fmt: skip
+    return dataclasses.replace(load_config(TrainConfig, "hmavd-63"), **{**base, **kw})
+
+
+def test_every_table_row_has_a_config_with_paper_defaults():
+    assert set(TABLE_ROWS) <= set(available_configs())
+    for name, (enc, chans, text, adapters, mcdb, spr) in TABLE_ROWS.items():
+        c = load_config(TrainConfig, name)
+        assert c.name == name
+        assert (c.encoder, c.channels, c.use_text, c.use_adapters, c.use_mcdb, c.use_spr) == (
+            enc, chans, text, adapters, mcdb, spr)  # fmt: skip
+        assert (c.epochs, c.batch_size, c.lr, c.beta1, c.beta2, c.weight_decay, c.n_val) == (
+            200, 1000, 2e-4, 0.5, 0.999, 0.0, 740)  # fmt: skip
+        assert (c.tau, c.mcdb_gamma, c.img_reduction, c.txt_reduction) == (0.07, 0.7, 8, 16)
+    demo = load_config(TrainConfig, "demo")
+    assert demo.epochs < 200
+
+
+def test_unknown_key_and_bad_values_exit_2(capsys, tmp_path):
+    assert train_main(["--config", "hmavd-63", "bogus=1"]) == 2
+    assert "unknown config key 'bogus'" in capsys.readouterr().err
+    assert train_main(["--config", "nice", "protocol=cross"]) == 2
+    assert "protocol" in capsys.readouterr().err
+    assert train_main(["--data", str(tmp_path / "missing"), "epochs=1"]) == 2
+    assert eval_main([str(tmp_path)]) == 2
+
+
+def test_cli_one_epoch_end_to_end(data_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    rc = train_main(["--config", "hmavd-63", "--data", str(data_dir), "--subject", "1", "epochs=1",
+                     "batch_size=8", f"out_dir={out}", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    run = out / "hmavd-63_sub-01_seed0"
+    assert {"config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors"} <= {p.name for p in run.iterdir()}
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if x["type"] == "step"]
+    # 36 images - 3 held out = 33 = 4 x 8 + 1: the one-sample tail batch is dropped
+    assert len(steps) == 4 and lines[-1]["type"] == "epoch" and "val_loss" in lines[-1]
+    for key in ("total", "ce_eeg_img", "ce_text_eeg", "cos_img_text", "adapter_consistency", "rho/img",
+                "kappa/text", "grad_norm/eeg", "grad_norm/img", "grad_norm/text", "sigma"):  # fmt: skip
+        assert key in steps[0], key
+    capsys.readouterr()
+    assert eval_main([str(run), "--out", str(tmp_path / "ev"), "--ways", "2,4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| hmavd-63 | image[test-images] |" in printed and "| text |" in printed
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["evaluations"][0]["results"]["fused[test-images]"]["n_templates"] == 10
+    assert (tmp_path / "ev" / "results.csv").exists() and (run / "eval_test-images.json").exists()
+    # a second train into the same run folder is refused (no data lost)
+    assert train_main(["--data", str(data_dir), "epochs=1", f"out_dir={out}", "--no-progress"]) == 2
+
+
+def _weights(run_dir, which="last"):
+    return {k: v for k, v in load_file(str(run_dir / f"{which}.safetensors")).items() if k.startswith("model/")}
+
+
+def test_deterministic_and_resume_equals_uninterrupted(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, epochs=3)
+    a = train(dataclasses.replace(cfg, run_name="a"), progress=False)
+    b = train(dataclasses.replace(cfg, run_name="b"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, record):
+        if epoch == 1:
+            raise Killed
+
+    c_cfg = dataclasses.replace(cfg, run_name="c")
+    with pytest.raises(Killed):
+        train(c_cfg, progress=False, on_epoch_end=kill_after_first)
+    with open(c_cfg.out_dir + "/c/metrics.jsonl", "a") as fh:  # a half-written later epoch is dropped on resume
+        fh.write(json.dumps({"type": "step", "epoch": 2, "step": 99}) + "\n")
+    c = train(c_cfg, resume=True, progress=False)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k  # determinism on CPU
+        assert torch.equal(wa[k], wc[k]), k  # resume == uninterrupted
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "time_s"} for x in p.read_text().splitlines()]  # noqa: E731
+    assert strip(a / "metrics.jsonl") == strip(c / "metrics.jsonl")
+    with pytest.raises(UserError, match="resume"):
+        train(dataclasses.replace(c_cfg, lr=1.0), resume=True, progress=False)
+
+
+def test_learning_beats_chance_by_a_wide_margin(tmp_path):
+    root = write_planted_dataset(tmp_path / "data", n_train_concepts=80, images_per_concept=4, n_test_concepts=50,
+                                 n_times=80, dim=32, snr=1.0)  # fmt: skip
+    cfg = _cfg(root, tmp_path, epochs=8, batch_size=64)
+    run = train(cfg, progress=False)
+    ev = evaluate_checkpoint(run, templates=("image",), ways=(2, 10))
+    res = ev["results"]["image[test-images]"]
+    assert res["n_templates"] == 50
+    assert res["top5"] >= 4 * 5 / 50 and res["top1"] >= 4 / 50, res  # chance: top-5 10 %, top-1 2 %
+    assert res["2way_top1"] > 0.7  # chance 0.5
+
+
+def test_nice_baseline_and_loso_and_region_exclusion(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, epochs=1, protocol="loso", subject=1, exclude_channels=("occipital", "Cz"))
+    cfg = dataclasses.replace(cfg, **{k: False for k in ("use_text", "use_adapters", "use_mcdb", "use_spr")})
+    run = train(cfg, progress=False)
+    assert run.name.endswith("_loso")
+    ev = evaluate_checkpoint(run, templates=("image", "text"), ways=())
+    assert ev["subject"] == 1 and ev["protocol"] == "loso" and list(ev["results"]) == ["image[test-images]"]
+    from hmavd.checkpoint import read_checkpoint
+
+    _, info = read_checkpoint(run / "best.safetensors")
+    assert info["train_subjects"] == [2]
+    assert not {"O1", "Oz", "O2", "PO7", "POz", "PO8", "Cz"} & set(info["ch_names"]) and "Pz" in info["ch_names"]
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    assert "rho/img" not in steps[0] and "grad_norm/eeg" in steps[0]
+
+
+def test_training_set_assembly(data_dir):
+    ts = load_training_set(data_dir, [1, 2], n_val=740, seed=0, average_train_reps=False, tmin_s=0.0, tmax_s=0.2)
+    # 36 images, n_val clamped to 3; 2 subjects x 2 reps
+    assert ts.val_eeg.shape[0] == 3 * 2 * 2 and ts.eeg.shape[0] == 33 * 2 * 2 and ts.eeg.shape[2] == 50
+    assert ts.image_features.shape == (132, 16) and ts.text_features.shape == (132, 16)
+    with pytest.raises(UserError, match="exclude_channels"):
+        resolve_channel_names(["O1", "Oz"], "all", ["nowhere"])
