@@ -421,6 +421,7 @@ def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
                 out_q.put(msg)
             if running:
                 engine.acquire(cfg.poll_timeout_s)
+        engine.outbox.append(engine.status())  # the final counts, so the last status matches the predictions
         for msg in engine.get_data():
             out_q.put(msg)
     except UserError as err:
@@ -456,13 +457,18 @@ class EngineProcess:
     def send(self, cmd: dict) -> None:
         self._cmd.put(dict(cmd))
 
-    def poll(self, max_items: int = 1000) -> list[dict]:
-        out, self._pending = self._pending[:max_items], self._pending[max_items:]
-        while len(out) < max_items:
+    def _drain(self) -> None:
+        """Move everything the child has sent so far into the pending list."""
+        while True:
             try:
-                out.append(self._out.get_nowait())
+                self._pending.append(self._out.get_nowait())
             except queue.Empty:
-                break
+                return
+
+    def poll(self, max_items: int = 1000) -> list[dict]:
+        """Up to ``max_items`` messages received since the last call (never blocks)."""
+        self._drain()
+        out, self._pending = self._pending[:max_items], self._pending[max_items:]
         return out
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -472,9 +478,9 @@ class EngineProcess:
             self.send({"cmd": "stop"})
             deadline = time.monotonic() + timeout_s
             while self._proc.is_alive() and time.monotonic() < deadline:
-                self._pending.extend(self.poll())  # keep the child's queue flowing so it can exit
+                self._drain()  # keep the child's queue flowing so it can exit
                 self._proc.join(0.05)
-        self._pending.extend(self.poll())
+        self._drain()
         if self._proc.is_alive():
             log.warning("engine process did not stop in %.1f s; terminating", timeout_s)
             self._proc.terminate()

@@ -74,8 +74,8 @@ def make_recording(path: Path, duration_s: float = 12.0, onset_every_s: float = 
     codes = 1 + (np.arange(len(onsets)) % len(CONCEPTS))
     stim = np.zeros(n)
     stim[onsets] = codes
-    for s, c in (extra_codes or {}).items():
-        stim[s] = c
+    for sample, code in (extra_codes or {}).items():
+        stim[sample] = code
     idx = np.arange(n, dtype=np.float64)
     info = mne.create_info([*ch_names, "sample_index", "stim"], sfreq, ["eeg"] * c + ["misc", "stim"])
     raw = mne.io.RawArray(np.vstack([eeg, idx[None], stim[None]]), info, verbose="error")
