@@ -45,6 +45,7 @@ from .simulate import (
     SourceModel,
     ar1_noise,
     cut_epochs,
+    electrode_positions,
     latent_projection,
     latent_sources,
     make_image_metadata,
@@ -139,7 +140,7 @@ class SimulateConfig:
             raise UserError(f"noise_ar: {self.noise_ar} must be in [0, 1)")
         if self.noise_uv <= 0:
             raise UserError(f"noise_uv: {self.noise_uv} must be > 0 (µV)")
-        self.channel_names()
+        electrode_positions(self.channel_names())  # every name must be a 10-05 electrode
 
     def resolved(self) -> SimulateConfig:
         """The config with ``scale="paper"`` expanded into the size keys."""
