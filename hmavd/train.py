@@ -11,8 +11,11 @@ tensors and is batched by a seeded index permutation (no DataLoader). Each step:
 5. SPR (Eq. 16-20) — Adam with decaying Gaussian gradient noise — or plain Adam when ``use_spr`` is off.
 
 After every epoch the validation loss (``n_val`` held-out training images, seeded) selects
-``best.safetensors``; ``last.safetensors`` holds model + optimiser + RNG states for ``--resume``.
-The test set is never touched here.
+``best.safetensors``: by default (``select_on="eeg_img"``) the mean of the two EEG-image CE terms,
+which is NICE's whole validation loss and so the same criterion for every table row; ``"total"``
+selects on the full loss, whose EEG-free terms (image-text cosine, adapter consistency) fall within an
+epoch or two and can pick a checkpoint whose EEG encoder has barely trained. ``last.safetensors`` holds
+model + optimiser + RNG states for ``--resume``. The test set is never touched here.
 
 Run folder ``<out_dir>/<run_name>/``: ``config.yaml`` (resolved), ``metrics.jsonl`` (``{"type": "step",
 ...}`` per step with every loss term, ``rho/*``, ``kappa/*``, ``grad_norm/*``, ``sigma``; ``{"type":
@@ -85,6 +88,11 @@ class TrainConfig:
     # optimisation
     epochs: int = 200
     batch_size: int = 1000
+    # checkpoint selection: "eeg_img" = mean of the EEG-image CE terms (NICE's validation loss, the same
+    # criterion for every table row); "total" = the whole loss (its EEG-free terms, e.g. the image-text
+    # cosine, fall fastest and would pick an epoch whose EEG encoder has barely trained)
+    select_on: str = "eeg_img"
+
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -99,6 +107,7 @@ class TrainConfig:
             "protocol": ("intra", "loso"),
             "temperature": ("fixed", "learnable"),
             "mcdb_mode": ("matched", "literal"),
+            "select_on": tuple(SELECTION_TERMS),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -110,6 +119,15 @@ class TrainConfig:
             log.debug("adapters without text: only the image adapter is used")
         if not self.device.startswith(("auto", "cpu", "cuda", "mps")):
             raise UserError(f"device: {self.device!r} is not auto, cpu, cuda[:N] or mps")
+
+
+#: Loss terms averaged into the checkpoint-selection validation loss, per ``TrainConfig.select_on``.
+SELECTION_TERMS: dict[str, tuple[str, ...]] = {"eeg_img": ("ce_eeg_img", "ce_img_eeg"), "total": ("total",)}
+
+
+def selection_loss(val_terms: dict[str, float], select_on: str) -> float:
+    """The validation loss a checkpoint is selected on: the mean of ``SELECTION_TERMS[select_on]``."""
+    return float(np.mean([val_terms[k] for k in SELECTION_TERMS[select_on]]))
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -396,7 +414,7 @@ def train(
         records = [{"type": "step", "epoch": epoch, "step": s, **_to_jsonable(lg)} for s, lg in step_logs]
         train_loss = float(np.mean([r["total"] for r in records]))
         val = validation_loss(step_fn, v_eeg, v_img, v_txt, cfg.batch_size) if len(v_eeg) >= 2 else {}
-        val_loss = val.get("total", train_loss)
+        val_loss = selection_loss(val, cfg.select_on) if val else train_loss
         improved = val_loss < best_val
         if improved:
             best_val = val_loss

@@ -159,3 +159,20 @@ def test_training_set_assembly(data_dir):
     assert ts.image_features.shape == (132, 16) and ts.text_features.shape == (132, 16)
     with pytest.raises(UserError, match="exclude_channels"):
         resolve_channel_names(["O1", "Oz"], "all", ["nowhere"])
+
+
+def test_checkpoint_selection_uses_the_eeg_image_terms_by_default(data_dir, tmp_path):
+    from hmavd.train import selection_loss
+
+    terms = {"ce_eeg_img": 3.0, "ce_img_eeg": 5.0, "ce_eeg_text": 9.0, "cos_img_text": 0.0, "total": 2.5}
+    assert selection_loss(terms, "eeg_img") == 4.0 and selection_loss(terms, "total") == 2.5
+    with pytest.raises(UserError, match="select_on"):
+        load_config(TrainConfig, "hmavd-63", ["select_on=val"])
+    run = train(_cfg(data_dir, tmp_path, epochs=3), progress=False)
+    epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    epochs = [e for e in epochs if e["type"] == "epoch"]
+    for e in epochs:  # the selection loss is the EEG-image part; the whole loss is logged beside it
+        assert e["val_loss"] == pytest.approx((e["val/ce_eeg_img"] + e["val/ce_img_eeg"]) / 2)
+        assert e["val_loss"] != pytest.approx(e["val/total"])
+    best = min(epochs, key=lambda e: e["val_loss"])
+    assert [e["epoch"] for e in epochs if e["best"]][-1] == best["epoch"]
