@@ -33,7 +33,7 @@ REGIONS: dict[str, tuple[str, ...]] = {
 CHANNEL_SETS: dict[str, tuple[str, ...]] = {"all63": THINGS63, "visual17": VISUAL17}
 
 
-def resolve_channels(spec: str | Sequence[str], available: Sequence[str]) -> list[str]:
+def resolve_channels(spec: str | Sequence[str], available: Sequence[str], where: str = "") -> list[str]:
     """Resolve a channel selection to an ordered list of names present in ``available``.
 
     Parameters
@@ -43,22 +43,30 @@ def resolve_channels(spec: str | Sequence[str], available: Sequence[str]) -> lis
         ``"visual17"``), a comma-separated string of names, or a list of names.
     available : sequence of str
         The channel names of the data.
+    where : str
+        What holds ``available`` (e.g. a file name), named in the error.
 
     Raises
     ------
     UserError
-        When a requested name is not in ``available``.
+        When a requested name is not in ``available``, is requested twice, or nothing is requested.
     """
+    of = f" in {where}" if where else ""
     if isinstance(spec, str):
         if spec == "all":
             return list(available)
         names = list(CHANNEL_SETS[spec]) if spec in CHANNEL_SETS else [s.strip() for s in spec.split(",") if s.strip()]
     else:
         names = list(spec)
+    if not names:
+        raise UserError(f"channels: {spec!r} names no channel; give names, a set {sorted(CHANNEL_SETS)} or 'all'")
     missing = [n for n in names if n not in available]
     if missing:
         raise UserError(
-            f"channels: {missing[:5]} not in the data's {len(available)} channels "
+            f"channels: {missing[:5]} not in the data's {len(available)} channels{of} "
             f"(e.g. {list(available)[:5]}); pick names from the data or use 'all'"
         )
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"channels: {dup[:5]} requested more than once; name each channel once")
     return names

@@ -1,46 +1,23 @@
 """The simulated subject: a documented forward model from image features to continuous EEG.
 
 Everything here is a pure function of arrays and a seeded ``numpy.random.Generator``; writing the
-dataset lives in :mod:`hmavd.simulate_io` and the command in :mod:`hmavd.cli.simulate`.
-``docs/simulated-subject.md`` explains the model in prose; in short:
+dataset lives in :mod:`hmavd.simulate_io` and the command in :mod:`hmavd.cli.simulate`. The model,
+its parameters, the SNR definition and the three reference decoders are documented in
+``docs/simulated-subject.md``. In short:
 
-**Concepts and images.** The concepts are the real ThingsEEG2 folders
-(:func:`hmavd.data.concepts.train_concepts` / :func:`~hmavd.data.concepts.test_concepts`); a
-configurable subset keeps the first ``n`` of each list (the 200 test concepts keep their real
-order). Test images are the real CLIP ViT-L/14 embeddings of the 200 test images and test concept
-prototypes are the real "center" features. Training concept prototypes ``p_c`` are drawn from a
-Gaussian fitted to the 200 real centers (mean + rank-``r`` covariance + isotropic rest) and a
-training image is ``f = normalize(p_c + v)``, with ``v`` drawn from a Gaussian fitted to the real
-within-concept variation (test image minus its concept's center), scaled by ``image_variation``.
-
-**Text.** One text feature per concept, ``t_c = normalize(normalize(p_c) + text_noise * e_c +
-modality_gap * g)``: ``e_c`` is isotropic Gaussian noise of expected norm 1 and ``g`` a fixed unit
-vector shared by all concepts (CLIP's image-text "modality gap"). Text carries concept semantics;
-images add image-specific detail.
-
-**EEG.** Each image drives ``K`` latent sources ``z = diag(1/s) P (f - mu)`` (``P``: fixed random
-``K x D`` projection shared by all simulated subjects, ``mu``/``s``: mean of the real test images and
-per-source standard deviation, so every source has unit variance). Source ``k`` has a spatial
-pattern ``a_k`` (a Gaussian blob on the scalp centred on a random occipital/parietal electrode, from
-the ``standard_1005`` positions) and a temporal waveform ``w_k(t)`` (a Gabor wavelet with a random
-latency, width and frequency, tapered to be exactly zero outside the signal window, default
-0.1–0.6 s after onset). The response to one presentation is ``R = sum_k z_k a_k w_k(t)`` plus an
-image-independent ERP ``common_erp_ratio * a_0 w_0(t)``, placed at the onset in a 1000 Hz continuous
-recording (RSVP: an onset every 200 ms, sequences of ``sequence_length`` images separated by
-``sequence_gap_s``, catch trials coded 99999), so the responses of neighbouring images overlap as in
-the real experiment. Noise is spatially correlated (mixing matrix = Cholesky factor of an exponential
-kernel of inter-electrode distance, blended with the identity) and temporally correlated (AR(1) with
-coefficient ``noise_ar`` per sample), with a per-channel standard deviation of ``noise_uv`` µV.
-
-**SNR** is the single-trial power ratio of the image-specific signal (mean over channels and the
-samples of the signal window, averaged over images) to the noise; the signal is scaled to reach it.
-Patterns, waveforms and noise differ per subject (seeded with ``seed`` and the subject number); the
-features and ``P`` depend on ``seed`` only.
-
-**Oracle.** :func:`oracle_scores` knows the forward model: it pushes each source's response through
-the same preprocessing (baseline, resampling, crop, the session's MVNN whitening), estimates ``z``
-from the repetition-averaged test EEG by ridge least squares, and matches it by (centred) cosine against
-the true ``z`` of every test image; its top-1/top-5 is the ceiling a decoder can reach.
+- **Features**: test images/centers are the real CLIP ViT-L/14 features of the 200 ThingsEEG2 test
+  concepts (``hmavd/resources``); training prototypes and images are drawn from Gaussians fitted to
+  them; text features are ``normalize(normalize(p_c) + text_noise·e_c + modality_gap·g)``.
+- **EEG**: ``K`` latent sources ``z = diag(1/s) P (f − mu)`` of the image feature ``f``, each with a
+  scalp pattern ``a_k`` (occipito-parietal Gaussian blob) and a Gabor waveform ``w_k(t)`` that is
+  zero outside the signal window; response ``R = gain·Σ_k z_k a_k w_k(t)`` + a common ERP, added at
+  every RSVP onset of a 1000 Hz recording; noise spatially correlated (exponential distance kernel)
+  and AR(1) in time. ``snr`` = single-trial power of the image-specific response in the signal
+  window / noise power.
+- **Reference decoders** (:func:`oracle_scores`): the oracle knows the forward model (patterns,
+  waveforms, ``P``) and reads only the repetition-averaged, preprocessed *noisy* test EEG; with
+  templates from :func:`fit_templates` it knows only ``P`` and learns the response shapes from the
+  training split; :func:`ridge_decoder_scores` knows nothing about the model.
 """
 
 from __future__ import annotations
@@ -90,6 +67,8 @@ __all__ = [
     "render_signal",
     "cut_epochs",
     "oracle_scores",
+    "fit_templates",
+    "ridge_decoder_scores",
     "topk_accuracy",
 ]
 
@@ -114,7 +93,7 @@ def select_concepts(n_train: int, n_test: int) -> tuple[tuple[str, ...], tuple[s
     return tr[:n_train], te[:n_test]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def test_image_files() -> dict[str, str]:
     """Real ThingsEEG2 test image file name of each test concept folder (``aircraft_carrier_06s.jpg``)."""
     res = importlib.resources.files("hmavd") / "resources" / "thingseeg2_test_concepts_200.csv"
@@ -548,6 +527,72 @@ def oracle_scores(eeg_avg: np.ndarray, templates: np.ndarray, latents: np.ndarra
     a = l2_normalize(z_hat - z_hat.mean(axis=0))  # centred across test images
     b = l2_normalize(latents - latents.mean(axis=0))
     return a @ b.T
+
+
+def fit_templates(eeg_avg: np.ndarray, latents: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Each source's response estimated from training data: ridge least squares of EEG on known latents.
+
+    Parameters
+    ----------
+    eeg_avg : ndarray, shape (N, C, T)
+        Repetition-averaged preprocessed training EEG.
+    latents : ndarray, shape (N, K)
+        True source amplitudes of the N training images (needs the latent projection ``P``).
+    ridge : float
+        Ridge strength relative to the mean eigenvalue of ``ZᵀZ``.
+
+    Returns
+    -------
+    ndarray, shape (K, C, T)
+        Templates for :func:`oracle_scores` (both sides centred across images, so the common ERP
+        and the mean response drop out).
+    """
+    n, c, t = eeg_avg.shape
+    x = eeg_avg.reshape(n, -1).astype(np.float64)
+    x = x - x.mean(axis=0)  # (N, C*T)
+    z = np.asarray(latents, dtype=np.float64)
+    z = z - z.mean(axis=0)  # (N, K)
+    ztz = z.T @ z
+    lam = ridge * np.trace(ztz) / ztz.shape[0]
+    g = np.linalg.solve(ztz + lam * np.eye(ztz.shape[0]), z.T @ x)  # (K, C*T)
+    return g.reshape(-1, c, t)
+
+
+def ridge_decoder_scores(
+    train_eeg: np.ndarray,
+    train_features: np.ndarray,
+    test_eeg: np.ndarray,
+    test_features: np.ndarray,
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """A model-free baseline: kernel (dual) ridge regression from flattened EEG to image features.
+
+    Parameters
+    ----------
+    train_eeg, test_eeg : ndarray, shape (N, C, T) and (M, C, T)
+        Repetition-averaged preprocessed EEG.
+    train_features, test_features : ndarray, shape (N, D) and (M, D)
+        Image features of the training images and of the test gallery.
+    alpha : float
+        Ridge strength relative to the mean diagonal of the linear kernel (fixed, not tuned).
+
+    Returns
+    -------
+    ndarray, shape (M, M)
+        Cosine similarity of each predicted feature (rows) to each test image feature (columns),
+        both minus the mean training feature (CLIP features share a large common direction).
+    """
+    x = train_eeg.reshape(len(train_eeg), -1).astype(np.float64)
+    mx = x.mean(axis=0)
+    x -= mx  # (N, C*T)
+    y = np.asarray(train_features, dtype=np.float64)
+    my = y.mean(axis=0)
+    k = x @ x.T  # (N, N)
+    lam = alpha * np.trace(k) / len(k)
+    coef = np.linalg.solve(k + lam * np.eye(len(k)), y - my)  # (N, D)
+    kt = (test_eeg.reshape(len(test_eeg), -1).astype(np.float64) - mx) @ x.T  # (M, N)
+    pred = kt @ coef  # (M, D) predicted feature minus my
+    return l2_normalize(pred) @ l2_normalize(np.asarray(test_features, dtype=np.float64) - my).T
 
 
 def topk_accuracy(scores: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:

@@ -46,6 +46,7 @@ from .simulate import (
     ar1_noise,
     cut_epochs,
     electrode_positions,
+    fit_templates,
     latent_projection,
     latent_sources,
     make_image_metadata,
@@ -53,6 +54,7 @@ from .simulate import (
     noise_mixing,
     oracle_scores,
     render_signal,
+    ridge_decoder_scores,
     rsvp_schedule,
     select_concepts,
     signal_power,
@@ -74,6 +76,13 @@ PAPER_SIZES: dict[str, int] = {
     "test_reps_per_session": 20,
 }
 FEATURE_DIM = 768
+#: Written first and removed last: a folder holding it is an interrupted simulation (overwritable).
+INCOMPLETE_MARKER = "simulation.incomplete"
+#: What the simulator writes under ``--out`` (removed before re-simulating into a previous simulation).
+OWN_OUTPUTS = ("raw_eeg", "preprocessed_eeg", "recordings", "image_set/image_metadata.npy", "simulation.json",
+               "simulate_config.yaml")  # fmt: skip
+#: Largest training set for the ridge baseline (its kernel is n_train_images²; skipped above).
+RIDGE_MAX_TRAIN = 6000
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,23 @@ class SimulateConfig:
             raise UserError(f"noise_ar: {self.noise_ar} must be in [0, 1)")
         if self.noise_uv <= 0:
             raise UserError(f"noise_uv: {self.noise_uv} must be > 0 (µV)")
-        electrode_positions(self.channel_names())  # every name must be a 10-05 electrode
+        names = self.channel_names()
+        electrode_positions(names)  # every name must be a 10-05 electrode
+        r = self.resolved()
+        select_concepts(r.n_train_concepts, r.n_test_concepts)
+        preset = PRESETS[self.preset]
+        try:
+            preset.select_channels(list(names))
+        except UserError as err:
+            raise UserError(
+                f"channels: {self.channels!r} does not fit preset={self.preset} ({err}); record all63 for "
+                "preset=nice, or use preset=gifford (needs O*/P* channels)"
+            ) from None
+        if preset.mvnn_mode == "gifford" and min(r.train_reps_per_session, r.test_reps_per_session) < 2:
+            raise UserError(
+                f"train_reps_per_session/test_reps_per_session: {r.train_reps_per_session}/{r.test_reps_per_session}"
+                " are too few for preset=gifford (its covariance is over repetitions); set both >= 2"
+            )
 
     def resolved(self) -> SimulateConfig:
         """The config with ``scale="paper"`` expanded into the size keys."""
@@ -165,8 +190,8 @@ def check_output_dir(out: Path, cfg: SimulateConfig, force: bool) -> None:
         return
     if not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder; choose a folder path")
-    if not any(out.iterdir()) or force:
-        return
+    if not any(out.iterdir()) or force or (out / INCOMPLETE_MARKER).exists():
+        return  # empty, forced, or an interrupted simulation
     sim = out / "simulation.json"
     if sim.exists():
         try:
@@ -219,11 +244,38 @@ def _write_replay_fif(path: Path, data: np.ndarray, ch_names: tuple[str, ...], o
     return path
 
 
+def _reference_scores(
+    model_templates: np.ndarray,
+    avg: dict[str, np.ndarray],
+    latents: dict[str, np.ndarray],
+    features: dict[str, np.ndarray] | None,
+) -> dict[str, Any]:
+    """Top-1/top-5 of the three reference decoders on the test split (docs/simulated-subject.md).
+
+    ``oracle``: knows the forward model; ``oracle_fitted``: knows the latent projection only and fits
+    the templates to the training split; ``ridge``: kernel ridge EEG -> image features (skipped, None,
+    above :data:`RIDGE_MAX_TRAIN` training images).
+    """
+    fitted = fit_templates(avg["training"], latents["training"])
+    out: dict[str, Any] = {
+        "oracle": topk_accuracy(oracle_scores(avg["test"], model_templates, latents["test"])),
+        "oracle_fitted": topk_accuracy(oracle_scores(avg["test"], fitted, latents["test"])),
+        "ridge": None,
+    }
+    if features is not None and len(avg["training"]) <= RIDGE_MAX_TRAIN:
+        scores = ridge_decoder_scores(avg["training"], features["training"], avg["test"], features["test"])
+        out["ridge"] = topk_accuracy(scores)
+    elif features is not None:
+        log.info("ridge baseline skipped: %d training images > %d", len(avg["training"]), RIDGE_MAX_TRAIN)
+    return out
+
+
 def simulate_subject(
     cfg: SimulateConfig,
     subject: int,
     latents: dict[str, np.ndarray],
     out: Path,
+    features: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Render, write and preprocess all sessions of one subject; returns its summary.
 
@@ -231,6 +283,8 @@ def simulate_subject(
     ----------
     latents : dict
         ``"training"`` (n_train_images, K) and ``"test"`` (n_test_images, K) source amplitudes.
+    features : dict, optional
+        ``"training"`` / ``"test"`` image features (N, D), for the ridge baseline.
     """
     preset = get_preset(cfg.preset)
     ch_names = cfg.channel_names()
@@ -285,32 +339,29 @@ def simulate_subject(
         whitenings.append(w)
         covs.append(cov)
         for part, s in per_part.items():
-            grouped[part].append(SessionEpochs(apply_whitening(s.data, w), s.images, s.provenance))
+            grouped[part].append(SessionEpochs(apply_whitening(s.data, w).astype(np.float32), s.images, s.provenance))
     bar.close()
     times = preprocessed_times(preset, SFREQ_RAW)
     eeg_dir = out / "preprocessed_eeg" / sub
-    shapes = {}
-    test_avg = None
+    shapes, avg = {}, {}
     for part, merge in (("training", merge_training_sessions), ("test", merge_test_sessions)):
-        data, prov = merge(grouped[part], "chronological")
-        split = EEGSplit(eeg=data.astype(np.float32), ch_names=tuple(picked), times=times, provenance=prov)
+        data, prov = merge(grouped.pop(part), "chronological")  # float32; the per-session copies are freed
+        split = EEGSplit(eeg=data.astype(np.float32, copy=False), ch_names=tuple(picked), times=times, provenance=prov)
         paths[part] = save_split(eeg_dir / f"preprocessed_eeg_{part}.npy", split)
         shapes[part] = list(data.shape)
-        if part == "test":
-            test_avg = split.average_repetitions().astype(np.float64)  # (N, C, T)
+        avg[part] = split.average_repetitions()  # (N, C, T) float32
         del data, split
     sessions = list(range(1, cfg.n_sessions + 1))
     paths["mvnn"] = save_mvnn(eeg_dir / "mvnn.npz", np.stack(whitenings), np.stack(covs), sessions, picked,
                               preset, SFREQ_RAW, times)  # fmt: skip
     unit = _unit_templates(model, picks, preset)  # (K, C, T)
     templates = np.mean([apply_whitening(unit, w) for w in whitenings], axis=0)  # equal reps per session
-    oracle = topk_accuracy(oracle_scores(test_avg, templates, latents["test"]))
     return {
         "subject": subject,
         "shapes": shapes,
         "signal_gain_v": gain,
         "erp_gain_v": erp_gain,
-        "oracle": oracle,
+        **_reference_scores(templates, avg, latents, features),
         "paths": {k: str(v.relative_to(out)) for k, v in paths.items()},
     }
 
@@ -336,13 +387,16 @@ def _feature_provenance(cfg: SimulateConfig, meta: ImageMetadata) -> dict[str, A
 
 def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
     """Write the complete simulated dataset under ``out``; returns the summary stored in ``simulation.json``."""
+    cfg.validate()  # also when called from Python: nothing is written for a bad config
     cfg = cfg.resolved()
     out = Path(out)
     check_output_dir(out, cfg, force)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "simulation.json"
-    if marker.exists():
-        marker.unlink()  # a crash below must not leave a stale "complete" marker
+    incomplete = out / INCOMPLETE_MARKER
+    if marker.exists() or incomplete.exists():
+        _remove_own_outputs(out, feature_names=(cfg.feature_name, _previous_feature_name(marker)))
+    atomic_write_json(incomplete, {"config": config_to_dict(cfg)})  # a crash below leaves this, not a marker
     rng = np.random.default_rng(cfg.seed)
     train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts)
     meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders)
@@ -366,9 +420,14 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
     save_feature_cache(out / "features" / cfg.feature_name, arrays, _feature_provenance(cfg, meta))
     subjects = []
     for subject in tqdm(range(1, cfg.n_subjects + 1), desc="subjects", unit="subject", disable=not cfg.progress):
-        subjects.append(simulate_subject(cfg, subject, latents, out))
-    top1 = [s["oracle"]["top1"] for s in subjects]
-    top5 = [s["oracle"]["top5"] for s in subjects]
+        feats_by_split = {"training": feats.train_image, "test": feats.test_image}
+        subjects.append(simulate_subject(cfg, subject, latents, out, feats_by_split))
+
+    def mean_of(key: str) -> dict[str, float] | None:
+        if any(s[key] is None for s in subjects):
+            return None
+        return {k: float(np.mean([s[key][k] for s in subjects])) for k in ("top1", "top5")}
+
     summary = {
         "simulated": True,
         "config": config_to_dict(cfg),
@@ -377,7 +436,13 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         "n_train_images": len(meta.train_img_files),
         "n_test_images": len(meta.test_img_files),
         "chance_top1": 1.0 / len(meta.test_img_files),
-        "oracle": {"top1": float(np.mean(top1)), "top5": float(np.mean(top5))},
+        "oracle": mean_of("oracle"),
+        "oracle_fitted": mean_of("oracle_fitted"),
+        "ridge": mean_of("ridge"),
+        "reference_decoders": "oracle: knows the forward model (patterns, waveforms, latent projection), reads the "
+        "repetition-averaged noisy test EEG; oracle_fitted: knows only the latent projection, fits the response "
+        "templates to the training split; ridge: kernel ridge EEG -> image features on the training split, no model "
+        "knowledge (None when skipped). See docs/simulated-subject.md.",
         "subjects": subjects,
         "feature_cache": f"features/{cfg.feature_name}",
         "prepare_overrides": [
@@ -390,5 +455,26 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         "real CLIP ViT-L/14 test features from NICE-EEG (Song et al. 2023, MIT). All EEG is simulated.",
     }
     atomic_write_json(marker, summary)
+    incomplete.unlink()
     return summary
 
+
+def _previous_feature_name(marker: Path) -> str:
+    try:
+        return str(json.loads(marker.read_text())["config"]["feature_name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _remove_own_outputs(out: Path, feature_names: tuple[str, ...]) -> None:
+    """Delete what an earlier simulation wrote under ``out`` (so no stale session or subject survives)."""
+    import shutil
+
+    names = [*OWN_OUTPUTS, *(f"features/{n}" for n in feature_names if n and "/" not in n and n not in (".", ".."))]
+    for name in names:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    log.info("removed the outputs of the earlier simulation in %s", out)

@@ -17,6 +17,12 @@ from ..config import add_config_arguments, config_to_dict, load_config, save_con
 from ..errors import run_command, setup_logging
 
 PROG = "hmavd-simulate"
+#: The reference decoders of ``simulation.json`` (docs/simulated-subject.md), as printed.
+REFERENCE_LABELS = (
+    ("oracle", "oracle ceiling (knows the forward model)"),
+    ("oracle_fitted", "oracle, templates fit to the training split"),
+    ("ridge", "ridge EEG -> image features (model-free)"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,11 +58,13 @@ def _body(argv: Sequence[str] | None) -> int:
     print(f"  images: {s['n_train_images']} training, {s['n_test_images']} test; snr {s['config']['snr']} "
           f"({s['snr_db']:.1f} dB single trial)")  # fmt: skip
     for sub in s["subjects"]:
-        o = sub["oracle"]
         print(f"  sub-{sub['subject']:02d}: training {tuple(sub['shapes']['training'])}, "
-              f"test {tuple(sub['shapes']['test'])}; oracle {s['n_test_images']}-way "
-              f"top-1 {100 * o['top1']:.1f} % / top-5 {100 * o['top5']:.1f} % "
-              f"(chance {100 * s['chance_top1']:.1f} %)")  # fmt: skip
+              f"test {tuple(sub['shapes']['test'])}; {s['n_test_images']}-way test top-1 / top-5 "
+              f"(chance {100 * s['chance_top1']:.1f} %):")  # fmt: skip
+        for key, label in REFERENCE_LABELS:
+            o = sub.get(key)
+            score = f"{100 * o['top1']:5.1f} % / {100 * o['top5']:5.1f} %" if o else "skipped (too many images)"
+            print(f"    {label:<44} {score}")
     print(f"  features: {out / s['feature_cache']}; metadata: {out / 'image_set' / 'image_metadata.npy'}")
     if s["config"]["write_raw"]:
         print(f"  raw recordings: {out / 'raw_eeg'}; re-prepare with: hmavd-prepare raw_dir={out / 'raw_eeg'} "

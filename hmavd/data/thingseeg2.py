@@ -64,12 +64,15 @@ class EEGSplit:
         Sample times in seconds relative to stimulus onset.
     provenance : ndarray or None, shape (n_conditions, n_reps, 2)
         (session, chronological repetition index) of each repetition, when known.
+    source : str
+        The file it was loaded from ("" when built in memory); named in selection errors.
     """
 
     eeg: np.ndarray
     ch_names: tuple[str, ...]
     times: np.ndarray
     provenance: np.ndarray | None = None
+    source: str = ""
 
     @property
     def n_conditions(self) -> int:
@@ -96,7 +99,7 @@ class EEGSplit:
 
     def pick_channels(self, spec: str | Sequence[str]) -> EEGSplit:
         """Select channels by name (``"all"``, ``"visual17"``, ``"all63"``, or names), in that order."""
-        names = resolve_channels(spec, self.ch_names)
+        names = resolve_channels(spec, self.ch_names, where=self.source)
         idx = [self.ch_names.index(n) for n in names]
         return replace(self, eeg=self.eeg[:, :, idx, :], ch_names=tuple(names))
 
@@ -109,9 +112,10 @@ class EEGSplit:
         if tmax_s is not None:
             mask &= self.times < tmax_s - eps
         if not mask.any():
+            where = f" of {self.source}" if self.source else ""
             raise UserError(
-                f"time window: [{tmin_s}, {tmax_s}) s selects no sample of the data's "
-                f"{self.times[0]:.3f}…{self.times[-1]:.3f} s; choose a window inside it"
+                f"time window: [{tmin_s}, {tmax_s}) s selects no sample{where} (data span "
+                f"{self.times[0]:.3f}…{self.times[-1]:.3f} s); choose tmin_s/tmax_s inside it"
             )
         return replace(self, eeg=self.eeg[..., mask], times=self.times[mask])
 
@@ -207,12 +211,16 @@ def load_pickled_dict(path: str | Path, keys: Sequence[str], what: str) -> dict[
 def _read_eeg_file(path: Path) -> dict[str, Any]:
     if path.suffix == ".npz":
         if not path.exists():
-            raise UserError(f"eeg file: {path} does not exist")
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in EEG_KEYS if k not in z.files]
-            if missing:
-                raise UserError(f"eeg file: {path} lacks keys {missing}; expected {list(EEG_KEYS)}")
-            d = {k: z[k] for k in z.files}
+            raise UserError(f"eeg file: {path} does not exist; check the path (expected keys {list(EEG_KEYS)})")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                files = list(z.files)
+                missing = [k for k in EEG_KEYS if k not in files]
+                d = {} if missing else {k: z[k] for k in files}
+        except (OSError, ValueError, EOFError) as err:
+            raise UserError(f"eeg file: {path} is not a readable .npz ({type(err).__name__}); re-convert it") from None
+        if missing:
+            raise UserError(f"eeg file: {path} lacks keys {missing} (has {sorted(files)}); expected {list(EEG_KEYS)}")
         return d
     return load_pickled_dict(path, EEG_KEYS, "eeg file")
 
@@ -234,8 +242,13 @@ def load_split(
     path = Path(path)
     d = _read_eeg_file(path)
     eeg = np.asarray(d["preprocessed_eeg_data"])
-    ch_names = tuple(str(c) for c in np.asarray(d["ch_names"]).tolist())
-    times = np.asarray(d["times"], dtype=np.float64)
+    try:
+        ch_names = tuple(str(c) for c in np.asarray(d["ch_names"]).reshape(-1).tolist())
+        times = np.asarray(d["times"], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise UserError(f"eeg file: {path} times are not numbers; expected sample times in seconds") from None
+    if not np.issubdtype(eeg.dtype, np.number) or np.issubdtype(eeg.dtype, np.complexfloating):
+        raise UserError(f"eeg file: {path} preprocessed_eeg_data has dtype {eeg.dtype}; expected a float array")
     if eeg.ndim != 4:
         raise UserError(
             f"eeg file: {path} preprocessed_eeg_data has shape {eeg.shape}; expected "
@@ -244,6 +257,9 @@ def load_split(
     n, r, c, t = eeg.shape
     if len(ch_names) != c:
         raise UserError(f"eeg file: {path} has {len(ch_names)} ch_names for {c} channels in the data; they must match")
+    if len(set(ch_names)) != len(ch_names):
+        dup = sorted({n for n in ch_names if ch_names.count(n) > 1})
+        raise UserError(f"eeg file: {path} repeats channel names {dup[:5]}; expected one unique name per channel")
     if len(times) != t:
         if len(times) > t:
             # The NICE pipeline saves the 300 uncropped times beside 250-sample data: keep the last t.
@@ -258,8 +274,14 @@ def load_split(
         )
     if expected_reps is not None and r != expected_reps:
         raise UserError(f"eeg file: {path} has {r} repetitions, expected {expected_reps}")
+    if t > 1 and not np.all(np.diff(times) > 0):
+        raise UserError(f"eeg file: {path} times do not increase; expected sample times in seconds")
     prov = np.asarray(d["provenance"]) if "provenance" in d else None
-    return EEGSplit(eeg=eeg.astype(np.float32, copy=False), ch_names=ch_names, times=times, provenance=prov)
+    if prov is not None and prov.shape != (n, r, 2):
+        raise UserError(f"eeg file: {path} provenance has shape {prov.shape}; expected {(n, r, 2)}")
+    return EEGSplit(
+        eeg=eeg.astype(np.float32, copy=False), ch_names=ch_names, times=times, provenance=prov, source=str(path)
+    )
 
 
 def save_split(path: str | Path, split: EEGSplit, pickle_free: bool | None = None) -> Path:
@@ -292,12 +314,24 @@ def load_image_metadata(path: str | Path) -> ImageMetadata:
     if path.suffix == ".json" and path.exists():
         import json
 
-        d = json.loads(path.read_text())
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(
+                f"image metadata: {path} is not readable JSON ({type(err).__name__}); re-convert it"
+            ) from None
     elif path.suffix == ".npz" and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k].tolist() for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k].tolist() for k in z.files}
+        except (OSError, ValueError, EOFError) as err:
+            raise UserError(f"image metadata: {path} is not a readable .npz ({type(err).__name__})") from None
     else:
         d = load_pickled_dict(path, META_KEYS, "image metadata")
+    if not isinstance(d, dict):
+        raise UserError(
+            f"image metadata: {path} holds a {type(d).__name__}; expected a dict with keys {list(META_KEYS)}"
+        )
     missing = [k for k in META_KEYS if k not in d]
     if missing:
         raise UserError(f"image metadata: {path} lacks keys {missing}; expected {list(META_KEYS)}")
@@ -319,9 +353,7 @@ def save_image_metadata(path: str | Path, meta: ImageMetadata) -> Path:
     return save_npy_atomic(path, meta.to_dict(), allow_object=True)
 
 
-def load_subject(
-    eeg_dir: str | Path, subject: int, meta: ImageMetadata | None = None
-) -> tuple[EEGSplit, EEGSplit]:
+def load_subject(eeg_dir: str | Path, subject: int, meta: ImageMetadata | None = None) -> tuple[EEGSplit, EEGSplit]:
     """Load a subject's (training, test) splits, checking condition counts against ``meta``."""
     folder = subject_dir(eeg_dir, subject)
     n_train = len(meta.train_img_files) if meta is not None else None

@@ -115,6 +115,13 @@ class PrepareConfig:
             raise UserError("max_reps_training/max_reps_test: must be >= 0 (0 = the preset's)")
         if self.subject < 1:
             raise UserError(f"subject: {self.subject} must be >= 1 (sub-01 is subject 1)")
+        preset = PRESETS[self.preset]
+        for part in PARTITIONS:
+            if preset.mvnn_mode == "gifford" and self.max_reps(part, preset) < 2:
+                raise UserError(
+                    f"max_reps_{part}: {self.max_reps(part, preset)} is too few for preset={preset.name} (its "
+                    "covariance is over repetitions); keep >= 2 repetitions per image and session or use preset=nice"
+                )
 
     def max_reps(self, partition: str, preset: PreprocessPreset) -> int:
         """Repetitions kept per image and session for ``partition``."""
@@ -176,6 +183,7 @@ def epoch_recording(
     chunk_size: int = 256,
     desc: str = "",
     progress: bool = False,
+    source: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Drop catch trials, pick channels, epoch, baseline, resample and crop one recording.
 
@@ -186,6 +194,14 @@ def epoch_recording(
     events : ndarray, shape (n_events, 3)
         From :func:`hmavd.preprocessing.raw_io.read_recording` (found before the pick).
     preset : PreprocessPreset
+    chunk_size : int
+        Events per ``mne.Epochs`` call.
+    desc : str
+        Progress-bar label.
+    progress : bool
+        Show a progress bar over the chunks.
+    source : str
+        The recording's file name, named in errors.
 
     Returns
     -------
@@ -199,8 +215,8 @@ def epoch_recording(
     events = np.asarray(events, dtype=np.int64)
     events = events[events[:, 2] != preset.catch_id]
     if len(events) == 0:
-        raise UserError(f"recording {desc}: only catch trials ({preset.catch_id}); no stimulus events left")
-    picked = preset.select_channels(list(raw.ch_names))
+        raise UserError(f"recording {source or desc}: only catch trials ({preset.catch_id}); no stimulus events left")
+    picked = preset.select_channels(list(raw.ch_names), where=source)
     raw.pick(picked)
     if list(raw.ch_names) != picked:
         raw.reorder_channels(picked)
@@ -226,7 +242,9 @@ def epoch_recording(
         log.warning("%s: %d of %d epochs dropped by MNE (too close to the recording's ends)", desc,
                     len(events) - n_kept, len(events))  # fmt: skip
     if n_kept == 0:
-        raise UserError(f"recording {desc}: no complete epoch ({preset.tmin_s}…{preset.tmax_s} s) fits the data")
+        raise UserError(
+            f"recording {source or desc}: no complete epoch ({preset.tmin_s}…{preset.tmax_s} s) fits the data"
+        )
     return np.concatenate(out), np.concatenate(codes).astype(np.int64), np.asarray(times), picked
 
 
@@ -442,7 +460,7 @@ def prepare_subject(cfg: PrepareConfig) -> dict[str, Path]:
                     "resample all sessions to one rate before preparing"
                 )
             data, codes, t, picked = epoch_recording(
-                raw, events, preset, cfg.chunk_size, desc=f"ses-{ses:02d} {part}", progress=cfg.progress
+                raw, events, preset, cfg.chunk_size, f"ses-{ses:02d} {part}", cfg.progress, str(paths[part])
             )
             if ch_names is None:
                 ch_names, times = picked, t

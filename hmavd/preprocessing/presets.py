@@ -68,12 +68,18 @@ class PreprocessPreset:
     catch_id: int = 99999
     description: str = ""
 
-    def select_channels(self, ch_names: list[str] | tuple[str, ...]) -> list[str]:
-        """The channel names this preset keeps from a recording's ``ch_names``, in output order."""
+    def select_channels(self, ch_names: list[str] | tuple[str, ...], where: str = "") -> list[str]:
+        """The channel names this preset keeps from a recording's ``ch_names``, in output order.
+
+        ``where`` (e.g. the recording's file name) is named in the error when a channel is missing.
+        """
         if self.channels is not None:
-            return resolve_channels(list(self.channels), list(ch_names))
+            try:
+                return resolve_channels(list(self.channels), list(ch_names), where=where)
+            except UserError as err:
+                raise UserError(f"{err} (preset {self.name!r} needs all {len(self.channels)} of them)") from None
         if self.channel_regexp is not None:
-            return pick_channels_regexp(list(ch_names), self.channel_regexp)
+            return pick_channels_regexp(list(ch_names), self.channel_regexp, where=where)
         raise UserError(f"preset {self.name!r}: gives neither channels nor channel_regexp")
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "events_from_annotations_numeric",
     "parse_event_code",
     "stim_row",
+    "nearest_samples",
 ]
 
 RAW_KEYS = ("raw_eeg_data", "ch_names", "ch_types", "sfreq")
@@ -51,6 +52,34 @@ def parse_event_code(description: str) -> int | None:
     """The trailing integer of a marker/annotation (``"Stimulus/S16540"`` -> 16540), else ``None``."""
     m = _TRAILING_INT.search(str(description))
     return int(m.group(1)) if m else None
+
+
+def nearest_samples(sample_times: np.ndarray, times: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the sample nearest to each time, and which times fall inside the recording.
+
+    Parameters
+    ----------
+    sample_times : ndarray, shape (n_samples,)
+        Increasing time stamps of the samples (s).
+    times : ndarray, shape (n,)
+        Event times (s), on the same clock.
+    sfreq : float
+        Sampling rate (Hz); a time more than half a sample outside the recording is "outside".
+
+    Returns
+    -------
+    index : ndarray, shape (n,) int64
+        Nearest sample (clipped to the recording).
+    inside : ndarray, shape (n,) bool
+    """
+    ts = np.asarray(sample_times, dtype=np.float64)
+    t = np.asarray(times, dtype=np.float64)
+    right = np.clip(np.searchsorted(ts, t), 1, len(ts) - 1) if len(ts) > 1 else np.zeros(len(t), dtype=np.int64)
+    left = np.maximum(right - 1, 0)
+    index = np.where(np.abs(ts[right] - t) < np.abs(t - ts[left]), right, left).astype(np.int64)
+    half = 0.5 / float(sfreq)
+    inside = (t >= ts[0] - half) & (t <= ts[-1] + half) if len(ts) else np.zeros(len(t), dtype=bool)
+    return index, inside
 
 
 def stim_row(n_samples: int, events: np.ndarray) -> np.ndarray:
@@ -165,8 +194,10 @@ def read_thingseeg2_raw(path: str | Path):
     return mne.io.RawArray(data, info, verbose="error")
 
 
-def events_from_stim(raw, stim_channel: str | Sequence[str] | None = None) -> np.ndarray:
+def events_from_stim(raw, stim_channel: str | Sequence[str] | None = None, source: str = "") -> np.ndarray:
     """``mne.find_events`` with its defaults on the stim channel(s) (before any channel pick).
+
+    ``source`` (the file name) is named in errors.
 
     Returns
     -------
@@ -174,10 +205,18 @@ def events_from_stim(raw, stim_channel: str | Sequence[str] | None = None) -> np
     """
     import mne
 
+    where = source or (raw.filenames[0] if raw.filenames and raw.filenames[0] else "recording")
+    wanted = [stim_channel] if isinstance(stim_channel, str) else list(stim_channel or [])
+    missing = [c for c in wanted if c not in raw.ch_names]
+    if missing:
+        raise UserError(
+            f"stim_channel: {missing} is not a channel of {where} (channels e.g. {raw.ch_names[-5:]}); "
+            "name its stim channel or leave stim_channel empty"
+        )
     try:
         events = mne.find_events(raw, stim_channel=stim_channel, verbose="error")
     except ValueError as err:
-        raise UserError(f"events: {raw.filenames[0] if raw.filenames else 'recording'}: {err}") from None
+        raise UserError(f"events: {where}: {err}") from None
     return np.asarray(events, dtype=np.int64)
 
 
@@ -237,8 +276,10 @@ def read_recording(path: str | Path, stim_channel: str | None = None):
     suffix = _recording_suffix(path)
     if suffix == ".npy":
         raw = read_thingseeg2_raw(path)
+        stim_channel = stim_channel or ("stim" if "stim" in raw.ch_names else None)  # as the public code
     elif suffix in (".xdf", ".xdfz"):
         raw = _read_xdf(path)
+        stim_channel = stim_channel or "stim"  # built from the marker stream
     elif suffix in RAW_SUFFIXES:
         try:
             raw = mne.io.read_raw(path, preload=False, verbose="error")
@@ -247,7 +288,7 @@ def read_recording(path: str | Path, stim_channel: str | None = None):
     else:
         raise UserError(f"recording: {path} has unsupported suffix {suffix!r}; use one of {list(RAW_SUFFIXES)}")
     has_stim = stim_channel is not None or "stim" in raw.get_channel_types()
-    events = events_from_stim(raw, stim_channel) if has_stim else np.zeros((0, 3), dtype=np.int64)
+    events = events_from_stim(raw, stim_channel, str(path)) if has_stim else np.zeros((0, 3), dtype=np.int64)
     if len(events) == 0:
         events = events_from_annotations_numeric(raw)
     if len(events) == 0:
@@ -282,16 +323,19 @@ def _read_xdf(path: Path):
     sfreq = float(st["info"]["nominal_srate"][0])
     ch_names, scale = _xdf_channels(st, data.shape[0])
     data *= scale[:, None]
-    samples, codes = [], []
+    times, codes = [], []
     for m in markers:
         for value, t in zip(m["time_series"], m["time_stamps"]):
             code = parse_event_code(value[0] if np.ndim(value) else value)
-            if code is None:
-                continue
-            samples.append(int(np.argmin(np.abs(ts - t))))
-            codes.append(code)
+            if code is not None:
+                times.append(float(t))
+                codes.append(code)
+    samples, inside = nearest_samples(ts, np.asarray(times), sfreq)
+    if not inside.all():
+        log.warning("%s: %d of %d markers fall outside the EEG stream; dropped", path, int((~inside).sum()), len(times))
+    samples, codes_arr = samples[inside], np.asarray(codes, dtype=np.int64)[inside]
     order = np.argsort(samples, kind="stable")
-    ev = np.column_stack([np.asarray(samples)[order], np.asarray(codes)[order]]) if samples else np.zeros((0, 2))
+    ev = np.column_stack([samples[order], codes_arr[order]]) if len(samples) else np.zeros((0, 2))
     stim = stim_row(data.shape[1], ev) if len(ev) else np.zeros(data.shape[1])
     info = mne.create_info([*ch_names, "stim"], sfreq, ["eeg"] * len(ch_names) + ["stim"], verbose="error")
     return mne.io.RawArray(np.vstack([data, stim[None]]), info, verbose="error")

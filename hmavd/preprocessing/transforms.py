@@ -269,10 +269,11 @@ def pick_channels(
     return data[..., idx, :], picked
 
 
-def pick_channels_regexp(ch_names: Sequence[str], regexp: str) -> list[str]:
+def pick_channels_regexp(ch_names: Sequence[str], regexp: str, where: str = "") -> list[str]:
     """Names matching ``regexp`` (``re.match``, as ``mne.pick_channels_regexp``), in their original order.
 
-    Gifford's preset uses ``"^O *|^P *"``: every channel whose name starts with O or P.
+    Gifford's preset uses ``"^O *|^P *"``: every channel whose name starts with O or P. ``where``
+    (e.g. a file name) is named in the error when nothing matches.
     """
     try:
         pattern = re.compile(regexp)
@@ -281,7 +282,7 @@ def pick_channels_regexp(ch_names: Sequence[str], regexp: str) -> list[str]:
     names = [c for c in ch_names if pattern.match(c)]
     if not names:
         raise UserError(
-            f"channel_regexp: {regexp!r} matches none of the {len(ch_names)} channels "
+            f"channel_regexp: {regexp!r} matches none of the {len(ch_names)} channels{f' of {where}' if where else ''} "
             f"(e.g. {list(ch_names)[:5]}); use a pattern that matches the recording's names"
         )
     return names
@@ -385,7 +386,10 @@ def mvnn_covariance(
         raise UserError(f"mvnn mode: {mode!r} is not one of ('nice', 'gifford')")
     n_cond, n_reps, n_chans, n_times = x.shape
     if mode == "gifford" and n_reps < 2:
-        raise UserError("mvnn: mode 'gifford' needs >= 2 repetitions per image; use mode 'nice'")
+        raise UserError(
+            f"mvnn: the gifford covariance (per image and time point, over repetitions) needs >= 2 repetitions "
+            f"per image and session, got {n_reps}; keep more (max_reps_training/max_reps_test) or use preset=nice"
+        )
     per_cond = n_reps if mode == "nice" else n_times
     step = max(1, batch_matrices // per_cond)
     sigma_cond = np.empty((n_cond, n_chans, n_chans))

@@ -19,3 +19,9 @@ def test_resolve_channels_orders_and_errors():
     assert resolve_channels("Oz, Cz", avail) == ["Oz", "Cz"]
     with pytest.raises(UserError, match="Xx"):
         resolve_channels(["Oz", "Xx"], avail)
+    with pytest.raises(UserError, match="in sub-01/x.npy"):
+        resolve_channels(["Xx"], avail, where="sub-01/x.npy")
+    with pytest.raises(UserError, match="more than once"):
+        resolve_channels("Oz,Cz,Oz", avail)
+    with pytest.raises(UserError, match="names no channel"):
+        resolve_channels(" , ", avail)

@@ -87,3 +87,21 @@ def test_packaged_configs_are_yaml_mappings():
     for name in available_configs():
         d = yaml.safe_load(config_path(name).read_text())
         assert isinstance(d, dict), name
+
+
+def test_saved_config_loads_back_and_other_command_is_refused(tmp_path):
+    import dataclasses
+
+    from hmavd.config import save_config
+    from hmavd.train import TrainConfig
+
+    cfg = dataclasses.replace(load_config(TrainConfig, "nice"), epochs=3)
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(TrainConfig, str(path)) == cfg
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherConfig:
+        epochs: int = 1
+
+    with pytest.raises(UserError, match="saved from a TrainConfig"):
+        load_config(OtherConfig, str(path))

@@ -256,6 +256,85 @@ def test_thingseeg2_fif_brainvision_edf_readers_agree(tmp_path):
     np.testing.assert_array_equal(ev_edf[:, [0, 2]], events[:, [0, 2]])
 
 
+def _xdf_chunk(tag: int, content: bytes) -> bytes:
+    """One XDF chunk: [NumLengthBytes=4][Length][Tag][Content] (XDF 1.0 specification)."""
+    import struct
+
+    return b"\x04" + struct.pack("<I", len(content) + 2) + struct.pack("<H", tag) + content
+
+
+def _xdf_varlen(n: int) -> bytes:
+    import struct
+
+    return b"\x04" + struct.pack("<I", n)
+
+
+def write_xdf(path: Path, data_uv: np.ndarray, names, sfreq: float, t0: float, markers) -> Path:
+    """A minimal XDF file: a float32 EEG stream in µV (time stamps from ``t0``) and a string marker stream."""
+    import struct
+
+    chans = "".join(f"<channel><label>{n}</label><unit>microvolts</unit></channel>" for n in names)
+    eeg_hdr = (f"<?xml version='1.0'?><info><name>eeg</name><type>EEG</type><channel_count>{len(names)}"
+               f"</channel_count><nominal_srate>{sfreq}</nominal_srate><channel_format>float32</channel_format>"
+               f"<desc><channels>{chans}</channels></desc></info>")  # fmt: skip
+    mk_hdr = ("<?xml version='1.0'?><info><name>mk</name><type>Markers</type><channel_count>1</channel_count>"
+              "<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>")  # fmt: skip
+    out = [b"XDF:", _xdf_chunk(1, b"<?xml version='1.0'?><info><version>1.0</version></info>")]
+    out += [
+        _xdf_chunk(2, struct.pack("<I", 1) + eeg_hdr.encode()),
+        _xdf_chunk(2, struct.pack("<I", 2) + mk_hdr.encode()),
+    ]
+    body = bytearray()
+    for k in range(data_uv.shape[1]):
+        body += b"\x08" + struct.pack("<d", t0 + k / sfreq) + data_uv[:, k].astype("<f4").tobytes()
+    out.append(_xdf_chunk(3, struct.pack("<I", 1) + _xdf_varlen(data_uv.shape[1]) + bytes(body)))
+    body = bytearray()
+    for t, text in markers:
+        body += b"\x08" + struct.pack("<d", t) + _xdf_varlen(len(text)) + text.encode()
+    out.append(_xdf_chunk(3, struct.pack("<I", 2) + _xdf_varlen(len(markers)) + bytes(body)))
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def test_xdf_reader_maps_markers_to_nearest_samples_and_converts_units(tmp_path, caplog):
+    data, names, events = _events_fixture()
+    t0 = 1234.5  # LSL clock: time stamps do not start at 0
+    # markers 0.3 ms after the onset sample (nearest = onset), one marker without a number, one after the end
+    markers = [(t0 + s / SFREQ + 3e-4, f"Stimulus/S{c}") for s, c in events[:, [0, 2]]]
+    markers += [(t0 + 0.05, "New Segment/"), (t0 + 10.0, "Stimulus/S5")]
+    path = write_xdf(tmp_path / "rec.xdf", data * 1e6, names, SFREQ, t0, sorted(markers))
+    with caplog.at_level("WARNING"):
+        raw, ev = read_recording(path)
+    np.testing.assert_array_equal(ev[:, [0, 2]], events[:, [0, 2]])
+    assert "1 of 5 markers fall outside" in caplog.text
+    assert raw.ch_names == [*names, "stim"]
+    np.testing.assert_allclose(raw.get_data(picks=names), data, rtol=1e-6, atol=1e-12)  # µV -> V
+
+
+def test_nearest_samples():
+    from hmavd.preprocessing.raw_io import nearest_samples
+
+    ts = 10.0 + np.arange(5) / 100.0  # 10.00 … 10.04
+    idx, inside = nearest_samples(ts, np.array([9.9, 9.996, 10.004, 10.016, 10.04, 10.046, 10.2]), 100.0)
+    np.testing.assert_array_equal(idx, [0, 0, 0, 2, 4, 4, 4])
+    np.testing.assert_array_equal(inside, [False, True, True, True, True, False, False])
+
+
+def test_brainvision_default_mapping_is_the_pitfall(tmp_path):
+    """MNE's default ``events_from_annotations`` does not give 16540 for ``Stimulus/S16540`` (why we parse)."""
+    import pybv
+
+    data, names, events = _events_fixture()
+    pybv.write_brainvision(
+        data=data, sfreq=SFREQ, ch_names=names, fname_base="rec", folder_out=str(tmp_path), events=events[:, [0, 2]],
+    )  # fmt: skip
+    raw = mne.io.read_raw_brainvision(tmp_path / "rec.vhdr", verbose="error")
+    default, _ = mne.events_from_annotations(raw, verbose="error")
+    assert 16540 not in default[:, 2]
+    _, ours = read_recording(tmp_path / "rec.vhdr")
+    assert 16540 in ours[:, 2]
+
+
 def test_parse_event_code():
     assert parse_event_code("Stimulus/S16540") == 16540
     assert parse_event_code("Stimulus/S  7") == 7
@@ -291,6 +370,9 @@ def test_bad_config_values(capsys, tmp_path):
     assert "preset" in _run_err(capsys, _args(tmp_path, tmp_path, "nice", "preset=xyz"))
     assert "rep_order" in _run_err(capsys, _args(tmp_path, tmp_path, "nice", "rep_order=random"))
     assert "format" in _run_err(capsys, _args(tmp_path, tmp_path, "nice", "format=mat"))
+    # gifford's covariance is over repetitions: refused before any file is read
+    err = _run_err(capsys, _args(tmp_path / "nope", tmp_path, "gifford", "max_reps_training=1"))
+    assert "max_reps_training: 1" in err and "preset=nice" in err
 
 
 def _one_session(tmp_path: Path, mutate) -> Path:
@@ -330,7 +412,13 @@ def test_bad_recordings(capsys, tmp_path, mutate, needle):
     raw_dir = _one_session(tmp_path, mutate)
     err = _run_err(capsys, _args(raw_dir, tmp_path / "out"))
     assert needle in err
+    assert "ses-01/raw_eeg_training.npy" in err  # names the file
     assert not (tmp_path / "out").exists()
+
+
+def test_unknown_stim_channel(capsys, fixture_root, tmp_path):
+    err = _run_err(capsys, _args(fixture_root / "raw_eeg", tmp_path / "o", "nice", "stim_channel=TRIG"))
+    assert "stim_channel: ['TRIG']" in err and "raw_eeg_training.npy" in err
 
 
 def test_inconsistent_sfreq(capsys, tmp_path):

@@ -19,18 +19,20 @@ from hmavd.simulate import (
     SFREQ_RAW,
     ar1_noise,
     cut_epochs,
+    fit_templates,
     make_image_metadata,
     make_source_model,
     noise_mixing,
     oracle_scores,
     render_signal,
+    ridge_decoder_scores,
     rsvp_schedule,
     select_concepts,
     simulate_features,
     temporal_waveforms,
     topk_accuracy,
 )
-from hmavd.simulate_io import PAPER_SIZES, SimulateConfig, simulate_dataset
+from hmavd.simulate_io import INCOMPLETE_MARKER, PAPER_SIZES, SimulateConfig, simulate_dataset
 
 TINY = {
     "n_train_concepts": 10,
@@ -147,6 +149,43 @@ def test_oracle_scores_find_noiseless_latents_and_topk():
     assert topk_accuracy(scores, ks=(1, 2)) == {"top1": 0.5, "top2": 1.0}
 
 
+def test_fit_templates_recovers_responses_up_to_noise():
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((3, 4, 6))  # (K, C, T)
+    z = rng.standard_normal((400, 3)) + 2.0  # non-zero mean: centring must remove it
+    common = rng.standard_normal((4, 6))  # image-independent response: drops out
+    y = np.einsum("kct,nk->nct", g, z) + common + 0.01 * rng.standard_normal((400, 4, 6))
+    np.testing.assert_allclose(fit_templates(y, z, ridge=0.0), g, atol=0.01)
+
+
+def test_ridge_decoder_equals_primal_ridge():
+    rng = np.random.default_rng(8)
+    x, xt = rng.standard_normal((30, 2, 5)), rng.standard_normal((6, 2, 5))  # N=30 > C*T=10: primal is well posed
+    w_true = rng.standard_normal((10, 4))
+    y = x.reshape(30, -1) @ w_true + 0.1 * rng.standard_normal((30, 4))
+    yt = xt.reshape(6, -1) @ w_true
+    scores = ridge_decoder_scores(x, y, xt, yt, alpha=0.5)
+    xf = x.reshape(30, -1)
+    xc, yc = xf - xf.mean(0), y - y.mean(0)
+    lam = 0.5 * np.trace(xc @ xc.T) / 30
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(10), xc.T @ yc)  # primal ridge
+    pred = (xt.reshape(6, -1) - xf.mean(0)) @ w
+    a = pred / np.linalg.norm(pred, axis=1, keepdims=True)
+    b = (yt - y.mean(0)) / np.linalg.norm(yt - y.mean(0), axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, a @ b.T, rtol=1e-8, atol=1e-10)
+    assert topk_accuracy(scores)["top1"] == 1.0
+
+
+def test_oracle_reads_the_eeg_not_the_answer():
+    """Shuffling which EEG row belongs to which image sends the oracle to chance: it decodes the data."""
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((4, 3, 10))
+    z = rng.standard_normal((50, 4))
+    y = np.einsum("kct,nk->nct", g, z) + 0.3 * rng.standard_normal((50, 3, 10))
+    assert topk_accuracy(oracle_scores(y, g, z))["top1"] > 0.8
+    assert topk_accuracy(oracle_scores(y[rng.permutation(50)], g, z))["top1"] < 0.2
+
+
 # --------------------------------------------------------------------------- the written dataset
 
 
@@ -168,6 +207,10 @@ def test_layout_loads_with_the_project_readers(sim):
         assert z["whitening"].shape == (2, 63, 63)
     js = json.loads((out / "simulation.json").read_text())
     assert js["simulated"] and js["config"]["n_sources"] == 8 and 0 <= js["oracle"]["top1"] <= 1
+    for key in ("oracle", "oracle_fitted", "ridge"):  # the three reference decoders, per subject and mean
+        assert set(js[key]) == {"top1", "top5"} and js[key] == summary["subjects"][0][key]
+        assert 0 <= js[key]["top1"] <= js[key]["top5"] <= 1
+    assert not (out / INCOMPLETE_MARKER).exists()
     # MVNN: whitened training noise is about white across channels
     c = np.cov(train.eeg[:, 0].transpose(1, 0, 2).reshape(63, -1))
     assert np.abs(np.diag(c) - 1).mean() < 0.3
@@ -266,7 +309,8 @@ def test_cli_writes_summary_and_refuses_foreign_folder(tmp_path, capsys):
     out = tmp_path / "d"
     assert main(["--out", str(out), *args]) == 0
     text = capsys.readouterr().out
-    assert "SIMULATED" in text and "oracle 5-way top-1" in text and (out / "simulate_config.yaml").exists()
+    assert "SIMULATED" in text and "5-way test top-1" in text and (out / "simulate_config.yaml").exists()
+    assert "oracle ceiling (knows the forward model)" in text and "ridge EEG -> image features" in text
     assert main(["--out", str(out), *args]) == 0  # same config: fine to rewrite
     assert main(["--out", str(out), *args, "seed=3"]) == 2
     assert "--force" in capsys.readouterr().err
@@ -276,3 +320,48 @@ def test_cli_writes_summary_and_refuses_foreign_folder(tmp_path, capsys):
     assert (tmp_path / "e" / "notes.txt").read_text() == "keep me"
     assert main([*args]) == 2  # no --out
     assert main(["--out", str(tmp_path / "f"), "bogus_key=1"]) == 2
+
+
+def test_bad_values_are_refused_before_anything_is_written(tmp_path):
+    for kw, needle in (
+        ({"preset": "gifford"}, "train_reps_per_session"),  # gifford's covariance needs >= 2 repetitions
+        ({"channels": "visual17"}, "preset=nice"),  # nice needs the 63 channels
+        ({"n_test_concepts": 500}, "n_test_concepts"),
+        ({"n_train_concepts": 2000}, "n_train_concepts"),
+    ):
+        with pytest.raises(UserError, match=needle):
+            simulate_dataset(tiny_config(**kw), tmp_path / "out")
+        with pytest.raises(UserError, match=needle):  # built in Python, never validated by load_config
+            simulate_dataset(SimulateConfig(**{**TINY, **kw}), tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_or_earlier_simulation_is_replaced_without_stale_sessions(tmp_path):
+    out = tmp_path / "d"
+    kw = {"write_replay": False, "n_test_concepts": 4, "n_train_concepts": 3}
+    simulate_dataset(tiny_config(n_sessions=3, **kw), out)
+    assert (out / "raw_eeg" / "sub-01" / "ses-03").is_dir()
+    (out / "simulation.json").unlink()
+    (out / INCOMPLETE_MARKER).write_text("{}")  # as a crash would leave it
+    simulate_dataset(tiny_config(n_sessions=2, **kw), out)  # no --force needed for an interrupted run
+    assert not (out / "raw_eeg" / "sub-01" / "ses-03").exists()  # hmavd-prepare would otherwise pick it up
+    assert sorted(p.name for p in (out / "raw_eeg" / "sub-01").iterdir()) == ["ses-01", "ses-02"]
+    assert not (out / INCOMPLETE_MARKER).exists() and (out / "simulation.json").exists()
+
+
+def test_gifford_round_trip_through_prepare(tmp_path):
+    from hmavd.config import config_from_dict
+    from hmavd.preprocessing.prepare import PrepareConfig, prepare_subject
+
+    kw = {"preset": "gifford", "train_reps_per_session": 2, "n_sessions": 1, "write_replay": False}
+    summary = simulate_dataset(tiny_config(**kw), tmp_path / "sim")
+    overrides = dict(o.split("=") for o in summary["prepare_overrides"])
+    cfg = config_from_dict(PrepareConfig, {**overrides, "raw_dir": str(tmp_path / "sim" / "raw_eeg"),
+                                           "out_dir": str(tmp_path / "prep"), "progress": False})  # fmt: skip
+    prepare_subject(cfg)
+    a = load_subject(tmp_path / "sim" / "preprocessed_eeg", 1)
+    b = load_subject(tmp_path / "prep", 1)
+    for x, y in zip(a, b):
+        assert x.eeg.shape[2:] == (17, 100) and x.ch_names == y.ch_names
+        np.testing.assert_allclose(y.eeg, x.eeg, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(y.provenance, x.provenance)

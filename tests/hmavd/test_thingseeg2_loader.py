@@ -99,6 +99,41 @@ def test_channel_and_time_selection_and_averaging(root):
         s.crop(2.0, 3.0)
 
 
+#: Channel order of the official 17-channel release (Gifford's regexp pick keeps the recording's order).
+OFFICIAL17 = ("Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8", "P1", "P5", "PO7", "PO3", "POz", "PO4", "PO8", "P6", "P2")
+
+
+def test_official_17_channel_100_hz_files(tmp_path):
+    """The official release: (N, R, 17, 100) float64, times -0.2…0.79 s at 100 Hz, channels in raw order."""
+    rng = np.random.default_rng(2)
+    times = np.arange(100) / 100.0 - 0.2
+    data = rng.standard_normal((N_TEST, R_TEST, 17, 100))
+    p = _write_real_format(tmp_path / "preprocessed_eeg_test.npy", data, OFFICIAL17, times)
+    s = load_split(p, expected_conditions=N_TEST)
+    assert s.eeg.shape == (N_TEST, R_TEST, 17, 100) and s.sfreq == pytest.approx(100.0)
+    assert sorted(s.ch_names) == sorted(VISUAL17) and s.ch_names == OFFICIAL17
+    v = s.pick_channels("visual17")  # by name: the paper's order, whatever the file's
+    assert v.ch_names == VISUAL17
+    for j, name in enumerate(VISUAL17):
+        np.testing.assert_array_equal(v.eeg[:, :, j], data[:, :, OFFICIAL17.index(name)].astype(np.float32))
+    c = s.crop(0.0, None)
+    assert c.n_times == 80 and c.times[0] == pytest.approx(0.0) and c.times[-1] == pytest.approx(0.79)
+    np.testing.assert_array_equal(c.eeg, s.eeg[..., 20:])
+    with pytest.raises(UserError, match="preprocessed_eeg_test.npy"):  # 63-channel pick on 17-channel data
+        s.pick_channels("all63")
+
+
+def test_embedded_concept_lists_follow_thingseeg2_numbering():
+    from hmavd.data.concepts import test_concepts, train_concepts
+
+    tr, te = train_concepts(), test_concepts()
+    assert len(tr) == 1654 and len(te) == 200
+    assert [int(c[:5]) for c in tr] == list(range(1, 1655)) and [int(c[:5]) for c in te] == list(range(1, 201))
+    assert [c[6:] for c in tr] == sorted(c[6:] for c in tr)  # training folders: plain sorted order
+    assert "00709_hot_tub" in tr and te[0] == "00001_aircraft_carrier" and te[-1] == "00200_wok"
+    assert not {c[6:] for c in tr} & {c[6:] for c in te}
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".npz"])
 def test_save_load_round_trip_with_provenance(tmp_path, suffix):
     rng = np.random.default_rng(1)
@@ -186,6 +221,21 @@ def test_bad_eeg_files(tmp_path):
     np.savez(tmp_path / "keys.npz", eeg=good)
     _err("lacks keys", load_split, tmp_path / "keys.npz")
     _err("does not exist", load_split, tmp_path / "gone.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK not a zip")
+    assert "junk.npz" in _err("not a readable .npz", load_split, tmp_path / "junk.npz")
+    p = _write_real_format(tmp_path / "dup.npy", good, ["a", "b", "a", "d"], times)
+    assert "dup.npy" in _err(r"repeats channel names \['a'\]", load_split, p)
+    p = _write_real_format(tmp_path / "order.npy", good, names, times[::-1])
+    _err("times do not increase", load_split, p)
+    p = _write_real_format(tmp_path / "obj.npy", np.full((2, 3, 4, 10), None), names, times)
+    _err("dtype object", load_split, p)
+    np.save(tmp_path / "prov.npy", {"preprocessed_eeg_data": good, "ch_names": names, "times": times,
+                                    "provenance": np.zeros((2, 2, 2))}, allow_pickle=True)  # fmt: skip
+    _err(r"provenance has shape \(2, 2, 2\); expected \(2, 3, 2\)", load_split, tmp_path / "prov.npy")
+    s = load_split(tmp_path / "ok.npy")
+    msg = _err("not in the data's 4 channels in", s.pick_channels, ["a", "Oz"])
+    assert "ok.npy" in msg and "['Oz']" in msg
+    assert "ok.npy" in _err("selects no sample", s.crop, 5.0, 6.0)
 
 
 def test_bad_subject_folders(tmp_path, root):
@@ -211,6 +261,8 @@ def test_bad_metadata(tmp_path):
     bad = {"train_img_concepts": ["a", "b"], "train_img_files": ["x"], "test_img_concepts": [], "test_img_files": []}
     np.save(tmp_path / "len.npy", bad, allow_pickle=True)
     _err("2 train concepts but 1 train files", load_image_metadata, tmp_path / "len.npy")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert "bad.json" in _err("not readable JSON", load_image_metadata, tmp_path / "bad.json")
 
 
 def test_load_pickled_dict_names_file_and_keys(tmp_path):
