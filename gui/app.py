@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,28 @@ def run_app(
         QtCore.QTimer.singleShot(0, lambda: window.start_replay(replay))
     elif start_demo:
         QtCore.QTimer.singleShot(0, window.start_demo)
-    # Ctrl-C in the terminal closes the window cleanly (Python handles signals between Qt events).
+    # Ctrl-C or a kill in the terminal closes the window cleanly (stops the engine and the replay);
+    # Python handles the signals between Qt events, hence the keep-alive timer.
     signal.signal(signal.SIGINT, lambda *_: window.close())
+    signal.signal(signal.SIGTERM, lambda *_: window.close())
+    previous_hook = sys.excepthook
+    sys.excepthook = lambda *exc: _show_uncaught(window, *exc)  # PyQt6 would abort the process
     keepalive = QtCore.QTimer()
     keepalive.timeout.connect(lambda: None)
     keepalive.start(200)
-    code = app.exec()
-    keepalive.stop()
-    window.shutdown()
+    try:
+        code = app.exec()
+    finally:
+        keepalive.stop()
+        window.shutdown()
+        sys.excepthook = previous_hook
     return int(code)
+
+
+def _show_uncaught(window: MainWindow, etype: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Last resort for an exception that escaped a Qt callback: log it and show it in the window."""
+    log.error("uncaught exception", exc_info=(etype, value, tb))
+    try:
+        window.show_error(f"internal error: {etype.__name__}: {value} (details in the log)")
+    except Exception:  # noqa: BLE001 - the window itself is broken; the log has it
+        pass

@@ -3,71 +3,50 @@
 Decoding never runs here: :class:`bci.engine.EngineProcess` (a separate process) does it and sends
 plain-dict messages, which a ``QTimer`` polls (non-blocking) at most ``fps`` times a second. Stream
 discovery runs in a worker thread; a replay is a child process (``hmavd-replay``). Errors go to a
-banner in the window, never to a crash or a modal dialog.
+banner in the window, never to a crash or a modal dialog: every user action and the timer are
+guarded (PyQt6 aborts the process on an exception that escapes a slot).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from PyQt6 import QtCore, QtWidgets
 
+from .engine_link import EngineFactory, EngineLike, default_engine_factory, engine_alive
 from .settings import LiveSettings, demo_paths, save_settings
 from .state import ThumbnailIndex
 from .streams import ReplayProcess, StreamEntry, discover_streams, split_streams, unique_stream_names
 from .widgets import ErrorBanner, HistoryWidget, ScopeWidget, StatusPanel, TopKPanel
+from .widgets.controls import ControlPanel, set_path_text
 
-__all__ = ["MainWindow", "EngineLike", "default_engine_factory"]
+__all__ = ["MainWindow", "EngineLike", "default_engine_factory", "guarded"]
 
 log = logging.getLogger(__name__)
 
-
-class EngineLike(Protocol):
-    """What the window needs from :class:`bci.engine.EngineProcess`."""
-
-    def start(self) -> None: ...
-    def stop(self, timeout_s: float = 5.0) -> None: ...
-    def send(self, cmd: dict) -> None: ...
-    def poll(self, max_items: int = 1000) -> list[dict]: ...
+_F = TypeVar("_F", bound=Callable[..., Any])
+_SILENT_AFTER_S = 2.0  # no scope data for this long: say so in the scope
 
 
-EngineFactory = Callable[[Mapping[str, Any]], EngineLike]
+def guarded(method: _F) -> _F:
+    """Turn an exception of a window action into a banner message (and a log entry), never a crash."""
 
+    @functools.wraps(method)
+    def wrapper(self: MainWindow, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - shown to the user
+            log.exception("%s failed", method.__name__)
+            self.show_error(f"{method.__name__.strip('_').replace('_', ' ')}: {type(err).__name__}: {err}")
+            return None
 
-def default_engine_factory(values: Mapping[str, Any]) -> EngineLike:
-    """``EngineProcess(LiveConfig(**values))``, keeping only the fields ``LiveConfig`` defines."""
-    from bci.engine import EngineProcess, LiveConfig
-
-    names = {f.name for f in dataclasses.fields(LiveConfig)}
-    return EngineProcess(LiveConfig(**{k: v for k, v in values.items() if k in names}))
-
-
-def _engine_alive(engine: Any) -> bool:
-    """``engine.alive`` (property or method) or ``engine.is_alive()``; True when it cannot tell."""
-    alive = getattr(engine, "alive", None)
-    if alive is None:
-        alive = getattr(engine, "is_alive", None)
-    if callable(alive):
-        alive = alive()
-    return True if alive is None else bool(alive)
-
-
-def _path_row(edit: QtWidgets.QLineEdit, pick: Callable[[], None]) -> QtWidgets.QWidget:
-    w = QtWidgets.QWidget()
-    lay = QtWidgets.QHBoxLayout(w)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(edit, 1)
-    b = QtWidgets.QToolButton()
-    b.setText("…")
-    b.clicked.connect(pick)
-    lay.addWidget(b)
-    return w
+    return wrapper  # type: ignore[return-value]
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -108,19 +87,26 @@ class MainWindow(QtWidgets.QMainWindow):
         self.replay: ReplayProcess | None = None
         self.connected_info: dict[str, Any] = {}
         self.n_predictions = 0
+        self.n_status = 0  # status messages received from the engine
         self.n_frames = 0  # timer ticks that drew something
         self.n_ticks = 0
         self.draw_times_s: list[float] = []  # monotonic time of each drawn frame (last 300)
         self.recording = False
         self.scope_sfreq = 100.0  # Hz of the engine's decimated scope data
+        self._record_wanted: tuple[bool, float] | None = None  # (state asked for, when)
+        self._last_scope_s = 0.0
+        self._silent_shown = -1
+        self._marker_map: Any = None
+        self._last_tick_error = ("", 0.0)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsl-discover")
         self._discovery: concurrent.futures.Future[list[StreamEntry]] | None = None
         self._pending_prediction: dict[str, Any] | None = None
         self._build()
         self._load_fields()
         self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self.frame_interval_s = 1.0 / float(fps)
-        self.timer.setInterval(max(1, int(round(1000.0 / fps))))
+        self.timer.setInterval(max(1, int(1000.0 / fps)))
         self.timer.timeout.connect(self._tick)
         self.timer.start()
         self._update_buttons()
@@ -131,93 +117,50 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         s = self.settings
-        self.eeg_combo = QtWidgets.QComboBox(editable=True)
-        self.marker_combo = QtWidgets.QComboBox(editable=True)
-        for combo in (self.eeg_combo, self.marker_combo):
-            combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
-            combo.setMinimumContentsLength(24)
-        self.refresh_button = QtWidgets.QPushButton("Refresh")
-        self.refresh_button.clicked.connect(self.refresh_streams)
-        self.checkpoint_edit = QtWidgets.QLineEdit()
-        self.features_edit = QtWidgets.QLineEdit()
-        self.whitening_edit = QtWidgets.QLineEdit()
-        self.image_dir_edit = QtWidgets.QLineEdit()
-        self.templates_combo = QtWidgets.QComboBox()
-        self.templates_combo.addItems(["image", "text", "fused"])
-        self.image_source_combo = QtWidgets.QComboBox()
-        self.image_source_combo.addItems(["test-images", "centers"])
-        self.connect_button = QtWidgets.QPushButton("Connect")
-        self.connect_button.clicked.connect(self.connect_engine)
-        self.disconnect_button = QtWidgets.QPushButton("Disconnect")
-        self.disconnect_button.clicked.connect(self.disconnect_engine)
-        self.record_button = QtWidgets.QPushButton("Record")
-        self.record_button.clicked.connect(self.toggle_recording)
-        self.replay_button = QtWidgets.QPushButton("Replay recording…")
-        self.replay_button.clicked.connect(self._pick_replay)
-        self.stop_replay_button = QtWidgets.QPushButton("Stop replay")
-        self.stop_replay_button.clicked.connect(self.stop_replay)
-        self.demo_button = QtWidgets.QPushButton("Start demo")
-        self.demo_button.setToolTip("replay the simulated subject's test session and decode it")
-        self.demo_button.clicked.connect(self.start_demo)
-        self.speed_spin = QtWidgets.QDoubleSpinBox()
-        self.speed_spin.setRange(0.1, 100.0)
-        self.speed_spin.setSuffix("×")
+        c = self.controls = ControlPanel(self._pick)
+        self.eeg_combo, self.marker_combo, self.refresh_button = c.eeg_combo, c.marker_combo, c.refresh_button
+        self.checkpoint_edit, self.features_edit = c.checkpoint_edit, c.features_edit
+        self.whitening_edit, self.image_dir_edit = c.whitening_edit, c.image_dir_edit
+        self.templates_combo, self.image_source_combo = c.templates_combo, c.image_source_combo
+        self.connect_button, self.disconnect_button = c.connect_button, c.disconnect_button
+        self.record_button, self.replay_button, self.stop_replay_button = (
+            c.record_button,
+            c.replay_button,
+            c.stop_replay_button,
+        )
+        self.demo_button, self.speed_spin, self.demo_notice = c.demo_button, c.speed_spin, c.notice
         self.speed_spin.setValue(s.replay_speed)
+        # lambdas: a bare method would receive clicked()'s `checked` flag as its first argument
+        self.refresh_button.clicked.connect(lambda: self.refresh_streams())
+        self.connect_button.clicked.connect(lambda: self.connect_engine())
+        self.disconnect_button.clicked.connect(lambda: self.disconnect_engine())
+        self.record_button.clicked.connect(lambda: self.toggle_recording())
+        self.replay_button.clicked.connect(lambda: self._pick_replay())
+        self.stop_replay_button.clicked.connect(lambda: self.stop_replay())
+        self.demo_button.clicked.connect(lambda: self.start_demo())
 
-        form = QtWidgets.QGridLayout()
-        form.addWidget(QtWidgets.QLabel("EEG stream"), 0, 0)
-        form.addWidget(self.eeg_combo, 0, 1)
-        form.addWidget(QtWidgets.QLabel("Marker stream"), 0, 2)
-        form.addWidget(self.marker_combo, 0, 3)
-        form.addWidget(self.refresh_button, 0, 4)
-        form.addWidget(QtWidgets.QLabel("Checkpoint"), 1, 0)
-        form.addWidget(_path_row(self.checkpoint_edit, lambda: self._pick(self.checkpoint_edit, False)), 1, 1)
-        form.addWidget(QtWidgets.QLabel("Features"), 1, 2)
-        form.addWidget(_path_row(self.features_edit, lambda: self._pick(self.features_edit, True)), 1, 3)
-        form.addWidget(QtWidgets.QLabel("Whitening"), 2, 0)
-        form.addWidget(_path_row(self.whitening_edit, lambda: self._pick(self.whitening_edit, False)), 2, 1)
-        form.addWidget(QtWidgets.QLabel("Images"), 2, 2)
-        form.addWidget(_path_row(self.image_dir_edit, lambda: self._pick(self.image_dir_edit, True)), 2, 3)
-        tmpl = QtWidgets.QHBoxLayout()
-        tmpl.addWidget(QtWidgets.QLabel("Templates"))
-        tmpl.addWidget(self.templates_combo)
-        tmpl.addWidget(self.image_source_combo)
-        tmpl.addStretch(1)
-        form.addLayout(tmpl, 3, 1)
-        buttons = QtWidgets.QHBoxLayout()
-        for b in (self.connect_button, self.disconnect_button, self.record_button):
-            buttons.addWidget(b)
-        buttons.addSpacing(24)
-        buttons.addWidget(self.demo_button)
-        buttons.addWidget(self.replay_button)
-        buttons.addWidget(QtWidgets.QLabel("speed"))
-        buttons.addWidget(self.speed_spin)
-        buttons.addWidget(self.stop_replay_button)
-        buttons.addStretch(1)
-
-        self.demo_notice = QtWidgets.QLabel("")
-        self.demo_notice.setWordWrap(True)
-        self.demo_notice.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner = ErrorBanner()
         self.scope = ScopeWidget(window_s=s.scope_window_s, scale_uv=s.scope_scale_uv)
         if s.scope_channels:
             self.scope.channel_edit.setText(",".join(s.scope_channels))
+        self.scope.error.connect(self.show_error)
         self.topk = TopKPanel()
         self.history = HistoryWidget()
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.topk)
         right.addWidget(self.history)
+        right.setSizes([350, 410])
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         split.addWidget(self.scope)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        split.setStretchFactor(1, 1)
+        split.setSizes([930, 470])
 
         central = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(central)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
-        lay.addWidget(self.demo_notice)
+        lay.setContentsMargins(8, 6, 8, 4)
+        lay.addWidget(self.controls)
         lay.addWidget(self.banner)
         lay.addWidget(split, 1)
         self.setCentralWidget(central)
@@ -229,10 +172,13 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.settings
         self.eeg_combo.setEditText(s.eeg_stream)
         self.marker_combo.setEditText(s.marker_stream)
-        self.checkpoint_edit.setText(s.checkpoint)
-        self.features_edit.setText(s.features)
-        self.whitening_edit.setText(s.whitening)
-        self.image_dir_edit.setText(s.image_dir)
+        for edit, value in (
+            (self.checkpoint_edit, s.checkpoint),
+            (self.features_edit, s.features),
+            (self.whitening_edit, s.whitening),
+            (self.image_dir_edit, s.image_dir),
+        ):
+            set_path_text(edit, value)
         self.templates_combo.setCurrentText(s.templates)
         self.image_source_combo.setCurrentText(s.image_source)
         if s.geometry:
@@ -257,6 +203,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._store_fields()
         save_settings(self.settings, self.settings_path)
 
+    @guarded
     def _pick(self, edit: QtWidgets.QLineEdit, directory: bool) -> None:  # pragma: no cover - dialogs
         start = edit.text() or str(Path.cwd())
         if directory:
@@ -264,8 +211,9 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a file", start)
         if path:
-            edit.setText(path)
+            set_path_text(edit, path)
 
+    @guarded
     def _pick_replay(self) -> None:  # pragma: no cover - dialogs
         start = self.settings.last_recording or str(Path(self.settings.data_dir) / "recordings")
         path, _ = QtWidgets.QFileDialog.getOpenFileName(
@@ -281,12 +229,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def marker_name(self) -> str:
         return str(self.marker_combo.currentData() or self.marker_combo.currentText()).strip()
 
+    @guarded
     def refresh_streams(self) -> None:
         """Look for LSL streams in a worker thread; the combos are filled when it returns."""
         if self._discovery is not None and not self._discovery.done():
             return
         self.refresh_button.setEnabled(False)
-        self.status.show_state("looking for LSL streams …")
+        if self.engine is None:
+            self.status.show_state("looking for LSL streams …")
         self._discovery = self._pool.submit(discover_streams, self.discover_timeout_s)
 
     def _discovery_done(self) -> None:
@@ -317,7 +267,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 combo.setEditText(keep)
             combo.blockSignals(False)
         if self.engine is None:
-            self.status.show_state(f"{len(eeg)} EEG and {len(markers)} marker streams found")
+            self.status.show_state(f"{len(eeg)} EEG and {len(markers)} marker streams found (Refresh to look again)")
 
     # ------------------------------------------------------------------ engine
     def live_config_values(self) -> dict[str, Any]:
@@ -332,9 +282,12 @@ class MainWindow(QtWidgets.QMainWindow):
             "image_source": self.image_source_combo.currentText(),
             "record_dir": self.settings.record_dir,
             "scope_sfreq": self.scope_sfreq,
-            "scope_interval_s": self.frame_interval_s,  # scope data as often as the window draws
+            # scope data twice per frame, so every frame has new samples to draw (the engine's loop
+            # only sends when an interval has passed, which rounds the rate down)
+            "scope_interval_s": self.frame_interval_s / 2,
         }
 
+    @guarded
     def connect_engine(self, resolve_timeout_s: float | None = None) -> bool:
         """Start the engine process on the chosen streams and model; errors go to the banner."""
         if self.engine is not None:
@@ -354,39 +307,48 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         self.engine = engine
         self.connected_info = {}
-        self.n_predictions = 0
+        self.n_predictions = self.n_status = 0
+        self._last_scope_s = time.monotonic()
         self.history.reset()
         self.topk.clear()
         self.banner.dismiss()
-        self.status.show_state(f"connecting to {values['eeg_stream']!r} …")
+        self.status.show_state(f"connecting to {values['eeg_stream']!r} (loading the model) …")
+        self.scope.set_placeholder(f"connecting to {values['eeg_stream']} …")
         self.save_settings()
         self._update_buttons()
         return True
 
+    @guarded
     def disconnect_engine(self) -> None:
         engine, self.engine = self.engine, None
         if engine is not None:
+            # before 'connected' the engine cannot read the stop command (it is loading or resolving)
+            timeout = 5.0 if self.connected_info else 0.5
             try:
-                engine.stop(timeout_s=5.0)
+                engine.stop(timeout_s=timeout)
             except Exception as err:  # noqa: BLE001
                 self.show_error(f"engine did not stop cleanly: {err}")
         self.recording = False
+        self._record_wanted = None
         self.connected_info = {}
         self.status.show_state("disconnected")
+        self.scope.set_placeholder("disconnected")
         self._update_buttons()
 
+    @guarded
     def toggle_recording(self) -> None:
         if self.engine is None:
             self.show_error("record: not connected; connect to a stream first")
             return
-        if self.recording:
-            self.engine.send({"cmd": "record_stop"})
-            self.recording = False
-        else:
+        want = not self.recording
+        if want:
             path = Path(self.settings.record_dir) / time.strftime("session-%Y%m%d-%H%M%S")
             self.engine.send({"cmd": "record_start", "path": str(path)})
-            self.recording = True
             self.show_info(f"recording to {path}")
+        else:
+            self.engine.send({"cmd": "record_stop"})
+        self.recording = want
+        self._record_wanted = (want, time.monotonic())  # status messages sent before the command lag
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -394,10 +356,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.connect_button.setEnabled(not on)
         self.disconnect_button.setEnabled(on)
         self.record_button.setEnabled(on)
-        self.record_button.setText("Stop recording" if self.recording else "Record")
+        self.record_button.setText("■ Stop recording" if self.recording else "● Record")
         self.stop_replay_button.setEnabled(self.replay is not None)
 
     # ------------------------------------------------------------------ replay / demo
+    @guarded
     def start_replay(self, recording: str | Path, connect: bool = True, loop: bool = True) -> bool:
         """Replay ``recording`` with ``hmavd-replay`` under unique stream names, then connect to it."""
         recording = Path(recording)
@@ -416,14 +379,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.last_recording = str(recording)
         self.eeg_combo.setEditText(eeg)
         self.marker_combo.setEditText(markers)
-        self.show_info(f"replaying {recording.name} as {eeg!r} + {markers!r}")
+        self.controls.set_notice(
+            f"Replaying <b>{recording.name}</b> at {self.speed_spin.value():g}× (looping) as LSL streams "
+            f"<code>{eeg}</code> + <code>{markers}</code>.",
+            "ready",
+            str(recording),
+        )
         self._update_buttons()
-        return self.connect_engine(resolve_timeout_s=20.0) if connect else True
+        return bool(self.connect_engine(resolve_timeout_s=20.0)) if connect else True
 
+    @guarded
     def stop_replay(self) -> None:
         replay, self.replay = self.replay, None
         if replay is not None:
             replay.stop()
+            self.check_demo()
         self._update_buttons()
 
     def check_demo(self) -> bool:
@@ -435,18 +405,34 @@ class MainWindow(QtWidgets.QMainWindow):
             (self.whitening_edit, demo.whitening),
         ):
             if value is not None and not edit.text().strip():
-                edit.setText(str(value))
+                set_path_text(edit, str(value))
         if not self.image_dir_edit.text().strip() and (Path(self.settings.data_dir) / "image_set").is_dir():
-            self.image_dir_edit.setText(str(Path(self.settings.data_dir) / "image_set"))
+            set_path_text(self.image_dir_edit, str(Path(self.settings.data_dir) / "image_set"))
         if demo.ready:
-            self.demo_notice.setText(f"Simulated subject ready: press 'Start demo' to replay {demo.recording}.")
+            self.controls.set_notice(
+                "The simulated subject is ready: press <b>▶ Start demo</b> to replay its test session and "
+                "decode it live with the demo model (or choose streams and a checkpoint, then Connect).",
+                "ready",
+                str(demo.recording),
+            )
         else:
-            self.demo_notice.setText(
-                "Simulated subject not found (missing: " + "; ".join(demo.missing) + "). "
-                f"Create it with:  {demo.create_command}   then press 'Start demo'."
+            where = Path.cwd() if not demo.data_dir.is_absolute() else demo.data_dir.parent
+            self.controls.set_notice(
+                f"<b>No simulated subject here yet.</b> Create it and its demo model once with "
+                f"<code>{demo.create_command}</code> (run in {where}; a few minutes on a CPU), then press "
+                "<b>▶ Start demo</b>. Or choose your own streams and checkpoint above.",
+                "missing",
+                "missing:\n" + "\n".join(demo.missing),
+            )
+        if self.engine is None:
+            self.scope.set_placeholder(
+                "press ▶ Start demo, or choose the streams and Connect"
+                if demo.ready
+                else "not connected: choose the streams and a checkpoint, then Connect"
             )
         return demo.ready
 
+    @guarded
     def start_demo(self) -> bool:
         """Replay the simulated subject's test session and decode it with the demo model."""
         demo = demo_paths(self.settings.data_dir, self.settings.runs_dir)
@@ -454,10 +440,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.check_demo()
             self.show_error(f"demo: missing {'; '.join(demo.missing)}; run `{demo.create_command}` first")
             return False
-        self.checkpoint_edit.setText(str(demo.checkpoint))
-        self.features_edit.setText(str(demo.features))
-        self.whitening_edit.setText(str(demo.whitening))
-        return self.start_replay(demo.recording)
+        set_path_text(self.checkpoint_edit, str(demo.checkpoint))
+        set_path_text(self.features_edit, str(demo.features))
+        set_path_text(self.whitening_edit, str(demo.whitening))
+        return bool(self.start_replay(demo.recording))
 
     # ------------------------------------------------------------------ messages
     def show_error(self, message: str) -> None:
@@ -471,14 +457,19 @@ class MainWindow(QtWidgets.QMainWindow):
         """Apply one engine message to the widgets (drawing happens once per tick)."""
         kind = msg.get("type")
         if kind == "scope":
-            self.scope.append(msg["data"], float(msg.get("t0_s", 0.0)), msg.get("markers") or (), msg.get("sfreq"))
+            marks = [(float(t), self._marker_label(label)) for t, label in msg.get("markers") or ()]
+            self.scope.append(msg["data"], float(msg.get("t0_s", 0.0)), marks, msg.get("sfreq"))
+            self._last_scope_s = time.monotonic()
         elif kind == "prediction":
             self.n_predictions += 1
             self.history.add_prediction(msg)
             self._pending_prediction = dict(msg)
         elif kind == "status":
-            self.status.show_status(msg)
-            self.recording = bool(msg.get("recording", self.recording))
+            self.n_status += 1
+            self.status.show_status(msg, self.measured_fps() if self.draw_times_s else None)
+            rec, wanted = bool(msg.get("recording", self.recording)), self._record_wanted
+            if wanted is None or rec == wanted[0] or time.monotonic() - wanted[1] > 3.0:
+                self.recording, self._record_wanted = rec, None
             self._update_buttons()
         elif kind == "connected":
             self._on_connected(msg)
@@ -492,51 +483,84 @@ class MainWindow(QtWidgets.QMainWindow):
                 except Exception:  # noqa: BLE001
                     log.debug("engine stop after 'stopped' failed", exc_info=True)
             self.recording = False
-            self.status.show_state("engine stopped")
+            self.connected_info = {}
+            self.status.show_state("engine stopped (Connect to start it again)")
+            self.scope.set_placeholder("engine stopped")
             self._update_buttons()
         else:
             log.debug("ignoring engine message %r", kind)
 
+    def _marker_label(self, code: Any) -> str:
+        """The concept a marker code stands for (the engine's own code → concept rule), else the code."""
+        hit = self._marker_map.lookup(str(code)) if self._marker_map is not None else None
+        return str(hit[1]) if hit is not None and hit[1] else str(code)
+
     def _on_connected(self, msg: Mapping[str, Any]) -> None:
+        from bci.markers import MarkerMap
+
         self.connected_info = dict(msg)
         ch_names = list(msg.get("ch_names") or [f"ch{i}" for i in range(int(msg.get("n_chans", 0)))])
         scope_sfreq = float(msg.get("scope_sfreq") or self.scope_sfreq)
-        self.scope.set_channels(ch_names, scope_sfreq)
+        self.scope.set_channels(ch_names, scope_sfreq, msg.get("model_ch_names") or ())
         concepts = list(msg.get("concepts") or [])
+        self._marker_map = MarkerMap(concepts) if concepts else None
         self.history.reset(len(concepts) or None)
         self.topk.clear(concepts)
         self.topk.set_thumbnails(ThumbnailIndex(self.image_dir_edit.text().strip() or None, concepts or None))
         self.status.nominal_sfreq = float(msg.get("sfreq") or 0) or None
         self.status.show_state(
-            f"connected: {len(ch_names)} ch @ {float(msg.get('sfreq') or 0):g} Hz, {len(concepts)} concepts"
+            f"connected to {msg.get('stream', self.eeg_name())}: {len(ch_names)} ch @ "
+            f"{float(msg.get('sfreq') or 0):g} Hz, {len(concepts)} concepts"
         )
+        self._last_scope_s = time.monotonic()
         self.banner.dismiss()
+
+    def _poll_engine(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            msgs = self.engine.poll(max_items=1000)
+        except Exception as err:  # noqa: BLE001 - a dead engine must not kill the GUI
+            msgs = [{"type": "error", "message": f"engine connection lost: {err}"}, {"type": "stopped"}]
+        for msg in msgs:
+            try:
+                self.handle_message(msg)
+            except Exception as err:  # noqa: BLE001
+                log.exception("bad engine message")
+                self.show_error(f"bad engine message {msg.get('type')!r}: {err}")
+        if self.engine is not None and not engine_alive(self.engine):
+            for msg in self.engine.poll(max_items=1000):  # its last words (error, stopped)
+                self.handle_message(msg)
+            if self.engine is not None:
+                self.show_error("the engine process exited; press Connect to restart it")
+                self.handle_message({"type": "stopped"})
 
     def _tick(self) -> None:
         self.n_ticks += 1
+        try:
+            self._tick_body()
+        except Exception as err:  # noqa: BLE001 - the timer must keep running
+            text, when = f"display update failed: {type(err).__name__}: {err}", time.monotonic()
+            if text != self._last_tick_error[0] or when - self._last_tick_error[1] > 5.0:
+                log.exception("display update failed")
+                self.show_error(text)
+            self._last_tick_error = (text, when)
+
+    def _tick_body(self) -> None:
         if self._discovery is not None and self._discovery.done():
             self._discovery_done()
-        if self.engine is not None:
-            try:
-                msgs = self.engine.poll(max_items=1000)
-            except Exception as err:  # noqa: BLE001 - a dead engine must not kill the GUI
-                msgs = [{"type": "error", "message": f"engine connection lost: {err}"}, {"type": "stopped"}]
-            for msg in msgs:
-                try:
-                    self.handle_message(msg)
-                except Exception as err:  # noqa: BLE001
-                    log.exception("bad engine message")
-                    self.show_error(f"bad engine message {msg.get('type')!r}: {err}")
-            if self.engine is not None and not _engine_alive(self.engine):
-                for msg in self.engine.poll(max_items=1000):  # its last words (error, stopped)
-                    self.handle_message(msg)
-                if self.engine is not None:
-                    self.show_error("the engine process exited; press Connect to restart it")
-                    self.handle_message({"type": "stopped"})
+        self._poll_engine()
         if self.replay is not None and not self.replay.running:
             err = self.replay.error_output()
             self.show_error(f"replay exited (code {self.replay.returncode}){': ' + err if err else ''}")
             self.stop_replay()
+        if self.connected_info and self.engine is not None:
+            silent = int(time.monotonic() - self._last_scope_s)
+            if silent >= _SILENT_AFTER_S and silent != self._silent_shown:
+                self.scope.set_placeholder(f"no EEG data from {self.connected_info.get('stream', '')} for {silent} s")
+            elif silent < _SILENT_AFTER_S and self._silent_shown >= _SILENT_AFTER_S:
+                self.scope.set_placeholder("")
+            self._silent_shown = silent
         drew = False
         if self._pending_prediction is not None:
             self.topk.show_prediction(self._pending_prediction)

@@ -130,6 +130,8 @@ class DemoPaths:
         Found files (``None`` when absent).
     missing : tuple of str
         Human-readable names of what is absent; empty when the demo can run.
+    data_dir, runs_dir : Path
+        Where they were looked for.
     """
 
     recording: Path
@@ -137,6 +139,8 @@ class DemoPaths:
     features: Path | None
     whitening: Path | None
     missing: tuple[str, ...]
+    data_dir: Path = Path(DEMO_DATA_DIR)
+    runs_dir: Path = Path(DEMO_RUNS_DIR)
 
     @property
     def ready(self) -> bool:
@@ -144,8 +148,20 @@ class DemoPaths:
 
     @property
     def create_command(self) -> str:
-        """The command that creates the missing files."""
-        return "hmavd-demo"
+        """The command that creates the missing files (``hmavd-demo``, with ``--data``/``--out`` when the
+        folders are not its defaults), to run in the folder the window was started from."""
+        cmd = ["hmavd-demo"]
+        if self.data_dir != Path(DEMO_DATA_DIR):
+            cmd += ["--data", _quote(str(self.data_dir))]
+        if self.runs_dir != Path(DEMO_RUNS_DIR):
+            cmd += ["--out", _quote(str(self.runs_dir))]
+        return " ".join(cmd)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 _CKPT_NAMES = ("best.safetensors", "checkpoint.safetensors", "best.pt", "model.safetensors", "last.safetensors")
@@ -196,4 +212,4 @@ def demo_paths(data_dir: str | Path = DEMO_DATA_DIR, runs_dir: str | Path = DEMO
         missing.append(f"feature cache under {data_dir / 'features'}")
     if whitening is None:
         missing.append(f"whitening {mvnn}")
-    return DemoPaths(recording, checkpoint, features, whitening, tuple(missing))
+    return DemoPaths(recording, checkpoint, features, whitening, tuple(missing), data_dir, runs_dir)

@@ -18,6 +18,9 @@ import numpy as np
 
 __all__ = [
     "ScopeBuffer",
+    "is_data_channel",
+    "center_channels",
+    "stack_traces",
     "channel_offsets",
     "scale_for_display",
     "robust_scale_uv",
@@ -98,6 +101,63 @@ class ScopeBuffer:
             while self.markers and self.markers[0][0] < t_min:
                 self.markers.popleft()
         self.version += 1
+
+
+_NON_DATA_NAMES = {"sample_index", "sample", "stim", "trigger", "status", "marker", "markers", "events"}
+
+
+def is_data_channel(name: str) -> bool:
+    """False for counter/trigger channels (``sample_index``, ``stim``, ``STI 014``, ``Status`` …) the
+    scope's "all" leaves out: drawn at EEG scale they are meaningless lines."""
+    n = name.strip().lower()
+    return n not in _NON_DATA_NAMES and not n.startswith("sti")
+
+
+def center_channels(data: np.ndarray) -> np.ndarray:
+    """Subtract each channel's mean over the finite samples (the display's DC removal).
+
+    Parameters
+    ----------
+    data : ndarray, (C, n)
+        May hold NaN (gaps); all-NaN channels stay NaN.
+
+    Returns
+    -------
+    ndarray, (C, n) float32
+    """
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    count = finite.sum(axis=1, keepdims=True)
+    total = np.where(finite, data, 0.0).sum(axis=1, keepdims=True, dtype=np.float64)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return data - mean.astype(np.float32)
+
+
+def stack_traces(y: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lay several channels end to end as one polyline for a single curve item.
+
+    Parameters
+    ----------
+    y : ndarray, (C, n)
+        Display values (slot units), NaN where there is no data.
+    offsets : ndarray, (C,)
+        Baseline of each channel.
+
+    Returns
+    -------
+    values : ndarray, (C * n,) float32
+        ``y + offset`` channel after channel; NaN replaced by the baseline (never drawn).
+    connect : ndarray, (C * n,) int32
+        1 where a point joins the next one: both finite and in the same channel (pyqtgraph's
+        ``connect`` array), so gaps and channel boundaries are not drawn.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    off = np.asarray(offsets, dtype=np.float32)[:, None]
+    finite = np.isfinite(y)
+    values = np.where(finite, y + off, off)
+    connect = np.zeros(y.shape, dtype=np.int32)
+    connect[:, :-1] = finite[:, :-1] & finite[:, 1:]
+    return values.ravel(), connect.ravel()
 
 
 def channel_offsets(n_shown: int, spacing: float = 1.0) -> np.ndarray:
@@ -211,11 +271,12 @@ def _fmt_ms(x: Any) -> str:
     return "–" if math.isnan(v) else f"{v:.1f}"
 
 
-def format_status(msg: Mapping[str, Any], nominal_sfreq: float | None = None) -> str:
+def format_status(msg: Mapping[str, Any], nominal_sfreq: float | None = None, display_fps: float | None = None) -> str:
     """One status-bar line from a ``status`` message.
 
     Shows measured (and nominal) sampling rate, p50/p99 latency, dropped samples, epoch count,
-    rejected epochs with their reasons and whether a recording is running.
+    rejected epochs with their reasons, the window's drawing rate (``display_fps`` frames/s) and
+    whether a recording is running.
     """
     rate = msg.get("sfreq_measured")
     rate_s = "–" if rate is None else f"{float(rate):.1f} Hz"
@@ -232,6 +293,8 @@ def format_status(msg: Mapping[str, Any], nominal_sfreq: float | None = None) ->
         f"epochs {int(msg.get('n_epochs') or 0)}",
         rej_s,
     ]
+    if display_fps is not None:
+        parts.append(f"display {display_fps:.0f} fps")
     if msg.get("recording"):
         parts.append("● REC")
     return "  |  ".join(parts)
@@ -276,6 +339,8 @@ class ThumbnailIndex:
                     if (wanted is None or key in wanted) and key not in self.paths:
                         self.paths[key] = path
                         break
+                if wanted is not None and len(self.paths) == len(wanted):
+                    return  # every concept has its image: no need to walk the rest
 
     def __len__(self) -> int:
         return len(self.paths)

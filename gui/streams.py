@@ -8,6 +8,7 @@ unique stream names, so the window can connect to exactly that replay's streams.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -132,8 +133,8 @@ class ReplayProcess:
         ]
         if self.loop:
             args.append("--loop")
-        code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-        return [sys.executable, "-c", code, *args, *self.extra_args]
+        # through gui.replay_child: the replay exits when this process dies, even by SIGKILL
+        return [sys.executable, "-m", "gui.replay_child", *args, *self.extra_args]
 
     def start(self) -> None:
         if self.running:
@@ -143,6 +144,7 @@ class ReplayProcess:
         self._log = tempfile.TemporaryFile()  # not a pipe: a chatty child never blocks on it
         self._proc = subprocess.Popen(
             self.command(),
+            env={**os.environ, "HMAVD_PARENT_PID": str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,

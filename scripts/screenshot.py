@@ -1,7 +1,8 @@
 """Render a PNG of the running ``hmavd-live`` window for the README (offscreen, no display needed).
 
 Replays the simulated subject's test session (``hmavd-demo`` creates it), waits until the window shows
-live predictions and a filled scope, then saves ``widget.grab()``::
+``--predictions`` live predictions and a filled scope and (up to ``--timeout``) one whose true concept
+is in the top-5, so the highlight shows, then saves ``widget.grab()`` as a 256-colour PNG::
 
     QT_QPA_PLATFORM=offscreen python scripts/screenshot.py            # -> docs/img/hmavd-live.png
     python scripts/screenshot.py --recording R.fif --checkpoint C --features F --whitening W --out x.png
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if win.n_predictions < args.predictions:
             print(f"screenshot: only {win.n_predictions} predictions after {args.timeout:g} s", file=sys.stderr)
             return 1
+        while time.monotonic() < t_end and not win.topk.highlighted():  # a hit, to show the highlight
+            app.processEvents()
+            time.sleep(0.01)
+        win.timer.stop()  # freeze this frame: the next prediction would replace the highlighted one
         for _ in range(10):  # let the last frame and the status line draw
             app.processEvents()
             time.sleep(0.04)
@@ -76,13 +81,29 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if not win.grab().save(str(out)):
+        if not _save_png(win.grab(), out):
             print(f"screenshot: could not write {out}", file=sys.stderr)
             return 1
-        print(f"wrote {out} ({win.n_predictions} predictions shown)")
+        print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB, {win.n_predictions} predictions shown)")
         return 0
     finally:
         win.shutdown()
+
+
+def _save_png(pixmap, out: Path) -> bool:
+    """Save as a 256-colour palette PNG (a UI screenshot stays crisp at a third of the size)."""
+    import io
+
+    from PIL import Image
+    from PyQt6 import QtCore
+
+    buf = QtCore.QBuffer()
+    buf.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
+    if not pixmap.save(buf, "PNG"):
+        return False
+    img = Image.open(io.BytesIO(bytes(buf.data()))).convert("RGB")
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, optimize=True)
+    return True
 
 
 if __name__ == "__main__":

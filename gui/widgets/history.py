@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from PyQt6 import QtGui, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
 from ..state import HistoryEntry, RunningAccuracy
 
 __all__ = ["HistoryWidget"]
 
-_COLUMNS = ("onset (s)", "predicted", "score", "true", "", "latency (ms)")
+_COLUMNS = ("onset s", "predicted", "score", "true", "", "latency ms")
+
+
+_RIGHT = QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
 
 
 class HistoryWidget(QtWidgets.QGroupBox):
@@ -35,9 +38,16 @@ class HistoryWidget(QtWidgets.QGroupBox):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        for col in (1, 3):  # concept names share the free width
+            header.setSectionResizeMode(col, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        for col, tip in ((4, "✓ top-1 hit, ~ top-5 hit, ✗ miss"), (5, "last sample → prediction (engine)")):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.summary.setStyleSheet("font-weight: bold;")
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
@@ -71,6 +81,10 @@ class HistoryWidget(QtWidgets.QGroupBox):
             colour = QtGui.QColor(240, 240, 190)
         for col, text in enumerate(cells):
             item = QtWidgets.QTableWidgetItem(text)
+            if col in (0, 2, 5):
+                item.setTextAlignment(_RIGHT)
+            elif col == 4:
+                item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
             if colour is not None:
                 item.setBackground(colour)
             self.table.setItem(0, col, item)

@@ -22,9 +22,9 @@ class StatusPanel(QtWidgets.QLabel):
         self.nominal_sfreq: float | None = None
         self.last: dict[str, Any] = {}
 
-    def show_status(self, msg: Mapping[str, Any]) -> None:
+    def show_status(self, msg: Mapping[str, Any], display_fps: float | None = None) -> None:
         self.last = dict(msg)
-        self.setText(format_status(msg, self.nominal_sfreq))
+        self.setText(format_status(msg, self.nominal_sfreq, display_fps))
         rejected = msg.get("rejected") or {}
         self.setToolTip("rejected epochs by reason:\n" + "\n".join(f"{k}: {v}" for k, v in rejected.items()))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,43 +13,69 @@ from ..state import ThumbnailIndex
 
 __all__ = ["TopKPanel"]
 
-_HIT_STYLE = "background-color: #c8f0c8; border: 2px solid #2a8a2a; border-radius: 4px;"
-_ROW_STYLE = "background-color: transparent; border: 2px solid transparent; border-radius: 4px;"
-_THUMB_PX = 56
+_THUMB_PX = 64
+_BAR_STYLE = (
+    "QProgressBar {{ border: 1px solid #c4c4c4; border-radius: 3px; background: #f3f3f3; }}"
+    "QProgressBar::chunk {{ background-color: {}; border-radius: 2px; }}"
+)
+_ROW_STYLE = "#topkRow {{ background-color: {}; border: 2px solid {}; border-radius: 5px; }}"
+_PLAIN = ("transparent", "transparent", "#3b7dd8")
+_HIT = ("#d5f2d5", "#2a8a2a", "#2a9a2a")
 
 
 class _Row(QtWidgets.QFrame):
     def __init__(self, rank: int) -> None:
         super().__init__()
-        self.rank = QtWidgets.QLabel(f"{rank}.")
+        self.setObjectName("topkRow")
+        self.rank = QtWidgets.QLabel(f"{rank}")
+        rank_font = self.rank.font()
+        rank_font.setPointSizeF(rank_font.pointSizeF() * 1.2)
+        self.rank.setFont(rank_font)
+        self.rank.setFixedWidth(QtGui.QFontMetrics(rank_font).horizontalAdvance("00"))
+        self.rank.setStyleSheet("color: #777;")
         self.thumb = QtWidgets.QLabel()
         self.thumb.setFixedSize(_THUMB_PX, _THUMB_PX)
         self.thumb.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setVisible(False)
         self.name = QtWidgets.QLabel("–")
         font = self.name.font()
-        font.setPointSizeF(font.pointSizeF() * 1.3)
+        font.setPointSizeF(font.pointSizeF() * 1.35)
+        if rank == 1:
+            font.setBold(True)
         self.name.setFont(font)
+        self.name.setMinimumWidth(60)
+        self.score = QtWidgets.QLabel("")
+        self.score.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        self.score.setStyleSheet("color: #444;")
         self.bar = QtWidgets.QProgressBar()
         self.bar.setRange(0, 1000)
-        self.bar.setTextVisible(True)
-        self.bar.setFormat("")
-        self.bar.setFixedHeight(14)
+        self.bar.setValue(0)
+        self.bar.setTextVisible(False)
+        self.bar.setFixedHeight(12)
+        head = QtWidgets.QHBoxLayout()
+        head.addWidget(self.name, 1)
+        head.addWidget(self.score)
         text = QtWidgets.QVBoxLayout()
-        text.setSpacing(2)
-        text.addWidget(self.name)
+        text.setSpacing(3)
+        text.addLayout(head)
         text.addWidget(self.bar)
         lay = QtWidgets.QHBoxLayout(self)
-        lay.setContentsMargins(4, 2, 4, 2)
+        lay.setContentsMargins(6, 3, 8, 3)
         lay.addWidget(self.rank)
         lay.addWidget(self.thumb)
         lay.addLayout(text, 1)
-        self.setStyleSheet(_ROW_STYLE)
         self.highlighted = False
+        self._style(False)
+
+    def _style(self, on: bool) -> None:
+        bg, border, chunk = _HIT if on else _PLAIN
+        self.setStyleSheet(_ROW_STYLE.format(bg, border))
+        self.bar.setStyleSheet(_BAR_STYLE.format(chunk))
 
     def set_highlight(self, on: bool) -> None:
         if on != self.highlighted:
             self.highlighted = on
-            self.setStyleSheet(_HIT_STYLE if on else _ROW_STYLE)
+            self._style(on)
 
 
 class TopKPanel(QtWidgets.QGroupBox):
@@ -55,36 +83,55 @@ class TopKPanel(QtWidgets.QGroupBox):
 
     Scores are drawn as bars relative to the best score of the prediction (cosine similarities or
     probabilities alike); the row whose concept is the true one (from the marker) is highlighted,
-    and the true concept is written under the list either way.
+    and the true concept is written under the list either way. Thumbnails appear only when the
+    stimulus images were found.
 
     Parameters
     ----------
     k : int
         Rows shown.
-    thumbnails : ThumbnailIndex, optional
-        Concept → image file; rows show a thumbnail when one is found.
+
+    Attributes
+    ----------
+    draw_latencies_ms : deque of float
+        For each shown prediction that carries ``last_arrival_s`` (``time.perf_counter`` seconds of
+        its epoch's last sample, a clock shared by the engine process on Linux): last sample → this
+        panel painted, ms (the last 1000).
     """
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, k: int = 5) -> None:
-        super().__init__("Live top-5", parent)
+        super().__init__(f"Live top-{k}", parent)
         self.k = int(k)
         self.rows = [_Row(i + 1) for i in range(self.k)]
-        self.truth = QtWidgets.QLabel("true concept: –")
+        self.truth = QtWidgets.QLabel("")
+        truth_font = self.truth.font()
+        truth_font.setPointSizeF(truth_font.pointSizeF() * 1.15)
+        self.truth.setFont(truth_font)
+        self.truth.setWordWrap(True)
         self.info = QtWidgets.QLabel("")
+        self.info.setStyleSheet("color: #555;")
         self.thumbnails = ThumbnailIndex(None)
         self._pixmaps: dict[str, QtGui.QPixmap | None] = {}
+        self.draw_latencies_ms: deque[float] = deque(maxlen=1000)
+        self._await_paint: float | None = None
         lay = QtWidgets.QVBoxLayout(self)
+        lay.setSpacing(4)
         for r in self.rows:
             lay.addWidget(r)
+        lay.addSpacing(4)
         lay.addWidget(self.truth)
         lay.addWidget(self.info)
         lay.addStretch(1)
         self.last_topk: list[tuple[str, float]] = []
         self.last_true: str | None = None
+        self.clear()
 
     def set_thumbnails(self, index: ThumbnailIndex) -> None:
         self.thumbnails = index
         self._pixmaps.clear()
+        for row in self.rows:
+            row.thumb.setVisible(len(index) > 0)
+            row.thumb.clear()
 
     def _pixmap(self, concept: str) -> QtGui.QPixmap | None:
         if concept not in self._pixmaps:
@@ -113,7 +160,7 @@ class TopKPanel(QtWidgets.QGroupBox):
                 concept, score = topk[i]
                 row.name.setText(concept)
                 row.bar.setValue(int(round(1000 * max(0.0, score) / best)))
-                row.bar.setFormat(f"{score:.3f}")
+                row.score.setText(f"{score:.3f}")
                 pm = self._pixmap(concept)
                 if pm is None:
                     row.thumb.clear()
@@ -123,19 +170,37 @@ class TopKPanel(QtWidgets.QGroupBox):
             else:
                 row.name.setText("–")
                 row.bar.setValue(0)
-                row.bar.setFormat("")
+                row.score.setText("")
                 row.thumb.clear()
                 row.set_highlight(False)
-        if true is None:
-            self.truth.setText("true concept: – (marker carries none)")
+        if not topk:
+            self.truth.setText("")
+        elif true is None:
+            self.truth.setText("true concept: – (the marker carries none)")
         else:
-            hit = any(c == true for c, _ in topk)
-            self.truth.setText(f"true concept: {true}" + ("" if hit else "  (not in top-5)"))
-        marker = msg.get("marker", "")
-        self.info.setText(
-            f"onset {float(msg.get('onset_s', 0.0)):.2f} s  marker {marker}  latency "
-            f"{float(msg.get('latency_ms', float('nan'))):.1f} ms"
-        )
+            rank = next((i + 1 for i, (c, _) in enumerate(topk) if c == true), None)
+            verdict = (
+                "<span style='color:#2a8a2a'>✓ top-1</span>"
+                if rank == 1
+                else f"<span style='color:#2a8a2a'>✓ rank {rank}</span>"
+                if rank
+                else f"<span style='color:#b03030'>✗ not in the top-{self.k}</span>"
+            )
+            self.truth.setText(f"true concept: <b>{_html(true)}</b> &nbsp; {verdict}")
+        if topk:
+            marker = msg.get("marker", "")
+            self.info.setText(
+                f"onset {float(msg.get('onset_s', 0.0)):.2f} s · marker {marker} · latency "
+                f"{float(msg.get('latency_ms', float('nan'))):.1f} ms"
+            )
+        arrival = msg.get("last_arrival_s")
+        self._await_paint = float(arrival) if isinstance(arrival, (int, float)) else None
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:  # noqa: N802 - Qt API
+        super().paintEvent(event)
+        if self._await_paint is not None:
+            self.draw_latencies_ms.append((time.perf_counter() - self._await_paint) * 1e3)
+            self._await_paint = None
 
     def highlighted(self) -> list[str]:
         """Concepts of the highlighted rows (the true concept when it is in the top-k)."""
@@ -146,4 +211,10 @@ class TopKPanel(QtWidgets.QGroupBox):
 
     def clear(self, concepts: Sequence[str] = ()) -> None:
         self.show_prediction({"topk": [], "true_concept": None})
-        self.truth.setText(f"true concept: –  ({len(concepts)} candidate concepts)" if concepts else "")
+        self.info.setText(
+            f"waiting for the first epoch · {len(concepts)} candidate concepts" if concepts else "no prediction yet"
+        )
+
+
+def _html(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -11,10 +11,13 @@ from gui.state import (
     RunningAccuracy,
     ScopeBuffer,
     ThumbnailIndex,
+    center_channels,
     channel_offsets,
     format_status,
+    is_data_channel,
     robust_scale_uv,
     scale_for_display,
+    stack_traces,
 )
 from gui.streams import StreamEntry, split_streams, unique_stream_names
 
@@ -68,6 +71,21 @@ def test_offsets_and_scaling():
     assert robust_scale_uv(np.full((2, 3), np.nan)) is None
 
 
+def test_display_helpers_center_stack_and_skip_counter_channels():
+    data = np.array([[1.0, 3.0, np.nan], [np.nan, np.nan, np.nan]], np.float32)
+    centered = center_channels(data)
+    np.testing.assert_allclose(centered[0, :2], [-1.0, 1.0])
+    assert np.isnan(centered[0, 2]) and np.isnan(centered[1]).all()
+    y = np.array([[0.0, 1.0, np.nan, 2.0], [5.0, 5.0, 5.0, 5.0]], np.float32)
+    values, connect = stack_traces(y, np.array([10.0, 0.0]))
+    np.testing.assert_allclose(values, [10, 11, 10, 12, 5, 5, 5, 5])  # NaN -> baseline (not drawn)
+    # no line into or out of the gap, none from channel 0's last point to channel 1's first
+    np.testing.assert_array_equal(connect, [1, 0, 0, 0, 1, 1, 1, 0])
+    assert [is_data_channel(c) for c in ("Oz", "sample_index", "STI 014", "stim", "Status", "Fp1")] == [
+        True, False, False, False, False, True,
+    ]  # fmt: skip
+
+
 def test_running_accuracy_counts_only_known_truth():
     acc = RunningAccuracy()
     assert acc.top1 is None and "–" in acc.text()
@@ -117,6 +135,7 @@ def test_format_status_lists_everything():
     ):
         assert part in text, part
     assert "latency p50 – / p99 –" in format_status({"latency_p50_ms": None})
+    assert "display 29 fps" in format_status({}, display_fps=29.4)
 
 
 def test_thumbnail_index_understands_thingseeg2_layout(tmp_path):
@@ -159,7 +178,9 @@ def test_settings_default_path_from_env(tmp_path, monkeypatch):
 def test_demo_paths_reports_missing_then_finds_files(tmp_path):
     data, runs = tmp_path / "sim", tmp_path / "runs"
     demo = demo_paths(data, runs)
-    assert not demo.ready and len(demo.missing) == 4 and demo.create_command == "hmavd-demo"
+    assert not demo.ready and len(demo.missing) == 4
+    assert demo.create_command == f"hmavd-demo --data {data} --out {runs}"  # not the default folders
+    assert demo_paths().create_command == "hmavd-demo"
     (data / "recordings").mkdir(parents=True)
     (data / "recordings" / "sub-01_test.fif").write_bytes(b"")
     (data / "preprocessed_eeg" / "sub-01").mkdir(parents=True)

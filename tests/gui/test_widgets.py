@@ -11,24 +11,46 @@ def test_scope_draws_new_data_markers_and_channel_selection(qtbot):
     scope = ScopeWidget(window_s=1.0, scale_uv=10.0)
     qtbot.addWidget(scope)
     assert scope.redraw() is False  # nothing connected yet
-    scope.set_channels(["Oz", "O1", "O2", "Pz"], sfreq=100.0)
-    assert len(scope.curves) == 4
-    data = np.zeros((4, 50), np.float32)
-    data[1] = 10e-6  # one slot (10 µV) above O1's baseline
+    scope.set_channels(["Oz", "O1", "O2", "Pz", "sample_index"], sfreq=100.0, model_ch_names=["O1", "Oz"])
+    assert scope.shown == [0, 1, 2, 3]  # the counter channel is not drawn at EEG scale
+    data = np.zeros((5, 50), np.float32)
+    data[1, 25:] = 20e-6  # a 20 µV step: ±10 µV (one slot) around the channel's mean
+    data[4] = np.arange(50)
     scope.append(data, t0_s=2.0, markers=[(2.2, "img 7")])
     assert scope.redraw() is True and scope.redraw() is False  # draws only when data changed
-    x, y = scope.curves[1].getData()
-    assert x[-1] == pytest.approx(2.49) and y[-1] == pytest.approx(2.0 + 1.0)  # offset 2 + 1 slot
+    assert sum(len(c.getData()[0]) for c in scope.curves) == 4 * 100  # every shown channel, whole window
+    x, y = scope.trace(1)  # O1, baseline 2 (four channels: offsets 3, 2, 1, 0)
+    assert x[-1] == pytest.approx(0.0) and x[0] == pytest.approx(-0.99)
+    assert np.isnan(y[:50]).all()  # before the first sample: nothing drawn
+    assert y[50] == pytest.approx(1.0) and y[-1] == pytest.approx(3.0)
     assert scope.visible_markers() == [(pytest.approx(2.2), "img 7")]
     scope.set_scale(20.0)  # halves the deflection, redraws at once
-    assert scope.curves[1].getData()[1][-1] == pytest.approx(2.5)
+    assert scope.trace(1)[1][-1] == pytest.approx(2.5)
     assert scope.select_channels("O2,Oz") == ["O2", "Oz"]
-    assert len(scope.curves) == 2 and scope.redraw() is True
-    assert scope.curves[0].getData()[1][-1] == pytest.approx(1.0)  # O2 (zeros) on top
+    assert scope.redraw() is True and scope.trace(0)[1][-1] == pytest.approx(1.0)  # O2 (flat) on top
+    assert scope.select_channels("model") == ["O1", "Oz"]
     with pytest.raises(ValueError, match="not in the data"):
         scope.select_channels("Fz")
+    with qtbot.waitSignal(scope.error, timeout=2000) as sig:  # typed in the field: a message, no exception
+        scope.channel_edit.setText("Fz")
+        scope.channel_edit.editingFinished.emit()
+    assert "Fz" in sig.args[0] and scope.shown == [1, 0]
     scope.auto_scale()
     assert scope.scale_uv > 0
+
+
+def test_scope_scrolls_out_old_markers_and_shows_gaps(qtbot):
+    scope = ScopeWidget(window_s=1.0, scale_uv=10.0)
+    qtbot.addWidget(scope)
+    scope.set_channels(["Oz"], sfreq=100.0)
+    scope.append(np.zeros((1, 50), np.float32), t0_s=0.0, markers=[(0.1, "a")])
+    scope.append(np.zeros((1, 20), np.float32), t0_s=0.7, markers=[(0.8, "b")])  # 0.5 .. 0.7 s missing
+    assert scope.redraw()
+    y = scope.trace(0)[1]
+    assert np.isnan(y[-40:-20]).all() and np.isfinite(y[-20:]).all()
+    assert [m[1] for m in scope.visible_markers()] == ["a", "b"]
+    scope.append(np.zeros((1, 60), np.float32), t0_s=0.9)
+    assert scope.redraw() and [m[1] for m in scope.visible_markers()] == ["b"]
 
 
 def test_topk_panel_shows_names_scores_and_highlights_truth(qtbot, tmp_path):
@@ -47,13 +69,33 @@ def test_topk_panel_shows_names_scores_and_highlights_truth(qtbot, tmp_path):
     assert panel.names() == ["dog", "cat", "car", "tree", "cup"]
     assert panel.highlighted() == ["cat"]
     assert panel.rows[0].bar.value() == 1000 and panel.rows[1].bar.value() == 750
-    assert panel.rows[1].bar.format() == "0.600"
+    assert panel.rows[1].score.text() == "0.600" and "rank 2" in panel.truth.text()
+    assert panel.rows[1].thumb.isVisibleTo(panel)
     assert panel.rows[1].thumb.pixmap() is not None and not panel.rows[1].thumb.pixmap().isNull()
     assert panel.rows[0].thumb.pixmap().isNull()  # no image for "dog"
     panel.show_prediction(prediction_msg(true="zebra"))
-    assert panel.highlighted() == [] and "not in top-5" in panel.truth.text()
+    assert panel.highlighted() == [] and "not in the top-5" in panel.truth.text()
     panel.show_prediction(prediction_msg(true=None, topk=(("boat", 0.4),)))
     assert panel.names()[:2] == ["boat", "–"] and panel.highlighted() == []
+    panel.set_thumbnails(ThumbnailIndex(None))  # no images: no empty thumbnail boxes
+    assert not panel.rows[0].thumb.isVisibleTo(panel)
+
+
+def test_topk_panel_measures_last_sample_to_painted(qtbot):
+    import time
+
+    panel = TopKPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    qtbot.waitExposed(panel)
+    msg = prediction_msg(true="dog")
+    msg["last_arrival_s"] = time.perf_counter() - 0.05  # the epoch's last sample arrived 50 ms ago
+    panel.show_prediction(msg)
+    qtbot.waitUntil(lambda: len(panel.draw_latencies_ms) == 1, timeout=5000)
+    assert panel.draw_latencies_ms[0] >= 50.0
+    panel.show_prediction(prediction_msg(true="dog"))  # no arrival time: nothing measured
+    panel.repaint()
+    assert len(panel.draw_latencies_ms) == 1
 
 
 def test_history_running_accuracy(qtbot):

@@ -27,21 +27,30 @@ def window(qtbot, tmp_path):
 
 
 def test_connect_feed_messages_and_disconnect(window, qtbot, tmp_path):
-    assert window.connect_engine() is True
+    window.connect_button.click()
     eng = FakeEngine.instances[-1]
     assert eng.started and eng.values["eeg_stream"] == "eeg-x" and eng.values["templates"] == "image"
+    assert "resolve_timeout_s" not in eng.values  # clicked()'s `checked` flag is not taken for a timeout
     assert not window.connect_button.isEnabled() and window.disconnect_button.isEnabled()
-    eng.queue += [connected_msg(), scope_msg(0.0, markers=[(0.05, "cat")]), prediction_msg(true="cat"), status_msg()]
-    qtbot.waitUntil(lambda: window.topk.names()[0] == "dog", timeout=2000)
+    eng.queue += [connected_msg(), scope_msg(0.0, markers=[(0.05, "2"), (0.08, "x9")]), prediction_msg(true="cat"),
+                  status_msg()]  # fmt: skip
+    qtbot.waitUntil(lambda: window.topk.names()[0] == "dog", timeout=5000)
     assert window.topk.highlighted() == ["cat"]
-    assert window.scope.curves and window.scope.visible_markers()[0][1] == "cat"
+    # marker code 2 is the second concept (the engine's rule); an unknown code stays as it is
+    assert window.scope.curves and [m[1] for m in window.scope.visible_markers()] == ["cat", "x9"]
     assert "p50 5.0" in window.status.text() and "nominal 1000" in window.status.text()
     assert window.history.accuracy.n == 1 and window.n_frames >= 1
     window.record_button.click()
     assert eng.sent[-1]["cmd"] == "record_start" and eng.sent[-1]["path"].startswith(str(tmp_path / "rec"))
-    assert window.record_button.text() == "Stop recording"
+    assert "Stop recording" in window.record_button.text()
+    eng.queue.append(status_msg(recording=False))  # sent before the engine saw the command: ignored
+    qtbot.waitUntil(lambda: not eng.queue, timeout=5000)
+    assert window.recording and "Stop recording" in window.record_button.text()
+    eng.queue.append(status_msg(recording=True, n_epochs=13))
+    qtbot.waitUntil(lambda: "epochs 13" in window.status.text(), timeout=5000)
+    assert window._record_wanted is None and window.recording
     window.record_button.click()
-    assert eng.sent[-1] == {"cmd": "record_stop"}
+    assert eng.sent[-1] == {"cmd": "record_stop"} and "Record" in window.record_button.text()
     window.disconnect_button.click()
     assert eng.stopped and window.engine is None and window.connect_button.isEnabled()
     saved = json.loads((tmp_path / "s.json").read_text())
@@ -80,7 +89,9 @@ def test_stopped_message_and_missing_demo(window, qtbot, tmp_path):
     window.connect_engine()
     FakeEngine.instances[-1].queue.append({"type": "stopped"})
     qtbot.waitUntil(lambda: window.engine is None, timeout=2000)
-    assert "hmavd-demo" in window.demo_notice.text()
+    notice = window.demo_notice.text()
+    assert window.demo_notice.isVisible() and f"hmavd-demo --data {tmp_path / 'sim'}" in notice
+    assert "missing" in window.demo_notice.toolTip()
     assert window.start_demo() is False and "hmavd-demo" in window.banner.messages[0]
     assert window.start_replay(tmp_path / "nope.fif") is False and "does not exist" in window.banner.messages[0]
 
@@ -112,3 +123,34 @@ def test_window_draws_at_most_the_frame_rate(window, qtbot):
     qtbot.wait(700)
     feeder.stop()
     assert window.n_frames >= 5 and window.measured_fps() <= 40.0
+
+
+def test_user_errors_in_controls_and_the_timer_are_shown_not_raised(window, qtbot):
+    window.connect_engine()
+    eng = FakeEngine.instances[-1]
+    eng.queue += [connected_msg(), scope_msg(0.0)]
+    qtbot.waitUntil(lambda: window.scope.shown == [0, 1, 2, 3], timeout=5000)
+    window.scope.channel_edit.setText("E1,Nope")
+    window.scope.channel_edit.editingFinished.emit()
+    assert "Nope" in window.banner.messages[0] and window.scope.shown == [0, 1, 2, 3]
+
+    def broken(force=False):
+        raise RuntimeError("paint exploded")
+
+    window.scope.redraw = broken
+    ticks = window.n_ticks
+    qtbot.waitUntil(lambda: any("paint exploded" in m for m in window.banner.messages), timeout=5000)
+    qtbot.waitUntil(lambda: window.n_ticks > ticks + 3, timeout=5000)  # the timer keeps running
+    assert sum("paint exploded" in m for m in window.banner.messages) == 1  # not repeated every frame
+
+
+def test_a_silent_stream_is_reported_in_the_scope(window, qtbot):
+    window.connect_engine()
+    eng = FakeEngine.instances[-1]
+    eng.queue += [connected_msg(), scope_msg(0.0)]
+    qtbot.waitUntil(lambda: bool(window.connected_info), timeout=5000)
+    assert not window.scope.placeholder.isVisible()
+    qtbot.waitUntil(lambda: window.scope.placeholder.isVisible(), timeout=10_000)
+    assert "no EEG data" in window.scope.placeholder.textItem.toPlainText()
+    eng.queue.append(scope_msg(0.1))
+    qtbot.waitUntil(lambda: not window.scope.placeholder.isVisible(), timeout=5000)
