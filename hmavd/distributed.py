@@ -8,19 +8,21 @@ contract (see ``docs/distributed.md``):
   Without those variables it returns a single-process context and every method is a no-op.
 * Every rank draws the **same** seeded permutation; a global batch of ``batch_size`` indices is
   cut into ``world_size`` contiguous shards (:meth:`DistContext.shard`), one per rank.
-* **Negatives are gathered across ranks** (default): each rank encodes its shard, then
-  :meth:`DistContext.gather_outputs` all-gathers the per-sample features *with gradient* in rank
-  order, so every rank evaluates the contrastive loss on the whole global batch (the same
-  ``B × B`` logits as one process). The backward of the gather all-reduces (sums) the feature
-  gradients and keeps this rank's rows; DDP then averages parameter gradients over ranks. As every
-  rank computes the same global loss, the sum over ranks of the local-row gradients divided by
-  ``world_size`` times ``world_size`` (the sum in the gather's backward) equals the single-process
-  gradient exactly. With ``gather_negatives=False`` each rank uses only its own shard as
-  negatives (a smaller effective contrastive batch; cheaper, not equal to one process).
+* **Negatives are gathered across ranks** (always, in ``hmavd-train``): each rank encodes its
+  shard, then :meth:`DistContext.gather_outputs` all-gathers the per-sample features *with
+  gradient* in rank order, so every rank evaluates the contrastive loss on the whole global batch
+  (the same ``B × B`` logits as one process). Every rank thus computes the same global loss ``L``;
+  the gather's backward sums ``∂L/∂F`` over ranks (``world_size ×``) and keeps this rank's rows, DDP
+  averages parameter gradients (``÷ world_size``), and the result is one process's gradient on the
+  global batch. MCDB's ρ/κ (from the gathered features), the gradient norms (after DDP's
+  all-reduce) and SPR's seeded noise are therefore the same on every rank and equal to one process's.
+  ``setup(gather_negatives=False)`` gives each rank only its own shard as negatives (a smaller
+  effective contrastive batch; cheaper, not equal to one process).
 * BatchNorm: on CUDA :meth:`DistContext.wrap_model` converts BatchNorm to ``SyncBatchNorm`` so the
   statistics are those of the global batch; PyTorch's SyncBatchNorm does not run on CPU, so under
   gloo BatchNorm uses per-rank statistics (the usual DDP behaviour; losses then differ from one
-  process by the BN-statistics effect only). Dropout masks differ between ranks.
+  process by the BN-statistics effect only). Dropout masks differ from one process's (each rank
+  draws its own for its shard), so with dropout on the match holds in distribution only.
 * Only rank 0 writes files and logs at INFO (:func:`setup_rank_logging`); all ranks keep identical
   weights, so validation can run on every rank without communication.
 """
@@ -307,13 +309,15 @@ def setup(
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    ctx = DistContext(rank, world, local, backend, dev, gather_negatives)
     if not dist.is_initialized():
         dist.init_process_group(
             backend=backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s)
         )
         atexit.register(cleanup)
-    log.info("rank %d/%d (local %d) on %s with %s", rank, world, local, dev, backend)
-    return DistContext(rank, world, local, backend, dev, gather_negatives)
+        setup_rank_logging(ctx)  # ranks > 0 keep warnings and errors only
+        log.info("DDP: %d ranks with %s, negatives %s", world, backend, "gathered" if gather_negatives else "local")
+    return ctx
 
 
 def cleanup() -> None:

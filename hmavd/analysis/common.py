@@ -73,10 +73,14 @@ class AnalyzeConfig:
         "mcdb_gamma=0.9",
     )  #: one entry per column: ``key=value`` pairs joined by ``;``
     sweep_labels: tuple[str, ...] = ()  #: column labels (default: the values of each entry joined by ``/``)
+    #: the paper's values for reference, ``"LABEL=TOP1/TOP5"`` in % (e.g. ``"0.7=15.8/44.2"``); entries
+    #: whose label has one get it drawn and tabulated
+    sweep_paper: tuple[str, ...] = ()
     # gradients (Fig. 8)
     gradient_configs: tuple[str, ...] = ("use_mcdb=false", "use_mcdb=true")  #: the two runs trained when no --runs
     gradient_labels: tuple[str, ...] = ("without MCDB", "with MCDB")
     # topomaps (Fig. 6)
+    topo_configs: tuple[str, ...] = ("nice", "hmavd-63")  #: training configs compared when no --runs (Fig. 6)
     topo_window_s: float = 0.1  #: width of each topomap's time window
     montage: str = "standard_1005"  #: MNE standard montage giving 10-10 positions
     subject: int | None = None  #: test subject for topomaps (default: the run's first subject)
@@ -94,10 +98,25 @@ class AnalyzeConfig:
         if self.sweep_labels and len(self.sweep_labels) != len(self.sweep_grid):
             raise UserError(
                 f"sweep_labels: {len(self.sweep_labels)} labels for {len(self.sweep_grid)} sweep_grid entries; "
-                "give one per entry or none"
+                "give one per entry or sweep_labels=[] (labels from the values)"
             )
+        self.paper_reference()
         if len(self.gradient_labels) != len(self.gradient_configs):
             raise UserError("gradient_labels: give one label per gradient_configs entry")
+
+    def paper_reference(self) -> dict[str, tuple[float, float]]:
+        """``sweep_paper`` parsed: ``{label: (top1 %, top5 %)}``."""
+        out = {}
+        for item in self.sweep_paper:
+            label, sep, values = str(item).rpartition("=")
+            try:
+                top1, top5 = (float(v) for v in values.split("/"))
+            except ValueError:
+                sep = ""
+            if not sep or not label:
+                raise UserError(f"sweep_paper: {item!r} is not LABEL=TOP1/TOP5 (e.g. 0.7=15.8/44.2); fix or drop it")
+            out[label.strip()] = (top1, top5)
+        return out
 
     def base_overrides(self) -> dict[str, Any]:
         """``train_overrides`` parsed into a dict (YAML scalars)."""
@@ -156,21 +175,66 @@ class TrainEvalScorer:
         self.runs_dir = Path(cfg.out_dir) / runs_subdir
         self.run_dirs: dict[str, Path] = {}
 
-    def train(self, run_name: str, overrides: Mapping[str, Any]) -> Path:
-        """Train one run; returns its run directory."""
+    def train(self, run_name: str, overrides: Mapping[str, Any], config: str | None = None) -> Path:
+        """Train one run (``config``: another packaged training config than ``train_config``); its folder."""
         from ..config import load_config
         from ..train import TrainConfig, train
 
         ov = {**self.cfg.base_overrides(), **dict(overrides), "out_dir": str(self.runs_dir), "run_name": run_name}
-        tcfg = load_config(TrainConfig, self.cfg.train_config, ov)
-        log.info("training %s with %s", run_name, dict(overrides))
-        run_dir = Path(train(tcfg, progress=False))
+        tcfg = load_config(TrainConfig, config or self.cfg.train_config, ov)
+        state = existing_run_state(Path(tcfg.out_dir) / run_name, tcfg)
+        if state == "done":
+            log.info("reusing the finished run %s", Path(tcfg.out_dir) / run_name)
+            run_dir = Path(tcfg.out_dir) / run_name
+        else:
+            log.info("%s %s with %s", "resuming" if state == "partial" else "training", run_name, dict(overrides))
+            run_dir = Path(train(tcfg, resume=state == "partial", progress=False))
         self.run_dirs[run_name] = run_dir
         return run_dir
 
     def __call__(self, run_name: str, overrides: Mapping[str, Any]) -> dict[str, float]:
         run_dir = self.train(run_name, overrides)
         return score_run(run_dir, self.cfg.template, self.cfg.image_source)
+
+
+def existing_run_state(run_dir: Path, tcfg: Any) -> str:
+    """``"new"``, ``"partial"`` (interrupted: resume it) or ``"done"`` (reuse it) for an analysis run folder.
+
+    An analysis re-run with the same settings picks up where it stopped instead of retraining; a
+    folder trained with other settings is a :class:`UserError` (the results would mix).
+    """
+    import yaml
+
+    from ..config import config_from_dict, config_to_dict
+
+    cfg_path, last = run_dir / "config.yaml", run_dir / "last.safetensors"
+    if not (cfg_path.is_file() and last.is_file()):
+        return "new"
+    saved = yaml.safe_load(cfg_path.read_text()) or {}
+    saved.pop("_config_class", None)
+    try:
+        saved = config_to_dict(config_from_dict(type(tcfg), saved, str(cfg_path)))
+    except UserError:
+        saved = {}
+    mine = config_to_dict(tcfg)
+    diff = sorted(k for k in mine if k != "device" and saved.get(k) != mine[k])
+    if diff:
+        raise UserError(
+            f"--out: {run_dir} holds a run trained with other {diff[:4]}; use another --out or delete that folder"
+        )
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    epochs = [int(r["epoch"]) for r in map(_json_line, lines) if r and r.get("type") == "epoch"]
+    return "done" if epochs and max(epochs) >= tcfg.epochs and (run_dir / "best.safetensors").is_file() else "partial"
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def score_run(run_dir: str | Path, template: str = "image", image_source: str = "test-images") -> dict[str, float]:

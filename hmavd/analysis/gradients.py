@@ -35,7 +35,8 @@ __all__ = [
 
 MODALITIES = ("eeg", "img", "text")
 VALUE_KEYS = tuple(f"grad_norm/{m}" for m in MODALITIES) + ("kappa/img", "kappa/text", "rho/img", "rho/text")
-COLUMNS = ("run", "epoch", "n_steps", *VALUE_KEYS)
+SD_KEYS = tuple(f"grad_norm/{m}" for m in MODALITIES)  #: keys whose per-epoch standard deviation is kept too
+COLUMNS = ("run", "epoch", "n_steps", *VALUE_KEYS, *(f"{k}_sd" for k in SD_KEYS))
 
 
 def metrics_path(run: str | Path) -> Path:
@@ -74,13 +75,18 @@ def step_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return steps
 
 
-def epoch_means(steps: Sequence[dict[str, Any]], keys: Sequence[str] = VALUE_KEYS) -> list[dict[str, Any]]:
+def epoch_means(
+    steps: Sequence[dict[str, Any]], keys: Sequence[str] = VALUE_KEYS, sd_keys: Sequence[str] = SD_KEYS
+) -> list[dict[str, Any]]:
     """Mean of each key per epoch (NaN where a key is absent), rows sorted by epoch.
 
     Parameters
     ----------
     steps : sequence of dict
         Step lines with an ``epoch`` field (integer, 0- or 1-based as logged).
+    sd_keys : sequence of str
+        Keys whose step-to-step standard deviation within the epoch is added as ``<key>_sd``
+        (population SD; 0 for a one-step epoch): the paper reads gradient *stability* off Fig. 8.
     """
     by_epoch: dict[int, list[dict[str, Any]]] = {}
     for r in steps:
@@ -92,6 +98,9 @@ def epoch_means(steps: Sequence[dict[str, Any]], keys: Sequence[str] = VALUE_KEY
         for k in keys:
             vals = [float(r[k]) for r in rs if r.get(k) is not None]
             row[k] = float(np.mean(vals)) if vals else float("nan")
+        for k in sd_keys:
+            vals = [float(r[k]) for r in rs if r.get(k) is not None]
+            row[f"{k}_sd"] = float(np.std(vals)) if vals else float("nan")
         rows.append(row)
     return rows
 
@@ -107,25 +116,61 @@ def gradient_rows(runs: Sequence[str | Path], labels: Sequence[str]) -> list[dic
     return rows
 
 
-def plot_gradients(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Fig. 8: one panel per run, per-modality gradient norm vs. epoch (shared y axis)."""
+def plot_gradients(rows: Sequence[dict[str, Any]], path: str | Path, context: str = "") -> Path:
+    """Fig. 8: per run, per-modality gradient norm vs. epoch (mean ± SD over the epoch's steps), and κ below.
+
+    Top row: one panel per run, shared y axis. Bottom row: MCDB's κ per modality (Eq. 13, mean per
+    epoch); runs trained without MCDB log no κ (it is 1 for every modality).
+    """
     labels = list(dict.fromkeys(r["run"] for r in rows))
-    fig = new_figure(4.2 * len(labels), 3.2)
-    axes = fig.subplots(1, len(labels), squeeze=False, sharey=True)[0]
+    fig = new_figure(4.2 * len(labels) + 1.2, 5.0)
+    axes = fig.subplots(2, len(labels), squeeze=False, sharex="col", sharey="row", height_ratios=(2.2, 1))
     names = {"eeg": "EEG", "img": "image", "text": "text"}
-    for ax, label in zip(axes, labels):
+    for j, label in enumerate(labels):
+        ax, kax = axes[0, j], axes[1, j]
         rs = [r for r in rows if r["run"] == label]
-        ep = [r["epoch"] for r in rs]
-        for m in MODALITIES:
-            y = [float(r[f"grad_norm/{m}"]) for r in rs]
-            if not np.all(np.isnan(y)):
-                ax.plot(ep, y, marker="." if len(ep) < 30 else None, label=names[m])
-        ax.set(title=label, xlabel="epoch", ylabel="gradient norm")
-        ax.legend(fontsize=7)
+        ep = np.array([r["epoch"] for r in rs])
+        for i, m in enumerate(MODALITIES):
+            y = np.array([float(r[f"grad_norm/{m}"]) for r in rs])
+            if np.all(np.isnan(y)):
+                continue
+            ax.plot(ep, y, marker="." if len(ep) < 30 else None, color=f"C{i}", label=names[m])
+            sd = np.array([float(r.get(f"grad_norm/{m}_sd", np.nan)) for r in rs])
+            if not np.all(np.isnan(sd)):
+                ax.fill_between(ep, y - sd, y + sd, color=f"C{i}", alpha=0.15, lw=0)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        has_kappa = False
+        for i, m in enumerate(MODALITIES):
+            k = np.array([float(r.get(f"kappa/{m}", np.nan)) for r in rs])
+            if not np.all(np.isnan(k)):
+                kax.plot(ep, k, color=f"C{i}", marker="." if len(ep) < 30 else None, label=f"κ {names[m]}")
+                has_kappa = True
+        if not has_kappa:
+            kax.text(0.5, 0.5, "no MCDB: κ = 1 for every modality", transform=kax.transAxes, ha="center",
+                     va="center", fontsize=8, color="grey")  # fmt: skip
+        kax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        kax.set_xlabel("epoch")
+        kax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("gradient L2 norm\n(mean ± SD over steps)")
+    axes[1, 0].set_ylabel("MCDB κ (Eq. 13)")
+    handles, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, lab, loc="outside right upper", fontsize=7, frameon=False)
+    kh, kl = [], []
+    for kax in axes[1]:
+        kh, kl = kax.get_legend_handles_labels()
+        if kh:
+            break
+    if kh:
+        fig.legend(kh, kl, loc="outside right lower", fontsize=7, frameon=False)
+    fig.suptitle(
+        "Per-modality gradient norms after κ scaling (Fig. 8)" + (f"\n{context}" if context else ""), fontsize=9
+    )
     return save_figure(fig, path)
 
 
-def write_gradients(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+def write_gradients(rows: Sequence[dict[str, Any]], out_dir: str | Path, context: str = "") -> tuple[Path, Path]:
     """``gradients.csv`` and ``gradients.png`` in ``out_dir``."""
     out_dir = Path(out_dir)
-    return write_csv(out_dir / "gradients.csv", rows, COLUMNS), plot_gradients(rows, out_dir / "gradients.png")
+    csv_path = write_csv(out_dir / "gradients.csv", rows, COLUMNS)
+    return csv_path, plot_gradients(rows, out_dir / "gradients.png", context)

@@ -26,7 +26,15 @@ from .common import Scorer, ms, new_figure, save_figure, write_csv
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Window", "window_specs", "run_time_windows", "best_window", "plot_time_windows", "COLUMNS"]
+__all__ = [
+    "Window",
+    "window_specs",
+    "run_time_windows",
+    "best_window",
+    "informative_span",
+    "plot_time_windows",
+    "COLUMNS",
+]
 
 COLUMNS = ("kind", "tmin_s", "tmax_s", "top1", "top5")
 KINDS = ("forward", "backward", "sliding")
@@ -129,33 +137,90 @@ def best_window(rows: Sequence[dict[str, Any]], kind: str = "sliding", metric: s
     return max(cands, key=lambda r: (float(r[metric]), -float(r["tmin_s"])))
 
 
+#: Fig. 7A reference read from the paper's text (§4.5): mean of 10 subjects, 200-way top-1.
+PAPER_NOTE = "paper (Fig. 7A, 200-way): 0-100 ms top-1 1.3 %, peak near 500 ms, 100-600 ms most informative"
+
+
+def informative_span(
+    rows: Sequence[dict[str, Any]],
+    chance: float | None,
+    kind: str = "sliding",
+    metric: str = "top5",
+    factor: float = 2.0,
+) -> tuple[float, float] | None:
+    """``(first start, last end)`` in seconds of the ``kind`` windows whose ``metric`` beats ``factor`` × chance.
+
+    ``chance`` is the top-1 chance level (1 / n_test); top-k chance is ``k`` times it. ``None`` when
+    no window beats it or the chance level is unknown.
+    """
+    if chance is None:
+        return None
+    k = int(metric.removeprefix("top"))
+    level = factor * min(1.0, k * chance)
+    hits = [r for r in rows if r["kind"] == kind and float(r[metric]) > level]
+    if not hits:
+        return None
+    return min(float(r["tmin_s"]) for r in hits), max(float(r["tmax_s"]) for r in hits)
+
+
 def plot_time_windows(
     rows: Sequence[dict[str, Any]],
     path: str | Path,
     chance: float | None = None,
     signal_window_s: tuple[float, float] | None = None,
+    context: str = "",
 ) -> Path:
-    """Fig. 7A: top-1/top-5 (%) per family vs. window end (forward), start (backward), centre (sliding)."""
+    """Fig. 7A: top-1/top-5 (%) per family vs. window end (forward), start (backward), centre (sliding).
+
+    Parameters
+    ----------
+    chance : float, optional
+        Top-1 chance level as a fraction (1 / number of test images); drawn for top-1 and top-5.
+    signal_window_s : (float, float), optional
+        Shaded span in seconds (the simulator's signal window, from ``simulation.json``).
+    context : str
+        Subtitle such as ``"sub-01, 50-way zero-shot, image templates"``.
+    """
     kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
-    fig = new_figure(4.0 * len(kinds), 3.2)
-    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    fig = new_figure(4.0 * len(kinds), 3.6)
+    axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
     xlab = {"forward": "window end (ms)", "backward": "window start (ms)", "sliding": "window centre (ms)"}
-    title = {"forward": "incremental forward", "backward": "decremental backward", "sliding": "sliding"}
+    title = {
+        "forward": "incremental forward [0, end)",
+        "backward": "decremental backward [start, end of epoch)",
+        "sliding": "sliding windows",
+    }
     for ax, kind in zip(axes, kinds):
         rs = [r for r in rows if r["kind"] == kind]
         x = [
-            1000 * (r["tmax_s"] if kind == "forward" else r["tmin_s"] if kind == "backward" else 0.5 * (r["tmin_s"] + r["tmax_s"]))
+            1000
+            * (
+                r["tmax_s"]
+                if kind == "forward"
+                else r["tmin_s"]
+                if kind == "backward"
+                else 0.5 * (r["tmin_s"] + r["tmax_s"])
+            )
             for r in rs
         ]
         for metric, style in (("top1", "o-"), ("top5", "s--")):
             ax.plot(x, [100 * float(r[metric]) for r in rs], style, label=metric.replace("top", "top-"))
         if chance is not None:
             for k, ls in ((1, ":"), (5, "-.")):
-                ax.axhline(100 * min(1.0, k * chance), color="grey", ls=ls, lw=0.8)
+                level = 100 * min(1.0, k * chance)
+                ax.axhline(level, color="grey", ls=ls, lw=0.9, label=f"chance top-{k} ({level:.3g} %)")
         if signal_window_s is not None:
-            ax.axvspan(1000 * signal_window_s[0], 1000 * signal_window_s[1], color="C2", alpha=0.12, label="signal")
-        ax.set(title=title[kind], xlabel=xlab[kind], ylabel="accuracy (%)")
-        ax.legend(fontsize=7)
+            a, b = (1000 * v for v in signal_window_s)
+            ax.axvspan(a, b, color="C2", alpha=0.12, label=f"simulated signal {a:.0f}-{b:.0f} ms")
+        ax.set_title(title[kind], fontsize=9)
+        ax.set_xlabel(xlab[kind])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("zero-shot accuracy (%)")
+    axes[0].set_ylim(0, 102)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+    fig.suptitle("Time-window analysis (Fig. 7A)" + (f": {context}" if context else ""), fontsize=10)
+    fig.supxlabel(PAPER_NOTE, fontsize=7, color="grey")
     return save_figure(fig, path)
 
 

@@ -133,7 +133,7 @@ def run_maps(run: str | Path, subject: int | None = None, max_epochs: int = 0, d
     """Saliency and input ERP of one trained run on its test subject.
 
     Returns dict with ``saliency`` (C, T), ``erp`` (C, T), ``ch_names``, ``times``, ``sfreq``,
-    ``label`` (the run's method name) and ``n_epochs``.
+    ``label`` (the run's method name), ``n_epochs`` (test images used) and ``subject``.
     """
     from ..checkpoint import load_checkpoint
     from ..datasets import load_test_set, resolve_feature_cache
@@ -166,6 +166,7 @@ def run_maps(run: str | Path, subject: int | None = None, max_epochs: int = 0, d
         "sfreq": float(info.get("sfreq") or 250.0),
         "label": str(tc.get("name", Path(run).name)),
         "n_epochs": len(eeg),
+        "subject": subject,
     }
 
 
@@ -178,7 +179,13 @@ def topomap_rows(
         for w, (a, b) in enumerate(windows):
             for c, ch in enumerate(ch_names):
                 rows.append(
-                    {"map": name, "window_start_ms": ms(a), "window_end_ms": ms(b), "channel": ch, "value": float(m[c, w])}
+                    {
+                        "map": name,
+                        "window_start_ms": ms(a),
+                        "window_end_ms": ms(b),
+                        "channel": ch,
+                        "value": float(m[c, w]),
+                    }
                 )
     return rows
 
@@ -190,27 +197,42 @@ def plot_topomaps(
     path: str | Path,
     sfreq: float = 250.0,
     montage: str = "standard_1005",
+    context: str = "",
+    units: Mapping[str, str] | None = None,
 ) -> Path:
-    """Grid of topomaps: one row per map ``{name: (C, W)}``, one column per window; a colour scale per row.
+    """Grid of topomaps: one row per map ``{name: (C, W)}``, one column per window, a colour bar per row.
 
-    Signed maps (any negative value) use a symmetric blue-red scale, non-negative maps (saliency) 0…max.
+    Signed maps (any negative value, e.g. the ERP) use a symmetric blue-red scale ±max; non-negative
+    maps (saliency) run from the row's minimum to its maximum, so the spatial contrast stays visible
+    on top of a common floor. ``units`` maps a row name to its colour-bar label.
     """
     import mne
 
     info = montage_info(ch_names, sfreq, montage)
     n_rows, n_cols = len(maps), len(windows)
-    fig = new_figure(1.25 * n_cols + 0.8, 1.35 * n_rows + 0.3)
+    fig = new_figure(1.2 * n_cols + 1.6, 1.3 * n_rows + 0.8)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, (name, m) in enumerate(maps.items()):
         signed = bool((m < 0).any())
         hi = float(np.abs(m).max()) or 1.0
-        vlim, cmap = ((-hi, hi), "RdBu_r") if signed else ((0.0, hi), "Reds")
+        lo = float(m.min())
+        vlim, cmap = ((-hi, hi), "RdBu_r") if signed else ((lo, hi if hi > lo else lo + 1.0), "Reds")
+        im = None
         for j, (a, b) in enumerate(windows):
             ax = axes[i, j]
-            mne.viz.plot_topomap(m[:, j], info, axes=ax, show=False, cmap=cmap, vlim=vlim, contours=0, sensors=False)
+            im, _ = mne.viz.plot_topomap(
+                m[:, j], info, axes=ax, show=False, cmap=cmap, vlim=vlim, contours=0, sensors=False
+            )
             if i == 0:
                 ax.set_title(f"{ms(a)}–{ms(b)} ms", fontsize=7)
-        axes[i, 0].text(-0.35, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="center", fontsize=7)
+        axes[i, 0].text(
+            -0.3, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="center", fontsize=7
+        )
+        cb = fig.colorbar(im, ax=list(axes[i]), shrink=0.8, pad=0.01, aspect=12)
+        cb.ax.tick_params(labelsize=6)
+        cb.set_label((units or {}).get(name, ""), fontsize=6)
+    title = f"Scalp maps per {ms(windows[0][1] - windows[0][0])} ms window (Fig. 6)"
+    fig.suptitle(title + (f"\n{context}" if context else ""), fontsize=9)
     return save_figure(fig, path)
 
 
@@ -221,8 +243,10 @@ def write_topomaps(
     out_dir: str | Path,
     sfreq: float = 250.0,
     montage: str = "standard_1005",
+    **plot_kw: Any,
 ) -> tuple[Path, Path]:
-    """``topomaps.csv`` (long format) and ``topomaps.png`` in ``out_dir``."""
+    """``topomaps.csv`` (long format) and ``topomaps.png`` in ``out_dir`` (``plot_kw``: :func:`plot_topomaps`)."""
     out_dir = Path(out_dir)
     csv_path = write_csv(out_dir / "topomaps.csv", topomap_rows(maps, ch_names, windows), COLUMNS)
-    return csv_path, plot_topomaps(maps, ch_names, windows, out_dir / "topomaps.png", sfreq, montage)
+    png = plot_topomaps(maps, ch_names, windows, out_dir / "topomaps.png", sfreq, montage, **plot_kw)
+    return csv_path, png

@@ -2,12 +2,14 @@
 
 Examples::
 
-    hmavd-analyze time-windows --data DIR --subject 1 train_overrides='[epochs=20]'
-    hmavd-analyze regions --data DIR
-    hmavd-analyze sweep --config sweep-gamma --data DIR
-    hmavd-analyze sweep --config sweep-reduction --data DIR
-    hmavd-analyze gradients --runs runs/no-mcdb runs/mcdb      # or without --runs: trains both
+    hmavd-analyze time-windows --data DIR --subject 1 'train_overrides=[epochs=20, encoder=resmlp]'
+    hmavd-analyze regions --data DIR --subject 1
+    hmavd-analyze sweep --config sweep-gamma --data DIR          # Table 4
+    hmavd-analyze sweep --config sweep-reduction --data DIR      # Table 5
+    hmavd-analyze gradients --runs runs/no-mcdb runs/mcdb        # or without --runs: trains both
     hmavd-analyze topomaps --runs runs/nice_sub-01_seed0 runs/hmavd-63_sub-01_seed0
+
+Each writes <out>/<analysis>/*.png + *.csv; re-running reuses finished runs (docs/analysis.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ SUBCOMMANDS = ("time-windows", "regions", "gradients", "sweep", "topomaps")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hmavd-analyze", description="Reproduce the paper's analyses (Fig. 6-8, Tables 4-5).")
+    p = argparse.ArgumentParser(
+        prog="hmavd-analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("analysis", choices=SUBCOMMANDS, help="which analysis to run")
     p.add_argument("--data", help="dataset root for every training run (sets train_overrides data_dir=...)")
     p.add_argument("--subject", type=int, help="subject for every training run (sets subject=...)")
@@ -52,12 +56,18 @@ def _body(argv: Sequence[str] | None) -> int:
     from ..analysis import runners
 
     args = build_parser().parse_intermixed_args(argv)
+    if args.runs:  # ``--runs A B key=value``: nargs="+" also swallows the overrides that follow
+        moved = [r for r in args.runs if "=" in r and not Path(r).exists()]
+        args.runs = [r for r in args.runs if r not in moved]
+        args.overrides = [*args.overrides, *moved]
     setup_logging(args.verbose)
     cfg = resolve(args)
     if args.print_config:
+        import yaml
+
         from ..config import config_to_dict
 
-        print(config_to_dict(cfg))
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
         return 0
     if args.runs and args.analysis not in ("gradients", "topomaps"):
         raise UserError(f"--runs: only gradients and topomaps analyse existing runs, not {args.analysis}; drop --runs")

@@ -4,6 +4,7 @@ simulated subject whose signal sits in a known time window."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,31 @@ def test_window_specs_three_families():
         tw.window_specs(0, 1, kinds=("diagonal",))
     with pytest.raises(UserError, match="empty"):
         tw.window_specs(0.5, 0.5)
+
+
+def test_informative_span_uses_chance_of_the_metric():
+    rows = [
+        {"kind": "sliding", "tmin_s": a / 10, "tmax_s": a / 10 + 0.1, "top1": 0.0, "top5": v}
+        for a, v in enumerate([0.1, 0.3, 0.5, 0.15, 0.26])
+    ]
+    assert tw.informative_span(rows, 1 / 40) == (0.1, 0.5)  # top-5 chance 12.5 %: > 25 % at 0.1-0.3 and 0.4-0.5
+    assert tw.informative_span(rows, 1 / 20) is None  # top-5 chance 25 %: nothing beats 50 %
+    assert tw.informative_span(rows, None) is None
+
+
+def test_sweep_paper_reference_parsing():
+    from hmavd.analysis.common import AnalyzeConfig
+
+    cfg = AnalyzeConfig(sweep_paper=("16/8=15.8/44.2", "0.7 = 15.8/44.2"))
+    assert cfg.paper_reference() == {"16/8": (15.8, 44.2), "0.7": (15.8, 44.2)}
+    for bad in ("0.7", "0.7=15.8", "=1/2", "0.7=a/b"):
+        with pytest.raises(UserError, match="sweep_paper"):
+            AnalyzeConfig(sweep_paper=(bad,)).validate()
+    rows = sweeps.run_sweep(lambda name, ov: {"top1": 0.5, "top5": 0.9}, ["mcdb_gamma=0.7", "mcdb_gamma=0.2"],
+                            paper=cfg.paper_reference() | {"0.2": (1.0, 2.0)}, progress=False)  # fmt: skip
+    assert [(r["paper_top1"], r["paper_top5"]) for r in rows] == [(0.158, 0.442), (0.01, 0.02)]
+    rows = sweeps.run_sweep(lambda name, ov: {"top1": 0.5, "top5": 0.9}, ["mcdb_gamma=0.3"], progress=False)
+    assert rows[0]["paper_top1"] == "" and "Paper" not in sweeps.paper_table(rows)
 
 
 def test_best_window_picks_highest_of_kind():
@@ -178,9 +204,16 @@ def test_time_windows_finds_the_signal_window(sim_dir, tmp_path, capsys):
     assert (float(best["tmin_s"]), float(best["tmax_s"])) == SIGNAL_S
     chance5 = 5 / 40
     assert float(best["top5"]) >= 3 * chance5
-    outside = [float(r["top5"]) for r in sliding if float(r["tmin_s"]) >= SIGNAL_S[1] or float(r["tmax_s"]) <= SIGNAL_S[0]]
+    outside = [
+        float(r["top5"]) for r in sliding if float(r["tmin_s"]) >= SIGNAL_S[1] or float(r["tmax_s"]) <= SIGNAL_S[0]
+    ]
     assert max(outside) < float(best["top5"]) - 0.15
-    assert "best sliding window: 200-400 ms" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "best sliding window: 200-400 ms" in out_text
+    # the span of sliding windows above twice chance is the planted window, and the summary says so
+    rows_f = [{**r, **{k: float(r[k]) for k in ("tmin_s", "tmax_s", "top1", "top5")}} for r in rows]
+    assert tw.informative_span(rows_f, 1 / 40) == SIGNAL_S
+    assert "above 2x chance (top-5): 200-400 ms; simulator signal window 200-400 ms" in out_text
 
 
 def test_regions_sweep_gradients_topomaps(sim_dir, tmp_path):
@@ -191,11 +224,15 @@ def test_regions_sweep_gradients_topomaps(sim_dir, tmp_path):
     assert [r["condition"] for r in rows] == ["all", "-occipital", "-central"]
     assert (tmp_path / "regions" / "regions.png").is_file()
 
-    assert main(["sweep", "--config", "sweep-reduction", *common, "sweep_grid=[txt_reduction=4;img_reduction=4, txt_reduction=16;img_reduction=8]", "sweep_labels=[4/4,16/8]"]) == 0  # fmt: skip
+    grid = "sweep_grid=[txt_reduction=4;img_reduction=4, txt_reduction=16;img_reduction=8]"
+    assert main(["sweep", "--config", "sweep-reduction", *common, grid, "sweep_labels=[4/4,16/8]"]) == 0
     md = (tmp_path / "sweep" / "sweep_reduction.md").read_text().splitlines()
     assert md[0] == "| Ratio r (text/image) | 4/4 | 16/8 |" and md[2].startswith("| Top-1 |")
+    assert md[4:] == ["| Paper Top-1 | 14.1 | 15.8 |", "| Paper Top-5 | 43.2 | 44.2 |"]  # Table 5's values
     rows = read_csv(tmp_path / "sweep" / "sweep_reduction.csv")
     assert [r["label"] for r in rows] == ["4/4", "16/8"] and list(rows[0]) == list(sweeps.COLUMNS)
+    assert [r["paper_top1"] for r in rows] == ["0.141", "0.158"]
+    assert (tmp_path / "sweep" / "sweep_reduction.png").stat().st_size > 10_000
 
     assert main(["gradients", *common]) == 0
     rows = read_csv(tmp_path / "gradients" / "gradients.csv")
@@ -204,14 +241,25 @@ def test_regions_sweep_gradients_topomaps(sim_dir, tmp_path):
     assert all(float(r["grad_norm/eeg"]) > 0 and float(r["grad_norm/text"]) > 0 for r in rows)
     assert all(r["kappa/img"] in ("", "nan") for r in rows[:4])  # no κ logged without MCDB
     assert all(0 < float(r["kappa/img"]) <= 1 for r in rows[4:])
+    assert all(float(r["grad_norm/eeg_sd"]) > 0 for r in rows)  # 4 steps per epoch: they differ
     assert (tmp_path / "gradients" / "gradients.png").is_file()
+    # re-running with the same settings reuses the finished runs; other settings are refused
+    lasts = sorted((tmp_path / "gradients" / "runs").glob("*/last.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in lasts]
+    assert main(["gradients", *common]) == 0
+    assert [p.stat().st_mtime_ns for p in lasts] == stamps and read_csv(
+        tmp_path / "gradients" / "gradients.csv"
+    ) == rows
+    bad = _args(sim_dir, tmp_path)
+    bad[bad.index(next(a for a in bad if a.startswith("train_overrides")))] = "train_overrides=[epochs=2,device=cpu]"
+    assert main(["gradients", *bad]) == 2
 
     runs = sorted(str(p) for p in (tmp_path / "gradients" / "runs").iterdir())
-    assert main(["topomaps", *common, "--runs", *runs]) == 0
+    assert main(["topomaps", *common, "--runs", *runs, "montage=standard_1005"]) == 0  # override after --runs
     rows = read_csv(tmp_path / "topomaps" / "topomaps.csv")
     assert list(rows[0]) == list(topo.COLUMNS)
     maps = {r["map"] for r in rows}
-    assert len(maps) == 3 and "input ERP" in maps
+    assert maps == {"input ERP", *(f"{Path(r).name} saliency" for r in runs)}  # same method: rows named by run
     assert len(rows) == 3 * 8 * len(CHANS)  # 3 maps x 8 windows of 100 ms x channels
     assert (tmp_path / "topomaps" / "topomaps.png").stat().st_size > 10_000
     # the trained encoder's saliency is largest inside the signal window
@@ -220,6 +268,15 @@ def test_regions_sweep_gradients_topomaps(sim_dir, tmp_path):
     for r in sal:
         per_win[r["window_start_ms"]] = per_win.get(r["window_start_ms"], 0.0) + float(r["value"])
     assert int(max(per_win, key=per_win.get)) in (200, 300)
+    # Fig. 8 from existing logs: each run labelled by its folder and whether its config used MCDB
+    assert main(["gradients", *common, "--runs", *runs]) == 0
+    labels = list(dict.fromkeys(r["run"] for r in read_csv(tmp_path / "gradients" / "gradients.csv")))
+    assert labels == ["grad_with-MCDB (MCDB on)", "grad_without-MCDB (MCDB off)"]
+    # without --runs: one run per topo_configs entry (NICE vs HMAVD, as Fig. 6), each row named by its method
+    assert main(["topomaps", *_args(sim_dir, tmp_path / "default", "topo_window_s=0.2")]) == 0
+    rows = read_csv(tmp_path / "default" / "topomaps" / "topomaps.csv")
+    assert {r["map"] for r in rows} == {"input ERP", "nice saliency", "hmavd-63 saliency"}
+    assert len(rows) == 3 * 4 * len(CHANS)  # 4 windows of 200 ms
 
 
 def test_cli_bad_input_exit_2(sim_dir, tmp_path, capsys):
@@ -231,3 +288,45 @@ def test_cli_bad_input_exit_2(sim_dir, tmp_path, capsys):
     rc = main(["time-windows", "--data", str(sim_dir), "--out", str(tmp_path), "train_overrides=[epochs=1]"])
     assert rc == 2 and "encoder=resmlp" in capsys.readouterr().err
     assert not (tmp_path / "time-windows" / "runs").exists()
+    # a region none of the trained channels belongs to is refused before training
+    rc = main(["regions", "--data", str(sim_dir), "--out", str(tmp_path), 'train_overrides=["channels=O1,Oz,O2"]'])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'temporal' has no channel" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "regions" / "runs").exists()
+    rc = main(["sweep", "--data", str(sim_dir), "--out", str(tmp_path), "sweep_grid=[mcdb_gamma=0.5, nokey=1]",
+               "sweep_labels=[]"])  # fmt: skip
+    assert rc == 2 and "sweep_grid: entry 'nokey=1'" in capsys.readouterr().err
+    assert not (tmp_path / "sweep" / "runs").exists()
+
+
+def test_interrupted_condition_is_resumed_and_finished_one_reused(sim_dir, tmp_path):
+    from hmavd.analysis.common import AnalyzeConfig, TrainEvalScorer, existing_run_state
+    from hmavd.config import load_config
+    from hmavd.train import TrainConfig, train
+
+    ov = ["epochs=3", "batch_size=64", "encoder=resmlp", "device=cpu", "n_val=20", "use_spr=false"]
+    cfg = AnalyzeConfig(train_overrides=(*ov, f"data_dir={sim_dir}"), out_dir=str(tmp_path))
+    scorer = TrainEvalScorer(cfg, "x/runs")
+    tcfg = load_config(
+        TrainConfig, "hmavd-63", [*ov, f"data_dir={sim_dir}", f"out_dir={scorer.runs_dir}", "run_name=c"]
+    )
+    assert existing_run_state(scorer.runs_dir / "c", tcfg) == "new"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, rec):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(tcfg, progress=False, on_epoch_end=kill_after_first)
+    assert existing_run_state(scorer.runs_dir / "c", tcfg) == "partial"
+    run = scorer.train("c", {})
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(set(epochs)) == [1, 2, 3] and existing_run_state(run, tcfg) == "done"
+    other = load_config(
+        TrainConfig, "hmavd-63", [*ov[1:], "epochs=5", f"data_dir={sim_dir}", f"out_dir={run.parent}", "run_name=c"]
+    )
+    with pytest.raises(UserError, match="other \\['epochs'\\]"):
+        existing_run_state(run, other)

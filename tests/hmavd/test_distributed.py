@@ -219,3 +219,115 @@ def test_torchrun_env_and_fan_out():
     shares = [hd.fan_out(subjects, {"RANK": str(r), "WORLD_SIZE": "3"}) for r in range(3)]
     assert shares[0] == [1, 4, 7, 10] and shares[2] == [3, 6, 9]
     assert sorted(sum(shares, [])) == subjects
+
+
+# ------------------------------------------- hmavd.train.train() itself: 1 process vs 2 gloo ranks
+
+TRAIN_KW = dict(encoder="resmlp", epochs=2, batch_size=31, n_val=10, lr=1e-3, device="cpu", use_spr=True)
+
+
+def _no_dropout_build_model(monkeypatch_target=None):
+    """``hmavd.train.build_model`` with every Dropout at p=0 (TrainConfig has no dropout key).
+
+    Dropout masks are drawn per rank, so with dropout on a DDP run is equal to one process only in
+    distribution; with it off (and LayerNorm only: resmlp) the two must agree to float tolerance.
+    """
+    import hmavd.train as ht
+
+    original = ht.build_model
+
+    def build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        return model
+
+    ht.build_model = build
+    return original
+
+
+def _train_worker(rank: int, world: int, port: int, data_dir: str, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from hmavd.train import TrainConfig, train
+
+    _no_dropout_build_model()
+    try:
+        run = train(TrainConfig(data_dir=data_dir, out_dir=out_dir, run_name="ddp", **TRAIN_KW), progress=False)
+        ctx = hd.setup(device="cpu")  # the group train() created (setup is idempotent)
+        assert ctx.is_distributed and ctx.world_size == world
+        np.save(os.path.join(out_dir, f"done{rank}.npy"), np.array([rank, len(str(run))]))
+    finally:
+        hd.cleanup()
+
+
+def _metric_lines(run_dir):
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_under_two_gloo_ranks_matches_one_process(tmp_path, monkeypatch):
+    """The real ``train()`` loop (seeded permutation, sharding, gathered negatives, MCDB, SPR noise,
+    validation, rank-0-only writes) under 2 gloo ranks logs the same losses as one process."""
+    from hmavd.checkpoint import read_checkpoint
+    from hmavd.datasets import write_planted_dataset
+    from hmavd.train import TrainConfig, train
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    data = write_planted_dataset(tmp_path / "data", n_train_concepts=40, n_test_concepts=10, n_times=50, dim=16)
+    runs = tmp_path / "runs"
+    import hmavd.train as ht
+
+    monkeypatch.setattr(ht, "build_model", ht.build_model)  # restored after the test
+    _no_dropout_build_model()
+    single = train(TrainConfig(data_dir=str(data), out_dir=str(runs), run_name="single", **TRAIN_KW), progress=False)
+
+    mp.spawn(_train_worker, args=(2, _free_port(), str(data), str(runs)), nprocs=2, join=True)
+    assert (runs / "done0.npy").is_file() and (runs / "done1.npy").is_file()
+    ref, got = _metric_lines(single), _metric_lines(runs / "ddp")
+    assert len(got) == len(ref) == 2 * (1 + 5)  # 150 samples / 31 = 4 full batches + one of 26; per epoch
+    steps = [r for r in ref if r["type"] == "step"]
+    assert steps[0]["kappa/img"] < 1 or steps[0]["kappa/text"] < 1 or any(s["kappa/text"] < 1 for s in steps)
+    for a, b in zip(ref, got):
+        assert a["type"] == b["type"] and a["step"] == b["step"]
+        for key in ("total", "ce_eeg_img", "ce_eeg_text", "grad_norm/eeg", "grad_norm/img", "grad_norm/text",
+                    "kappa/img", "kappa/text", "sigma", "train_loss", "val_loss", "val/total"):  # fmt: skip
+            if key in a:
+                np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-6, err_msg=f"step {a['step']} {key}")
+    t_ref, _ = read_checkpoint(single / "last.safetensors", "cpu")
+    t_got, _ = read_checkpoint(runs / "ddp" / "last.safetensors", "cpu")
+    for name, v in t_ref.items():
+        if name.startswith("model/"):  # Adam's g/sqrt(v) turns float noise of a ~0 gradient into a ±lr step,
+            diff = np.abs(t_got[name].numpy() - v.numpy())  # so bound the bulk, not the single worst element
+            assert np.median(diff) < 1e-6 and np.linalg.norm(diff) < 1e-3 * np.linalg.norm(v.numpy()), name
+    assert sorted(p.name for p in runs.iterdir()) == ["ddp", "done0.npy", "done1.npy", "single"]
+
+
+def test_rank_logging_keeps_info_on_rank_zero_only():
+    import logging
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append((record.levelno, record.getMessage()))
+
+    root = logging.getLogger()
+    handler = Keep()
+    root.addHandler(handler)
+    try:
+        hd.setup_rank_logging(hd.DistContext(rank=1, world_size=2, backend="gloo"))
+        hd.setup_rank_logging(hd.DistContext(rank=1, world_size=2, backend="gloo"))  # idempotent
+        assert sum(isinstance(f, hd._RankFilter) for f in handler.filters) == 1
+        log = logging.getLogger("hmavd.test")
+        log.setLevel(logging.INFO)
+        log.info("progress")
+        log.warning("disk almost full")
+        assert records == [(logging.WARNING, "disk almost full")]
+    finally:
+        root.removeHandler(handler)
