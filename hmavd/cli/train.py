@@ -6,6 +6,8 @@ Examples::
     hmavd-train --config nice --data /data/things-eeg2 --subject all --seeds 0,1,2 epochs=200
     hmavd-train --config hmavd-63 --data DIR --subject all protocol=loso
     hmavd-train --resume runs/hmavd-63_sub-01_seed0
+    torchrun --nproc-per-node 4 -m hmavd.cli.train --config nice --data DIR --subject all    # DDP, run by run
+    torchrun --nproc-per-node 4 -m hmavd.cli.train --config nice --data DIR --subject all --fan-out
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", help="subject number, comma-separated list, or 'all' (one run each)")
     p.add_argument("--seeds", help="comma-separated seeds (one run each), e.g. 0,1,2; sets seed")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--fan-out",
+        action="store_true",
+        help="under torchrun: each process trains whole runs of the subject x seed list on its own "
+        "(runs[rank::world]) instead of sharing every run by DDP",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -69,15 +77,27 @@ def _body(argv: Sequence[str] | None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [cfg.seed]
     except ValueError:
         raise UserError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None
-    runs = []
-    for subject in subjects:
-        for seed in seeds:
-            run_cfg = dataclasses.replace(cfg, subject=subject, seed=seed)
-            run_cfg.validate()
-            runs.append(train(run_cfg, progress=not args.no_progress))
-    for run in runs:
-        print(run)
+    jobs = [dataclasses.replace(cfg, subject=subject, seed=seed) for subject in subjects for seed in seeds]
+    for job in jobs:
+        job.validate()
+    ctx = None  # default: DDP over every torchrun process (one process without torchrun)
+    if args.fan_out:
+        from ..distributed import fan_out, local_context
+
+        jobs, ctx = fan_out(jobs), local_context(cfg.device)
+    runs = [train(job, progress=not args.no_progress, dist_ctx=ctx) for job in jobs]
+    if args.fan_out or _is_main_process():
+        for run in runs:
+            print(run)
     return 0
+
+
+def _is_main_process() -> bool:
+    """True outside ``torchrun`` and on its rank 0 (the rank that writes the runs)."""
+    from ..distributed import torchrun_env
+
+    env = torchrun_env()
+    return env is None or env[0] == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

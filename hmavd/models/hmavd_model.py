@@ -114,7 +114,8 @@ class ModelConfig:
             )
         if self.use_text and not self.image_projection and self.text_dim not in (None, self.proj_dim):
             raise UserError(f"text_dim: {self.text_dim} must equal proj_dim {self.proj_dim} or be null")
-        for name in ("img_reduction", "txt_reduction"):
+        used = ("img_reduction", "txt_reduction") if self.use_text else ("img_reduction",)
+        for name in used if self.use_adapters else ():  # only adapters that exist are checked
             r = getattr(self, name)
             if r < 1 or r > self.feature_dim:
                 raise UserError(f"{name}: {r} must be between 1 and feature_dim={self.feature_dim}")

@@ -331,3 +331,24 @@ def test_rank_logging_keeps_info_on_rank_zero_only():
         assert records == [(logging.WARNING, "disk almost full")]
     finally:
         root.removeHandler(handler)
+
+
+def test_train_cli_fan_out_trains_this_ranks_share_of_the_runs(tmp_path, monkeypatch, capsys):
+    """`hmavd-train --fan-out` as rank 1 of 2 under torchrun: only its share, no process group."""
+    from hmavd.cli.train import main as train_main
+    from hmavd.datasets import write_planted_dataset
+
+    data = write_planted_dataset(tmp_path / "planted", n_train_concepts=6, images_per_concept=2, n_test_concepts=4,
+                                 n_subjects=2, n_times=80, dim=16)  # fmt: skip
+    out = tmp_path / "runs"
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    args = ["--config", "nice", "--data", str(data), "--subject", "all", "--seeds", "0,1", "--fan-out",
+            "epochs=1", "batch_size=4", "n_val=2", "device=cpu", f"out_dir={out}", "--no-progress"]  # fmt: skip
+    assert train_main(args) == 0
+    # jobs in order (sub1 s0, sub1 s1, sub2 s0, sub2 s1); rank 1 of 2 takes the 2nd and the 4th
+    assert sorted(p.name for p in out.iterdir()) == ["nice_sub-01_seed1", "nice_sub-02_seed1"]
+    assert all((out / n / "best.safetensors").exists() for n in ("nice_sub-01_seed1", "nice_sub-02_seed1"))
+    assert capsys.readouterr().out.split() == [str(out / "nice_sub-01_seed1"), str(out / "nice_sub-02_seed1")]
+    assert not torch.distributed.is_initialized()
