@@ -5,10 +5,12 @@ Examples::
     hmavd-replay data/recordings/sub-01_test.fif --speed 4 --loop
     hmavd-replay raw_eeg_test.npy --eeg-name my-eeg --marker-name my-markers --sample-index
     hmavd-replay session_raw.fif --config my_replay.yaml chunk_ms=5
+    hmavd-replay recordings/live-20260101-120000                  # a session hmavd-live recorded
+    hmavd-replay recordings/live-20260101-120000 --to-fif raw_eeg_test.fif   # for hmavd-prepare
 
 Reads simulated/real FIF, BrainVision, EDF, XDF and ThingsEEG2 raw ``.npy`` (via
-``hmavd.preprocessing.raw_io.read_recording``); markers are stamped at their exact sample time.
-Ctrl-C stops cleanly.
+``hmavd.preprocessing.raw_io.read_recording``) and session folders written by ``hmavd-live``;
+markers are stamped at their exact sample time. Ctrl-C stops cleanly.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ _FLAGS = ("eeg_name", "marker_name", "speed", "chunk_ms", "wait_consumers_s", "s
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hmavd-replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("recording", help="FIF, BrainVision .vhdr, EDF/BDF, XDF or ThingsEEG2 raw .npy")
+    p.add_argument("recording", help="FIF, BrainVision .vhdr, EDF/BDF, XDF, ThingsEEG2 raw .npy, or a session folder")
+    p.add_argument("--to-fif", dest="to_fif", default=None, metavar="OUT.fif",
+                   help="convert a live session folder to FIF (for hmavd-prepare) and exit")  # fmt: skip
     p.add_argument("--eeg-name", dest="eeg_name", help="EEG stream name (default: unique)")
     p.add_argument("--marker-name", dest="marker_name", help="marker stream name (default: unique)")
     p.add_argument("--speed", type=float, help="1 = real time (default), 10 = ten times faster")
@@ -79,6 +83,8 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.print_config:
         print(config_to_dict(cfg))
         return 0
+    if args.to_fif:
+        return _to_fif(args.recording, args.to_fif)
     rec = load_replay(args.recording, sample_index=cfg.sample_index)
     eeg_name, marker_name = unique_names()
     eeg_name, marker_name = cfg.eeg_name or eeg_name, cfg.marker_name or marker_name
@@ -97,6 +103,22 @@ def _body(argv: Sequence[str] | None) -> int:
     finally:
         player.close()
     print(f"streamed {player.n_pushed} samples and {player.n_markers} markers", flush=True)
+    return 0
+
+
+def _to_fif(session: str, out: str) -> int:
+    from pathlib import Path
+
+    from .recorder import recording_to_fif
+
+    if not Path(session).is_dir():
+        raise UserError(f"--to-fif: {session} is not a session folder; convert folders written by hmavd-live")
+    if not out.lower().endswith((".fif", ".fif.gz")):
+        raise UserError(f"--to-fif: {out!r} must end in .fif or .fif.gz (MNE's naming); e.g. raw_eeg_test.fif")
+    if Path(out).exists():
+        raise UserError(f"--to-fif: {out} exists; remove it or choose another name")
+    path = recording_to_fif(session, out)
+    print(f"wrote {path}", flush=True)
     return 0
 
 

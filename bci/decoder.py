@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,42 @@ from hmavd.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decoder", "DecodeResult", "pick_device", "top_k"]
+__all__ = ["Decoder", "DecodeResult", "pick_device", "top_k", "training_path", "checkpoint_whitening"]
+
+
+def training_path(recorded: str, checkpoint: str | Path) -> Path | None:
+    """Find a path recorded at training time (often relative to the training folder).
+
+    Tried as given (absolute or relative to the working directory), then relative to each of the
+    checkpoint's parent folders (``runs/demo/hmavd/best.safetensors`` → ``runs/demo/hmavd``,
+    ``runs/demo``, ``runs``, the project folder). ``None`` when not found.
+    """
+    if not recorded:
+        return None
+    rec = Path(recorded)
+    if rec.exists():
+        return rec
+    if rec.is_absolute():
+        return None
+    for folder in list(Path(checkpoint).resolve().parents)[:5]:
+        if (folder / rec).exists():
+            return folder / rec
+    return None
+
+
+def checkpoint_whitening(info: dict) -> tuple[str, Path | None]:
+    """``(recorded, found)`` MVNN file of the data a checkpoint was trained on.
+
+    ``recorded`` is ``<data_dir>/preprocessed_eeg/sub-XX/mvnn.npz`` from the checkpoint's
+    ``train_config`` ("" when it has none, e.g. a checkpoint saved without a training config or
+    not trained on one subject's own data); ``found`` its location (see :func:`training_path`) or ``None``.
+    """
+    tc = info.get("train_config") or {}
+    subjects = [s for s in (info.get("train_subjects") or []) if isinstance(s, int)]
+    if not tc.get("data_dir") or len(subjects) != 1 or tc.get("protocol", "intra") != "intra":
+        return "", None
+    recorded = str(Path(tc["data_dir"]) / "preprocessed_eeg" / f"sub-{subjects[0]:02d}" / "mvnn.npz")
+    return recorded, training_path(recorded, info.get("path") or ".")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -129,14 +165,27 @@ class Decoder:
     ) -> tuple[Decoder, dict]:  # fmt: skip
         """Load ``hmavd-train``'s checkpoint and pre-encode the test templates from a feature cache.
 
-        Returns the decoder and the checkpoint's info (``ch_names``, ``times``, ``sfreq``, …).
+        ``features`` empty: the cache the checkpoint was trained with (its recorded path, see
+        :func:`training_path`). Returns the decoder and the checkpoint's info (``ch_names``,
+        ``times``, ``sfreq``, ``train_config``, ``path``, …).
         """
         from hmavd.checkpoint import load_checkpoint
         from hmavd.features.cache import load_feature_cache
 
         dev = pick_device(device)
         model, info = load_checkpoint(checkpoint, map_location=dev)
+        if not features:
+            recorded = str((info.get("features") or {}).get("path") or "")
+            found = training_path(recorded, info.get("path") or checkpoint)
+            if found is None:
+                raise UserError(
+                    f"features: not set, and the checkpoint's feature cache {recorded or '(not recorded)'!r} "
+                    "was not found; pass the feature cache folder (e.g. --features hmavd_data/sim/features/<name>)"
+                )
+            features = str(found)
+            log.info("templates from the checkpoint's feature cache %s", features)
         cache = load_feature_cache(features)
+        info["features_path"] = str(features)
         try:
             from hmavd.evaluate import build_templates
         except ImportError as err:  # pragma: no cover - evaluate is written by another helper
@@ -152,7 +201,7 @@ class Decoder:
 
 
 def _concept_names(cache, n: int) -> list[str]:
-    """Readable names of the ``n`` test concepts of a feature cache (``00001_aircraft_carrier`` → ``aircraft carrier``)."""
+    """Readable names of the ``n`` test concepts of a cache (``00001_aircraft_carrier`` → ``aircraft carrier``)."""
     from hmavd.data.thingseeg2 import concept_name
 
     folders = list(cache.provenance.get("test_concepts") or [])

@@ -9,12 +9,15 @@ Messages (picklable dicts; numpy arrays allowed)::
     {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream"}
     {"type": "scope", "data": (C, n) float32 at ~scope_sfreq, "t0_s", "sfreq", "markers": [(t_s, label)]}
     {"type": "prediction", "onset_s", "onset_index", "marker", "true_concept", "topk": [(concept, score)],
-     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct"}
+     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", ["sample_index"]}
     {"type": "status", "sfreq_measured", "latency_p50_ms", "latency_p99_ms", "dropped_samples", "n_epochs",
      "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers"}
     {"type": "error", "message"}          {"type": "stopped"}
 
-Scope and marker times ``t_s`` are seconds since the stream's first received sample.
+Scope and marker times ``t_s`` are seconds since the stream's first received sample; ``latency_ms`` /
+``epoch_latency_ms`` run from the arrival of the epoch's last sample to the prediction / the
+preprocessed epoch; ``sample_index`` (the stream's ``sample_index`` channel at the onset) only when
+the stream has that channel.
 Commands (:meth:`EngineProcess.send`): ``{"cmd": "stop"}``, ``{"cmd": "record_start", "path": str}``
 (``path`` empty: a new folder under ``record_dir``), ``{"cmd": "record_stop"}``.
 """
@@ -33,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from hmavd.errors import UserError
-from hmavd.preprocessing.presets import PreprocessPreset, get_preset
-from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoch
+from hmavd.preprocessing.presets import PRESETS, PreprocessPreset, get_preset
+from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoch, preprocessed_times
 
-from .decoder import Decoder
+from .decoder import Decoder, checkpoint_whitening
 from .epocher import OnlineEpocher, RejectConfig, load_whitening
 from .markers import InMemoryMarkers, LSLMarkerSource, Marker, MarkerMap
 from .recorder import SessionRecorder
@@ -44,16 +47,24 @@ from .sources import EEGSource, LSLSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveConfig", "LiveEngine", "EngineProcess", "match_channels"]
+__all__ = ["LiveConfig", "LiveEngine", "EngineProcess", "match_channels", "preset_for_checkpoint"]
 
 
 @dataclass(frozen=True)
 class LiveConfig:
-    """Configuration of a live session (``configs/live.yaml``; GUI and ``hmavd-live --headless``).
+    """Configuration of a live session (GUI and ``hmavd-live --headless``; YAML via ``--config``).
 
     ``stride_s > 0`` cuts an epoch every ``stride_s`` seconds without markers. ``preset`` empty:
-    the checkpoint's preprocessing preset (else ``nice``). ``whitening_session`` < 0: mean of the
-    sessions' matrices. ``expected_sfreq`` 0: any rate ≥ the model's that yields its epoch length.
+    the preset whose output times match the checkpoint's (else ``nice``). ``features`` empty: the
+    feature cache the checkpoint was trained with. ``whitening`` empty: the ``mvnn.npz`` of the
+    subject the checkpoint was trained on (``none``: no whitening). ``whitening_session`` < 0: mean
+    of the sessions' matrices. ``expected_sfreq`` 0: any rate ≥ the model's that yields its epoch
+    length. ``compute_threads``: CPU threads of torch and of numpy's BLAS in this process (1 by
+    default: one epoch at a time is fastest on one thread — a 64-channel TSConv forward took 2.6 ms
+    vs 87 ms with torch's 2 threads on a busy 2-core CPU, and idle OpenBLAS workers spun at a third
+    of a core — and the other cores stay free for acquisition; 0 = the libraries' defaults).
+    ``replay`` (a recording or session folder) replaces both LSL streams by an in-process replay of
+    that file at ``replay_speed`` × real time (:class:`bci.replay.RecordingSource`).
     """
 
     eeg_stream: str = ""
@@ -82,6 +93,9 @@ class LiveConfig:
     scope_interval_s: float = 0.1
     status_interval_s: float = 0.5
     auto_record: bool = False
+    compute_threads: int = 1
+    replay: str = ""
+    replay_speed: float = 1.0
 
     def validate(self) -> None:
         if self.scope_sfreq <= 0:
@@ -90,6 +104,10 @@ class LiveConfig:
             raise UserError(f"top_k: {self.top_k} must be >= 1 (e.g. 5)")
         if self.stride_s < 0:
             raise UserError(f"stride_s: {self.stride_s} must be >= 0 (0 = one epoch per marker)")
+        if self.replay_speed <= 0:
+            raise UserError(f"replay_speed: {self.replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        if self.compute_threads < 0:
+            raise UserError(f"compute_threads: {self.compute_threads} must be >= 0 (0 = the libraries' defaults)")
 
 
 def _generic(names: tuple[str, ...]) -> bool:
@@ -103,12 +121,51 @@ def match_channels(stream_names: tuple[str, ...], model_names: tuple[str, ...], 
     missing = [c for c in model_names if c not in stream_names]
     if not missing:
         return [stream_names.index(c) for c in model_names]
-    if _generic(stream_names) and len(stream_names) >= len(model_names):
-        return list(range(len(model_names)))
+    if _generic(stream_names):
+        if len(stream_names) == len(model_names):
+            log.warning("%s has unnamed channels; feeding them to the model in stream order", stream)
+            return list(range(len(model_names)))
+        raise UserError(
+            f"eeg_stream: {stream!r} has {len(stream_names)} unnamed channels, the model needs "
+            f"{len(model_names)}; stream exactly {len(model_names)} channels or label them in the stream's description"
+        )
     raise UserError(
         f"eeg_stream: {stream!r} has {len(stream_names)} channels and lacks {len(missing)} of the model's "
         f"{len(model_names)} (e.g. {missing[:3]}); stream the channels the model was trained on"
     )
+
+
+def limit_compute_threads(n: int) -> None:
+    """Cap torch's intra-op threads and numpy's BLAS threads of this process at ``n``."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:  # pragma: no cover
+        log.debug("threadpoolctl missing: numpy's BLAS threads not limited")
+        return
+    threadpool_limits(n)
+
+
+def preset_for_checkpoint(info: dict) -> PreprocessPreset:
+    """The preprocessing preset a checkpoint was trained with.
+
+    Its recorded ``preset`` name when present; else the packaged preset whose output rate and time
+    axis equal the checkpoint's ``sfreq`` and ``times`` (NICE: 250 Hz, 0 … 0.996 s; Gifford:
+    100 Hz, −0.2 … 0.79 s); else ``nice`` (logged).
+    """
+    if info.get("preset"):
+        return get_preset(str(info["preset"]))
+    times = np.asarray(info.get("times") or [], dtype=np.float64)
+    sfreq = float(info.get("sfreq") or 0.0)
+    for preset in PRESETS.values():
+        ref = preprocessed_times(preset, 4 * preset.sfreq)
+        if sfreq == preset.sfreq and len(ref) == len(times) and np.allclose(ref, times, atol=0.5 / preset.sfreq):
+            return preset
+    log.warning("the checkpoint's time axis (%d samples at %g Hz) matches no packaged preset; using 'nice' "
+                "(set preset=<name> if it was prepared otherwise)", len(times), sfreq)  # fmt: skip
+    return get_preset("nice")
 
 
 class LiveEngine:
@@ -146,6 +203,7 @@ class LiveEngine:
         self._next_stride = None
         self.connected = False
         self.epoch_log: list | None = None  # set to a list to keep every decoded Epoch (tests)
+        self.whitening_path = ""  # the mvnn.npz used ("" when injected or none)
 
     # -- connect ---------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -157,17 +215,29 @@ class LiveEngine:
             self.decoder, self.info = Decoder.from_checkpoint(
                 cfg.checkpoint, cfg.features, cfg.templates, cfg.image_source, cfg.device, cfg.top_k
             )
+        if cfg.compute_threads > 0:
+            limit_compute_threads(cfg.compute_threads)
         if self.preset is None:
-            self.preset = get_preset(cfg.preset or str(self.info.get("preset") or "nice"))
+            self.preset = get_preset(cfg.preset) if cfg.preset else preset_for_checkpoint(self.info)
+        need_whitening = self.whitening is None
+        if need_whitening and self.decoder.ch_names:  # before the streams: bad files fail fast
+            self.whitening, need_whitening = self._load_whitening(list(self.decoder.ch_names)), False
+        if self.decoder.n_chans and self.decoder.n_times:  # warm up: the first call is slow (allocations, kernels)
+            self.decoder.decode(np.zeros((1, self.decoder.n_chans, self.decoder.n_times), dtype=np.float32))
+        if self.source is None and cfg.replay:
+            from .replay import RecordingSource, load_replay
+
+            self.source = RecordingSource(load_replay(cfg.replay), speed=cfg.replay_speed,
+                                          poll_interval=cfg.poll_timeout_s, buffer_s=cfg.buffer_s)  # fmt: skip
+            self.markers = self.markers or self.source.markers
         if self.source is None:
             self.source = LSLSource(cfg.eeg_stream, resolve_timeout_s=cfg.resolve_timeout_s,
                                     poll_interval=cfg.poll_timeout_s, buffer_s=cfg.buffer_s)  # fmt: skip
         desc = self.source.connect()
         try:
             picks = self._check_stream(desc)
-            if self.whitening is None and cfg.whitening:
-                sess = None if cfg.whitening_session < 0 else cfg.whitening_session
-                self.whitening = load_whitening(cfg.whitening, len(picks), sess)
+            if need_whitening:
+                self.whitening = self._load_whitening([desc.ch_names[i] for i in picks])
             if self.markers is None:
                 self.markers = (
                     InMemoryMarkers() if cfg.stride_s > 0 and not cfg.marker_stream
@@ -192,6 +262,29 @@ class LiveEngine:
         if cfg.auto_record and cfg.record_dir:
             self.record_start("")
         return msg
+
+    def _load_whitening(self, ch_names: list[str]) -> np.ndarray | None:
+        """The MVNN matrix: ``cfg.whitening``, else the training subject's ``mvnn.npz`` (``none``: no whitening)."""
+        cfg = self.cfg
+        path = cfg.whitening
+        self.whitening_path = path
+        if path.lower() == "none":
+            return None
+        if not path:
+            recorded, found = checkpoint_whitening(self.info)
+            if not recorded:
+                log.warning("no whitening given and the checkpoint names no training subject: epochs are not "
+                            "MVNN-whitened (pass whitening=<mvnn.npz>, or whitening=none to silence this)")  # fmt: skip
+                return None
+            if found is None:
+                raise UserError(
+                    f"whitening: not set, and the training subject's {recorded!r} was not found; pass "
+                    "--whitening <prepared subject>/mvnn.npz (or whitening=none for a model trained without MVNN)"
+                )
+            path = self.whitening_path = str(found)
+            log.info("whitening from the training subject's %s", path)
+        sess = None if cfg.whitening_session < 0 else cfg.whitening_session
+        return load_whitening(path, len(ch_names), sess, ch_names=ch_names)
 
     def _check_stream(self, desc) -> list[int]:
         dec, preset, cfg = self.decoder, self.preset, self.cfg
@@ -248,6 +341,11 @@ class LiveEngine:
         return n
 
     _seen = 0
+
+    @property
+    def finished(self) -> bool:
+        """An in-process replay has delivered everything and no marker still waits for data."""
+        return bool(getattr(self.source, "finished", False)) and self.epocher is not None and not self.epocher.pending
 
     def _take_markers(self) -> list[Marker]:
         out = []
@@ -337,16 +435,21 @@ class LiveEngine:
         }  # fmt: skip
 
     # -- recording -------------------------------------------------------------------------------
-    def record_start(self, path: str = "") -> str:
-        """Start recording into ``path`` (empty: a timestamped folder under ``record_dir``)."""
+    def record_start(self, path: str = "", from_start: bool = False) -> str:
+        """Start recording into ``path`` (empty: a timestamped folder under ``record_dir``).
+
+        The recording begins with the next sample received, or with ``from_start`` at the oldest
+        sample still buffered (every sample since connect, unless the buffer wrapped).
+        """
         if self.recorder is not None:
             self.record_stop()
         if not path:
             path = str(Path(self.cfg.record_dir or "recordings") / time.strftime("session-%Y%m%d-%H%M%S"))
         desc = self.source.description
-        self._rec_next = self.source.n_written
-        self.recorder = SessionRecorder(path, desc.ch_names, desc.sfreq, first_index=self._rec_next,
-                                        extra_meta={"stream": desc.name, "checkpoint": self.cfg.checkpoint})  # fmt: skip
+        self._rec_next = self.source.buffer.first_available if from_start else self.source.n_written
+        meta = {"stream": desc.name, "checkpoint": self.cfg.checkpoint, "features": self.info.get("features_path", ""),
+                "whitening": self.whitening_path, "preset": self.preset.name if self.preset else ""}  # fmt: skip
+        self.recorder = SessionRecorder(path, desc.ch_names, desc.sfreq, first_index=self._rec_next, extra_meta=meta)
         log.info("recording to %s", path)
         return path
 

@@ -88,15 +88,19 @@ def quality_reason(x: np.ndarray, reject: RejectConfig) -> str | None:
     return None
 
 
-def load_whitening(path: str, n_chans: int, session: int | None = None) -> np.ndarray:
+def load_whitening(
+    path: str, n_chans: int, session: int | None = None, ch_names: Sequence[str] | None = None
+) -> np.ndarray:
     """The MVNN whitening matrix (C, C) saved at preparation time.
 
     Accepts an ``.npz`` (``whitening`` / ``whitening_matrices`` / first array: (C, C) or
     (n_sessions, C, C)) or ``.npy``; with several sessions, ``session`` picks one (default: their mean).
-    ``path == ""`` means no whitening (identity).
+    ``path == ""`` means no whitening (identity). When the file lists its ``ch_names`` (as
+    ``hmavd-prepare``'s ``mvnn.npz`` does) and ``ch_names`` is given, they must match in order.
     """
     if not path:
         return np.eye(n_chans)
+    names: list[str] | None = None
     try:
         with np.load(path, allow_pickle=False) as z:
             if isinstance(z, np.ndarray):
@@ -104,18 +108,32 @@ def load_whitening(path: str, n_chans: int, session: int | None = None) -> np.nd
             else:
                 key = next((k for k in ("whitening", "whitening_matrices", "W") if k in z.files), z.files[0])
                 w = z[key]
+                names = [str(c) for c in z["ch_names"]] if "ch_names" in z.files else None
     except AttributeError:
         w = np.load(path, allow_pickle=False)
     except (OSError, ValueError, IndexError) as err:
-        raise UserError(f"whitening: cannot read {path!r} ({err}); give the mvnn.npz of the prepared subject")
+        raise UserError(
+            f"whitening: cannot read {path!r} as an .npz/.npy array file ({type(err).__name__}); "
+            "give the mvnn.npz of the prepared subject"
+        ) from None
     w = np.asarray(w, dtype=np.float64)
     if w.ndim == 3:
+        if session is not None and not 0 <= session < len(w):
+            raise UserError(f"whitening_session: {session} but {path!r} holds {len(w)} sessions; pick 0…{len(w) - 1}")
         w = w.mean(axis=0) if session is None else w[session]
     if w.shape != (n_chans, n_chans):
         raise UserError(
             f"whitening: {path!r} holds a {w.shape} matrix, the model needs ({n_chans}, {n_chans}); "
             "use the mvnn.npz prepared with the model's channels"
         )
+    if names is not None and ch_names is not None and list(ch_names) != names:
+        diff = next(i for i, (a, b) in enumerate(zip(names, ch_names)) if a != b)
+        raise UserError(
+            f"whitening: {path!r} was computed for other channels or another order (position {diff}: "
+            f"{names[diff]!r} vs the model's {list(ch_names)[diff]!r}); use the mvnn.npz of the model's data"
+        )
+    if not np.isfinite(w).all():
+        raise UserError(f"whitening: {path!r} holds NaN/inf entries; prepare the subject again")
     return w
 
 
@@ -228,7 +246,9 @@ class OnlineEpocher:
                 self._reject("too_old", marker)
                 continue
             raw = window[self.picks].astype(np.float64)  # (C, n_in)
-            extra = {} if self.index_channel is None else {"sample_index": int(window[self.index_channel, -self.first_offset])}
+            extra = {}
+            if self.index_channel is not None:  # the recording's own index of the onset sample
+                extra["sample_index"] = int(window[self.index_channel, -self.first_offset])
             reason = quality_reason(raw, self.reject)
             if reason is not None:
                 self._reject(reason, marker)

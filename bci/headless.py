@@ -29,12 +29,13 @@ _FLAGS = {
     "eeg_stream": "name of the EEG LSL stream (empty: first stream of type EEG)",
     "marker_stream": "name of the marker LSL stream (empty: first stream of type Markers)",
     "checkpoint": "checkpoint (.safetensors or run folder) written by hmavd-train",
-    "features": "feature cache folder (for the templates)",
-    "whitening": "mvnn.npz of the prepared subject (MVNN whitening matrices)",
+    "features": "feature cache folder for the templates (default: the one the checkpoint was trained with)",
+    "whitening": "mvnn.npz of the prepared subject (default: the training subject's; 'none' = no MVNN)",
     "templates": "template kind: image, text or fused",
     "image_source": "image templates: test-images or centers",
     "device": "auto, cpu or cuda",
     "record_dir": "folder for session recordings",
+    "replay": "decode this recording (or session folder) in process instead of LSL streams; see replay_speed=",
 }
 
 
@@ -69,7 +70,7 @@ def run_headless(
     ----------
     cfg : LiveConfig
     duration_s : float, optional
-        Stop after this many seconds (``None``: until Ctrl-C).
+        Stop after this many seconds (``None``: until Ctrl-C, or the end of a ``cfg.replay``).
     out_dir : path, optional
         Folder for the session recording (``eeg.f32``, ``markers.csv``, ``predictions.csv``,
         ``meta.json``), the resolved config and ``summary.json`` (default: a new folder under
@@ -92,9 +93,9 @@ def run_headless(
     errors: list[str] = []
     t_end = None if duration_s is None else time.monotonic() + duration_s
     try:
-        engine.record_start(str(out))
+        engine.record_start(str(out), from_start=True)
         save_config(cfg, out / "live_config.yaml")
-        while t_end is None or time.monotonic() < t_end:
+        while (t_end is None or time.monotonic() < t_end) and not engine.finished:
             engine.acquire(cfg.poll_timeout_s)
             for msg in engine.get_data():
                 _log_message(msg, errors)

@@ -37,6 +37,7 @@ __all__ = ["SessionRecorder", "read_session", "recording_to_fif", "PREDICTION_FI
 FORMAT_VERSION = 1
 PREDICTION_FIELDS = (
     "onset_index", "onset_s", "marker", "true_concept", "topk", "scores", "latency_ms", "top1_correct", "top5_correct",
+    "epoch_latency_ms", "sample_index",
 )  # fmt: skip
 
 
@@ -100,6 +101,7 @@ class SessionRecorder:
             msg.get("onset_index", ""), f"{msg.get('onset_s', float('nan')):.6f}", msg.get("marker", ""),
             msg.get("true_concept") or "", "|".join(c for c, _ in topk), "|".join(f"{s:.5f}" for _, s in topk),
             f"{msg.get('latency_ms', float('nan')):.3f}", _b(msg.get("top1_correct")), _b(msg.get("top5_correct")),
+            f"{msg.get('epoch_latency_ms', float('nan')):.3f}", msg.get("sample_index", ""),
         ])  # fmt: skip
 
     def maybe_flush(self, clock: SampleClock | None = None) -> None:

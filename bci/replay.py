@@ -4,7 +4,15 @@ Every sample carries its exact timestamp ``t_start + g / (sfreq * speed)`` (``g`
 so far) and every marker the timestamp of *its own* sample (not the preceding one, which is what
 mne-lsl's ``PlayerLSL`` does). The EEG stream's nominal rate is the recording's, also when the
 replay is accelerated, so epochs keep their length in samples. An optional ``sample_index`` channel
-carries each sample's index in the recording (exact in float32 up to 2**24 samples).
+carries each sample's index in the recording, or with ``global_index=True`` the number of samples
+streamed before it (it keeps counting across loops); float32 holds it exactly up to 2**24 samples.
+
+Besides the files :func:`hmavd.preprocessing.raw_io.read_recording` reads, :func:`load_replay`
+accepts a session folder written by :class:`bci.recorder.SessionRecorder` (live recordings replay).
+
+:class:`RecordingSource` replays a recording *in process*, behind the same
+``connect / acquire / get_data / disconnect`` interface as the LSL source, with the recording's
+events as markers (:class:`RecordingMarkers`): no LSL, no network, exact sample times.
 """
 
 from __future__ import annotations
@@ -15,14 +23,17 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from hmavd.errors import UserError
 
+from .sources import EEGSource, StreamDescription
+
 log = logging.getLogger(__name__)
 
-__all__ = ["ReplayData", "load_replay", "LSLPlayer", "unique_names"]
+__all__ = ["ReplayData", "load_replay", "LSLPlayer", "unique_names", "RecordingSource", "RecordingMarkers"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +48,15 @@ class ReplayData:
 
 
 def load_replay(path: str, sample_index: bool = False, stim_channel: str | None = None) -> ReplayData:
-    """Read a recording with :func:`hmavd.preprocessing.raw_io.read_recording`; drop stim channels.
+    """Read a recording (or a live session folder); drop stim channels.
 
     Event samples are relative to the first sample of the data (``raw.first_samp`` removed).
     ``sample_index`` adds a ``sample_index`` channel unless the recording already has one.
     """
     from hmavd.preprocessing.raw_io import read_recording
 
+    if Path(path).is_dir():
+        return _load_session(Path(path), sample_index)
     raw, events = read_recording(path, stim_channel=stim_channel)
     types = raw.get_channel_types()
     keep = [i for i, t in enumerate(types) if t != "stim"]
@@ -56,6 +69,26 @@ def load_replay(path: str, sample_index: bool = False, stim_channel: str | None 
         ctypes_.append("misc")
     ev = tuple((int(s) - int(raw.first_samp), str(int(c))) for s, _, c in np.asarray(events))
     return ReplayData(data, tuple(names), tuple(ctypes_), float(raw.info["sfreq"]), ev)
+
+
+def _load_session(path: Path, sample_index: bool) -> ReplayData:
+    """A :class:`~bci.recorder.SessionRecorder` folder as :class:`ReplayData` (marker codes kept as strings)."""
+    from .recorder import read_session
+
+    data, meta, events = read_session(path)
+    names = [str(c) for c in meta["ch_names"]]
+    types = ["misc" if c.lower() in ("sample_index", "sample") else "stim" if c.lower() == "stim" else "eeg"
+             for c in names]  # fmt: skip
+    keep = [i for i, t in enumerate(types) if t != "stim"]
+    data = np.asarray(data[keep], dtype=np.float64)
+    names, types = [names[i] for i in keep], [types[i] for i in keep]
+    if sample_index and "sample_index" not in names:
+        data = np.concatenate([data, np.arange(data.shape[1], dtype=np.float64)[None]], axis=0)
+        names.append("sample_index")
+        types.append("misc")
+    if data.shape[1] == 0:
+        raise UserError(f"recording: {path} holds no samples; record for longer or pick another session")
+    return ReplayData(data, tuple(names), tuple(types), float(meta["sfreq"]), tuple(events))
 
 
 def unique_names(prefix: str = "hmavd") -> tuple[str, str]:
@@ -93,11 +126,18 @@ class LSLPlayer:
         Recording seconds per pushed chunk at real time (chunks grow with ``speed``).
     start_sample, stop_sample : int
         Part of the recording to stream (``stop_sample`` ≤ 0 = to the end).
+    global_index : bool
+        Overwrite the ``sample_index`` channel with the number of samples streamed before each sample
+        (``0, 1, 2, …`` also across loops), so a consumer can count dropped samples of a looping replay.
+    log_pushes : bool
+        Keep ``(samples streamed after the chunk, time.perf_counter() just before pushing it)`` for
+        every chunk in :attr:`push_log` (benchmarks: when the last sample of an epoch left the player).
     """
 
     def __init__(
         self, rec: ReplayData, eeg_name: str, marker_name: str = "", speed: float = 1.0, loop: bool = False,
-        chunk_s: float = 0.01, start_sample: int = 0, stop_sample: int = 0,
+        chunk_s: float = 0.01, start_sample: int = 0, stop_sample: int = 0, global_index: bool = False,
+        log_pushes: bool = False,
     ) -> None:  # fmt: skip
         if speed <= 0:
             raise UserError(f"--speed: {speed} must be > 0 (1 = real time)")
@@ -107,7 +147,15 @@ class LSLPlayer:
         self.start_sample = int(start_sample)
         self.stop_sample = int(stop_sample) if stop_sample > 0 else n
         if not 0 <= self.start_sample < self.stop_sample <= n:
-            raise UserError(f"replay window: samples [{start_sample}, {stop_sample}) outside the recording's {n}")
+            sf = rec.sfreq
+            raise UserError(
+                f"start_s/stop_s: {start_sample / sf:g} … {self.stop_sample / sf:g} s is not a part of the "
+                f"recording's {n / sf:g} s; pick 0 <= start_s < stop_s <= {n / sf:g} (stop_s 0 = the end)"
+            )
+        if global_index and "sample_index" not in rec.ch_names:
+            raise UserError("global_index: the recording has no sample_index channel; load it with sample_index=True")
+        self._index_ch = rec.ch_names.index("sample_index") if global_index else None
+        self.push_log: list[tuple[int, float]] | None = [] if log_pushes else None
         self.chunk = max(1, int(round(chunk_s * rec.sfreq * self.speed)))
         self._data = np.ascontiguousarray(rec.data.T, dtype=np.float32)  # (N, C)
         ev = sorted((s, c) for s, c in rec.events if self.start_sample <= s < self.stop_sample)
@@ -171,13 +219,18 @@ class LSLPlayer:
                     if wait > 0 and self._stop.wait(wait):
                         return
                     stamps = t_start + (g + np.arange(n)) * period
-                    self.eeg_outlet.push_chunk(self._data[pos:end], stamps.tolist())
+                    chunk = self._data[pos:end]
+                    if self._index_ch is not None:
+                        chunk = chunk.copy()
+                        chunk[:, self._index_ch] = np.arange(g, g + n, dtype=np.float32)
+                    if self.push_log is not None:
+                        self.push_log.append((g + n, time.perf_counter()))
+                    self.eeg_outlet.push_chunk(chunk, stamps.tolist())
                     lo, hi = np.searchsorted(self._ev_samples, [pos, end])
                     for k in range(lo, hi):
                         s = int(self._ev_samples[k])
-                        self.marker_outlet is not None and self.marker_outlet.push_sample(
-                            [self._ev_codes[k]], t_start + (g + s - pos) * period
-                        )
+                        if self.marker_outlet is not None:
+                            self.marker_outlet.push_sample([self._ev_codes[k]], t_start + (g + s - pos) * period)
                         self.n_markers += 1
                     g += n
                     self.n_pushed = g
@@ -186,3 +239,87 @@ class LSLPlayer:
                     break
         finally:
             self.done.set()
+
+
+class RecordingSource(EEGSource):
+    """A :class:`ReplayData` replayed in process as an EEG source; its events come from :attr:`markers`.
+
+    Sample ``i`` carries the timestamp ``i / sfreq`` (recording seconds), and each event the time of its
+    own sample, so online epochs are cut exactly where offline ones are.
+
+    Parameters
+    ----------
+    rec : ReplayData
+    speed : float
+        Pace of the acquisition thread (1 = real time). Ignored in manual mode, where every
+        :meth:`acquire` moves the next chunk at once.
+    chunk_s : float
+        Recording seconds per chunk.
+    poll_interval : float or None
+        ``None`` = manual :meth:`acquire`; else the longest the thread sleeps between chunks (s).
+    """
+
+    def __init__(
+        self, rec: ReplayData, speed: float = 1.0, chunk_s: float = 0.01, poll_interval: float | None = 0.01,
+        buffer_s: float = 60.0, name: str = "replay",
+    ) -> None:  # fmt: skip
+        if speed <= 0:
+            raise UserError(f"replay_speed: {speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        super().__init__(poll_interval=poll_interval, buffer_s=buffer_s)
+        self.rec, self.speed, self.name = rec, float(speed), name
+        self.chunk = max(1, int(round(chunk_s * rec.sfreq)))
+        self._data = np.ascontiguousarray(rec.data.T, dtype=np.float32)  # (N, C)
+        self.pos = 0
+        self._t_start = 0.0
+        self.markers = RecordingMarkers(self)
+
+    @property
+    def finished(self) -> bool:
+        """Every sample of the recording was delivered."""
+        return self.pos >= self._data.shape[0]
+
+    def _open(self) -> StreamDescription:
+        self.pos = 0
+        self._t_start = time.monotonic()
+        return StreamDescription(self.name, self.rec.ch_names, self.rec.sfreq, "float32")
+
+    def _pull(self) -> tuple[np.ndarray | None, np.ndarray]:
+        if self.finished:
+            return None, np.zeros(0)
+        end = min(self.pos + self.chunk, self._data.shape[0])
+        if self.poll_interval is not None:
+            wait = self._t_start + end / (self.rec.sfreq * self.speed) - time.monotonic()
+            if wait > 0:
+                self._stop.wait(min(wait, self.poll_interval))
+                return None, np.zeros(0)
+        chunk = self._data[self.pos : end]
+        stamps = np.arange(self.pos, end, dtype=np.float64) / self.rec.sfreq
+        self.pos = end
+        return chunk, stamps
+
+    def _idle_sleep_s(self) -> float:
+        return (self.poll_interval or 0.0) if self.finished else 0.0
+
+
+class RecordingMarkers:
+    """The events of a :class:`RecordingSource`, released once their sample has been delivered."""
+
+    def __init__(self, source: RecordingSource) -> None:
+        self.source = source
+        ev = sorted(source.rec.events)
+        self._samples = np.array([s for s, _ in ev], dtype=np.int64)
+        self._codes = [c for _, c in ev]
+        self._next = 0
+
+    def connect(self) -> None:
+        self._next = 0
+
+    def pull(self) -> list[tuple[float, str]]:
+        """``(t_s, code)`` of the events whose sample has arrived since the last call."""
+        stop = int(np.searchsorted(self._samples, self.source.n_written))
+        out = [(int(self._samples[k]) / self.source.rec.sfreq, self._codes[k]) for k in range(self._next, stop)]
+        self._next = max(self._next, stop)
+        return out
+
+    def disconnect(self) -> None:
+        pass

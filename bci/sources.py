@@ -127,6 +127,11 @@ class EEGSource:
 
     # -- helpers ---------------------------------------------------------------------------------
     @property
+    def thread(self) -> threading.Thread | None:
+        """The acquisition thread (``None`` in manual mode or when not connected)."""
+        return self._thread
+
+    @property
     def n_written(self) -> int:
         return 0 if self.buffer is None else self.buffer.n_written
 
@@ -330,8 +335,7 @@ class LSLSource(EEGSource):
         sfreq = float(info.nominal_srate())
         if sfreq <= 0:
             raise UserError(
-                f"eeg_stream: {info.name()!r} has an irregular sampling rate ({sfreq}); "
-                "stream EEG with a nominal rate"
+                f"eeg_stream: {info.name()!r} has an irregular sampling rate ({sfreq}); stream EEG with a nominal rate"
             )
         fmt = {pylsl.cf_float32: "float32", pylsl.cf_double64: "float64", pylsl.cf_int32: "int32",
                pylsl.cf_int16: "int16"}.get(info.channel_format())  # fmt: skip

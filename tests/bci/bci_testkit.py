@@ -17,11 +17,17 @@ from hmavd.preprocessing.transforms import preprocessed_times
 CONCEPTS = [f"{i + 1:05d}_thing{i + 1}" for i in range(6)]
 SFREQ_IN = 200.0
 # -0.1 … 0.5 s at 200 Hz (121 raw samples), 100 Hz out, crop to 0 … 0.5 s -> 51 samples
-PRESET = dataclasses.replace(
-    PRESETS["nice"], name="tiny", tmin_s=-0.1, tmax_s=0.5, sfreq=100.0, crop_tmin_s=0.0, crop_tmax_s=None,
-    channels=None,
-)
 CH_NAMES = ["O1", "Oz", "O2", "Pz"]
+PRESET = dataclasses.replace(
+    PRESETS["nice"],
+    name="tiny",
+    tmin_s=-0.1,
+    tmax_s=0.5,
+    sfreq=100.0,
+    crop_tmin_s=0.0,
+    crop_tmax_s=None,
+    channels=tuple(CH_NAMES),
+)
 N_TIMES = len(preprocessed_times(PRESET, SFREQ_IN))
 
 
@@ -84,21 +90,20 @@ def make_recording(path: Path, duration_s: float = 12.0, onset_every_s: float = 
     return path, eeg, events
 
 
-def offline_epochs(path: Path, whitening: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A's functions on the whole recording: read_recording -> mne.Epochs cut -> preprocess_epoch -> MVNN.
+def offline_epochs(path: Path, whitening: np.ndarray | None = None, preset=PRESET) -> tuple[np.ndarray, np.ndarray]:
+    """``hmavd-prepare``'s own per-recording code on the whole file: read_recording -> epoch_recording
+    (catch trials dropped, channel pick, ``mne.Epochs`` baseline, ``Epochs.resample``, crop) -> MVNN.
 
-    Returns ``(epochs (n, 4, N_TIMES) float32, events (n, 3))`` (catch trials 99999 dropped).
+    Returns ``(epochs (n, C, T) float32, events (n, 3))`` in time order.
     """
-    import mne
-
+    from hmavd.preprocessing.prepare import epoch_recording
     from hmavd.preprocessing.raw_io import read_recording
-    from hmavd.preprocessing.transforms import apply_whitening, preprocess_epoch
+    from hmavd.preprocessing.transforms import apply_whitening
 
     raw, events = read_recording(path)
-    events = events[events[:, 2] != 99999]
-    ep = mne.Epochs(raw, events, event_id=None, tmin=PRESET.tmin_s, tmax=PRESET.tmax_s, baseline=None,
-                    picks=CH_NAMES, preload=True, verbose="error")  # fmt: skip
-    x = preprocess_epoch(ep.get_data(copy=True), SFREQ_IN, PRESET)
+    events = events[events[:, 2] != preset.catch_id]
+    x, codes, _, _ = epoch_recording(raw.load_data(), events, preset)
+    assert codes.tolist() == events[:, 2].tolist(), "MNE dropped an epoch: keep onsets away from the ends"
     if whitening is not None:
         x = apply_whitening(x, whitening)
     return x.astype(np.float32), events

@@ -2,13 +2,12 @@
 
 import numpy as np
 import torch
+from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, tiny_checkpoint, tiny_model
 
 from bci.decoder import Decoder
 from hmavd.data.thingseeg2 import concept_name
 from hmavd.evaluate import build_templates
 from hmavd.features.cache import load_feature_cache
-
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, tiny_checkpoint, tiny_model
 
 
 def test_batched_topk_matches_cosine_ranking():

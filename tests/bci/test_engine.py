@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
 
 from bci.decoder import Decoder
 from bci.engine import LiveConfig, LiveEngine
 from bci.markers import InMemoryMarkers
 from bci.recorder import read_session, recording_to_fif
 from bci.sources import InMemorySource
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
 from hmavd.errors import UserError
 from hmavd.preprocessing.raw_io import read_recording
 
@@ -93,3 +93,68 @@ def test_stride_mode_cuts_epochs_without_markers():
     # onsets every 40 samples from sample 20 while the window (−20 … +100) fits in 400 samples
     assert [p["onset_index"] for p in preds] == list(range(20, 300, 40))
     assert all(p["true_concept"] is None and p["top1_correct"] is None for p in preds)
+
+
+def test_unnamed_stream_channels_must_match_the_model_count():
+    eng, _, _ = make_engine(ch_names=[f"Ch{i + 1}" for i in range(4)])
+    eng.connect()  # four unnamed channels for a four-channel model: taken in stream order
+    assert eng.epocher.picks.tolist() == [0, 1, 2, 3]
+    eng, _, _ = make_engine(ch_names=[f"Ch{i + 1}" for i in range(5)])
+    with pytest.raises(UserError, match="5 unnamed channels, the model needs 4"):
+        eng.connect()
+
+
+def test_preset_is_inferred_from_the_checkpoint_time_axis():
+    from bci.engine import preset_for_checkpoint
+    from hmavd.preprocessing.presets import PRESETS
+    from hmavd.preprocessing.transforms import preprocessed_times
+
+    for name in ("nice", "gifford"):
+        times = preprocessed_times(PRESETS[name], 1000.0).tolist()
+        assert preset_for_checkpoint({"times": times, "sfreq": PRESETS[name].sfreq}).name == name
+    assert preset_for_checkpoint({"preset": "gifford", "times": [], "sfreq": 0}).name == "gifford"
+    assert preset_for_checkpoint({"times": [0.0, 0.01], "sfreq": 100.0}).name == "nice"  # unknown: the default
+
+
+def test_whitening_and_features_default_to_the_training_data(tmp_path, monkeypatch):
+    """A checkpoint names its feature cache and subject: the engine finds both relative to the run."""
+    from bci_testkit import tiny_cache
+
+    from bci.epocher import load_whitening
+    from hmavd.checkpoint import save_checkpoint
+    from hmavd.preprocessing.transforms import preprocessed_times
+
+    root = tmp_path / "project"
+    sub = root / "data" / "preprocessed_eeg" / "sub-03"
+    sub.mkdir(parents=True)
+    w = np.stack([np.diag([1.0, 2.0, 3.0, 4.0]), np.diag([3.0, 2.0, 1.0, 0.0])])
+    np.savez(sub / "mvnn.npz", whitening=w, ch_names=np.array(CH_NAMES))
+    cache = tiny_cache(root / "data" / "features" / "f")
+    run = root / "runs" / "r"
+    run.mkdir(parents=True)
+    times = preprocessed_times(PRESET, SFREQ_IN)
+    save_checkpoint(run / "best.safetensors", tiny_model(), {"data_dir": "data", "protocol": "intra"},
+                    extra={"ch_names": CH_NAMES, "times": times.tolist(), "sfreq": PRESET.sfreq,
+                           "features": {"path": "data/features/f"}, "train_subjects": [3]})  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # the recorded paths are relative to `project`, not to here
+    src = InMemorySource([*CH_NAMES, "sample_index"], SFREQ_IN)
+    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"), source=src,
+                     markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    eng.connect()
+    np.testing.assert_allclose(eng.whitening, np.diag([2.0, 2.0, 2.0, 2.0]))  # mean of the sessions
+    assert eng.decoder.concepts[0] == "thing1" and eng.info["features_path"] == str(cache)
+    assert eng.whitening_path == str(sub / "mvnn.npz")
+    # whitening=none switches it off; a missing file is a one-line error naming the fix
+    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu", whitening="none"),
+                     source=InMemorySource(CH_NAMES, SFREQ_IN), markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    eng.connect()
+    assert eng.whitening is None
+    (sub / "mvnn.npz").unlink()
+    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"),
+                     source=InMemorySource(CH_NAMES, SFREQ_IN), markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    with pytest.raises(UserError, match="whitening: not set, and the training subject's"):
+        eng.connect()
+    # a whitening computed for other channels (or another order) is refused
+    np.savez(tmp_path / "other.npz", whitening=w, ch_names=np.array(["O1", "O2", "Oz", "Pz"]))
+    with pytest.raises(UserError, match="position 1: 'O2' vs the model's 'Oz'"):
+        load_whitening(str(tmp_path / "other.npz"), 4, ch_names=CH_NAMES)

@@ -157,3 +157,34 @@ def test_load_whitening_checks_shape(tmp_path):
     np.testing.assert_allclose(load_whitening(str(tmp_path / "mvnn.npz"), 3, session=1), 2 * np.eye(3))
     with pytest.raises(UserError, match="whitening"):
         load_whitening(str(tmp_path / "mvnn.npz"), 4)
+
+
+class _FakeInlet:
+    """Stands in for a pylsl inlet: a scripted ``time_correction`` and one chunk of markers."""
+
+    def __init__(self, offsets, chunk):
+        self.offsets, self.chunk = list(offsets), chunk
+
+    def time_correction(self, timeout):
+        value = self.offsets.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def pull_chunk(self, timeout, max_samples, as_numpy):
+        out, self.chunk = self.chunk, ([], [])
+        return out
+
+
+def test_marker_times_are_clock_corrected_and_offset_survives_outages():
+    from bci.markers import LSLMarkerSource
+    from bci.sources import ClockOffset
+
+    inlet = _FakeInlet([0.25, TimeoutError("source away"), 0.5], ([["17"], [3.0], ["cat"]], [10.0, 10.2, 10.4]))
+    off = ClockOffset(inlet)
+    assert off.update() == 0.25
+    assert off.update() == 0.25 and off.failures == 1  # the source is away: the last offset is kept
+    src = LSLMarkerSource("m")
+    src._inlet, src._offset = inlet, off
+    assert src.pull() == [(10.25, "17"), (10.45, "3"), (10.65, "cat")]  # marker clock -> consumer clock
+    assert off.update() == 0.5 and src.pull() == []

@@ -5,15 +5,24 @@ import uuid
 
 import numpy as np
 import pytest
+from bci_testkit import (
+    CH_NAMES,
+    CONCEPTS,
+    N_TIMES,
+    PRESET,
+    SFREQ_IN,
+    make_recording,
+    offline_epochs,
+    tiny_checkpoint,
+    tiny_model,
+)  # fmt: skip
 
 from bci.decoder import Decoder
 from bci.engine import EngineProcess, LiveConfig, LiveEngine
 from bci.markers import LSLMarkerSource
+from bci.recorder import read_session
 from bci.replay import LSLPlayer, load_replay
 from bci.sources import LSLSource
-from bci_testkit import (
-    CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_checkpoint, tiny_model,
-)  # fmt: skip
 from hmavd.errors import UserError
 
 pytestmark = pytest.mark.lsl
@@ -44,11 +53,11 @@ def run_until(eng, cond, timeout_s):
 
 
 def test_replay_decoded_live_equals_offline(tmp_path):
-    nan_at = 1500
+    nan_at, nan_len = 1500, 30  # a chunk of NaNs (0.15 s) on one channel
     path, eeg, events = make_recording(tmp_path / "rec_raw.fif", duration_s=12.0, extra_codes={1130: 77})
     rec = load_replay(str(path), sample_index=False)
     data = rec.data.copy()
-    data[0, nan_at] = np.nan
+    data[0, nan_at : nan_at + nan_len] = np.nan
     rec = type(rec)(data, rec.ch_names, rec.ch_types, rec.sfreq, rec.events)
     w = np.diag([1.0, 2.0, 0.5, 1.5]) * 1e5
     eeg_name, marker_name = names()
@@ -63,7 +72,8 @@ def test_replay_decoded_live_equals_offline(tmp_path):
     player.close()
     preds = [m for m in msgs if m["type"] == "prediction"]
     # epochs whose window holds the NaN sample are rejected; the unknown image (77) is skipped
-    hit_nan = {int(s) for s in events[:, 0] if s - 20 <= nan_at <= s + 100}
+    hit_nan = {int(s) for s in events[:, 0] if s - 20 < nan_at + nan_len and nan_at <= s + 100}
+    assert len(hit_nan) == 4
     good = [int(s) for s in events[:, 0] if int(s) not in hit_nan]
     assert [p["sample_index"] for p in preds] == good  # none missed, none duplicated, exact alignment
     assert eng.epocher.rejected == {"nan": len(hit_nan)} and eng.marker_map.unknown == {"77": 1}
@@ -181,3 +191,42 @@ def test_engine_process_end_to_end(tmp_path):
     assert [m["message"] for m in msgs if m["type"] == "error"] == ["unknown command 'bogus'"]
     assert msgs[-1]["type"] == "stopped"
     assert (tmp_path / "session" / "meta.json").exists() and (tmp_path / "session" / "eeg.f32").stat().st_size > 0
+
+
+def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):
+    """`hmavd-replay` (a child process) streams a recording; `hmavd-live --headless` decodes it."""
+    import csv
+    import subprocess
+    import sys
+
+    from gui.cli import main as live_main
+    from hmavd.channels import THINGS63
+    from hmavd.preprocessing.presets import PRESETS
+
+    ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
+    eeg_name, marker_name = names()
+    code = "import sys; from bci.cli_replay import main; sys.exit(main())"
+    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-name", eeg_name, "--marker-name",
+                               marker_name, "--speed", "2", "--wait-consumers-s", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        rc = live_main(["--headless", "--eeg-stream", eeg_name, "--marker-stream", marker_name, "--checkpoint",
+                        str(ckpt), "--features", str(cache), "--device", "cpu", "--duration", "8", "--out-dir",
+                        str(tmp_path / "out"), "resolve_timeout_s=20", "whitening=none"])  # fmt: skip
+        out, err = player.communicate(timeout=30)
+    finally:
+        player.kill()
+    assert rc == 0 and player.returncode == 0, err
+    assert f"streamed 1250 samples and {len(events)} markers" in out
+    printed = capsys.readouterr().out
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # the first epoch may precede the consumer's first sample; every other one is decoded exactly once
+    got = [int(r["sample_index"]) for r in rows]
+    assert got == events[len(events) - len(got) :, 0].tolist() and len(got) >= len(events) - 1
+    top1 = np.mean([r["top1_correct"] == "1" for r in rows])
+    assert f"{len(rows)} predictions, running top-1 {100 * top1:.1f} %" in printed
+    data, meta, _ = read_session(tmp_path / "out")
+    assert meta["ch_names"][-1] == "sample_index" and data.shape[0] == 64
+    np.testing.assert_array_equal(np.diff(data[-1]), 1.0)  # no sample lost in the recording

@@ -1,0 +1,317 @@
+"""Latency, missed epochs and dropped samples of the live pipeline over real LSL on loopback (SPEC §6).
+
+A player process (:class:`bci.replay.LSLPlayer`, looping a random recording) streams ``--chans``
+channels at ``--sfreq`` Hz plus a ``sample_index`` channel (the number of samples streamed before
+each sample) and a marker stream with an onset every 200 ms. This process runs the live pipeline
+exactly as ``hmavd-live --headless`` does (:class:`bci.engine.LiveEngine`: pylsl acquisition thread,
+marker inlet, online epocher with the NICE preset and MVNN, decoder, session recording) on a randomly
+initialised HMAVD checkpoint (TSConv encoder, ``--chans`` × 250 input at 1000 Hz, 200 templates). It prints:
+
+* last sample received → epoch ready / → prediction ready (the engine's own clock), and the same from
+  the moment the player pushed that sample (includes LSL transport), p50/p99/max in ms;
+* missed and duplicated epochs (each epoch's ``sample_index`` at its onset against the markers sent),
+  samples of alignment error, dropped samples (holes in the received ``sample_index`` sequence);
+* CPU use (% of one core) of the acquisition thread, of epoching, of decoding, and of this process.
+
+Targets (64 ch × 1000 Hz, 2-core CPU, 10 minutes): epoch ready p50 ≤ 1 ms, p99 ≤ 3 ms; prediction
+p99 ≤ 20 ms; zero missed, duplicated or dropped; acquisition + epoching ≤ 10 % of one core::
+
+    python benchmarks/bench_latency.py                     # 64 ch × 1000 Hz for 600 s
+    python benchmarks/bench_latency.py --duration 60 --threads 0   # torch's and BLAS's default threads
+    python benchmarks/bench_latency.py --sweep --sweep-duration 10   # 64/128/256 ch × 1000/2048/4096 Hz
+
+``--sweep`` runs the grid (short runs) and reports the largest channels × rate sustained with no
+dropped sample and no missed epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ONSET_EVERY_S = 0.2
+LOOP_S = 4.0  # the player loops a recording this long (markers every 200 ms, first at 0.1 s)
+N_CONCEPTS = 200
+
+
+def _player_main(n_chans: int, sfreq: float, duration_s: float, names: tuple[str, str], out: str) -> None:
+    """Child process: stream a looping random recording for ``duration_s`` and save the push log."""
+    from bci.replay import LSLPlayer, ReplayData
+
+    n = int(LOOP_S * sfreq)
+    rng = np.random.default_rng(0)
+    data = np.vstack([rng.standard_normal((n_chans, n)) * 1e-5, np.zeros((1, n))])  # volts + sample_index
+    step = int(round(ONSET_EVERY_S * sfreq))
+    events = tuple((int(s), str(1 + k % N_CONCEPTS)) for k, s in enumerate(range(step // 2, n, step)))
+    rec = ReplayData(data, (*_ch_names(n_chans), "sample_index"), ("eeg",) * n_chans + ("misc",), sfreq, events)
+    player = LSLPlayer(rec, names[0], names[1], loop=True, global_index=True, log_pushes=True)
+    if not player.wait_for_consumers(60.0):
+        raise SystemExit("no consumer connected within 60 s")
+    time.sleep(1.0)  # let the consumer open both inlets
+    player.start()
+    time.sleep(duration_s)
+    player.close()
+    np.save(out, np.asarray(player.push_log, dtype=np.float64))
+
+
+def _ch_names(n: int) -> tuple[str, ...]:
+    return tuple(f"E{i + 1:03d}" for i in range(n))
+
+
+def build_model(folder: Path, n_chans: int, sfreq: float = 1000.0, seed: int = 0) -> tuple[Path, Path, Path]:
+    """A random HMAVD checkpoint (TSConv on the NICE preset's output of a ``sfreq`` recording: 250 samples
+    at 1000 Hz, 249 at 2048 Hz), a 200-concept feature cache and an mvnn.npz."""
+    import torch
+
+    from hmavd.checkpoint import save_checkpoint
+    from hmavd.features.cache import save_feature_cache
+    from hmavd.models.hmavd_model import HMAVD, ModelConfig
+    from hmavd.preprocessing.presets import PRESETS
+    from hmavd.preprocessing.transforms import preprocessed_times
+
+    preset = PRESETS["nice"]
+    times = preprocessed_times(preset, sfreq)
+    torch.manual_seed(seed)
+    model = HMAVD(ModelConfig(encoder="tsconv", n_chans=n_chans, n_times=len(times))).eval()
+    names = list(_ch_names(n_chans))
+    ckpt = save_checkpoint(folder / "best.safetensors", model,
+                           extra={"ch_names": names, "times": times.tolist(), "sfreq": preset.sfreq})  # fmt: skip
+    rng = np.random.default_rng(seed)
+    d, k = model.cfg.feature_dim, N_CONCEPTS
+    concepts = [f"{i + 1:05d}_concept{i + 1}" for i in range(k)]
+    arrays = {f"{s}_{m}_features": rng.standard_normal((k if s == "test" else 2, d)).astype(np.float32)
+              for s in ("train", "test") for m in ("image", "text")}  # fmt: skip
+    prov = {"model": "random", "train_images": ["a/0.jpg", "a/1.jpg"], "train_concepts": ["a", "b"],
+            "test_images": [f"{c}/{c}.jpg" for c in concepts], "test_concepts": concepts}  # fmt: skip
+    cache = save_feature_cache(folder / "features", arrays, prov)
+    a = rng.standard_normal((n_chans, n_chans)) / np.sqrt(n_chans)
+    w = np.linalg.inv(np.linalg.cholesky(a @ a.T + np.eye(n_chans))) * 1e5  # a dense whitening-like matrix
+    np.savez(folder / "mvnn.npz", whitening=w[None], ch_names=np.array(names))
+    return ckpt, cache, folder / "mvnn.npz"
+
+
+def _threads_cpu_s() -> dict[str, float]:
+    """CPU seconds of every thread of this process by name (Python threads by their name, others by tid)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            out[names.get(int(task), f"native-{task}")] = _thread_cpu_s(int(task))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _thread_cpu_s(native_id: int) -> float:
+    """CPU seconds (user + system) of one thread of this process, from /proc."""
+    with open(f"/proc/self/task/{native_id}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CPUTimer:
+    """Wraps a bound method: sums the calling thread's CPU time in it, keeps the wall time of busy calls."""
+
+    def __init__(self, fn):
+        self.fn, self.cpu_s, self.busy_ms = fn, 0.0, []
+
+    def __call__(self, *args, **kw):
+        t, w = time.thread_time(), time.perf_counter()
+        out = self.fn(*args, **kw)
+        self.cpu_s += time.thread_time() - t
+        if len(out):
+            self.busy_ms.append((time.perf_counter() - w) * 1e3)
+        return out
+
+
+@dataclass
+class RunResult:
+    """What one run measured (latencies in ms, CPU in % of one core)."""
+
+    n_chans: int
+    sfreq: float
+    duration_s: float
+    expected: int = 0
+    decoded: int = 0
+    missed: int = 0
+    duplicated: int = 0
+    align_max: int = 0
+    received: int = 0
+    dropped: int = 0
+    repeated: int = 0
+    rejected: dict = field(default_factory=dict)
+    lat: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
+    walls: dict = field(default_factory=dict)
+    threads: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return not (self.dropped or self.repeated or self.missed or self.duplicated or self.align_max)
+
+
+def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Namespace) -> RunResult:
+    """Stream, decode and measure one configuration."""
+    from bci.engine import LiveConfig, LiveEngine
+    from bci.replay import unique_names
+
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+        tmp = Path(tmp)
+        ckpt, cache, mvnn = build_model(tmp, n_chans, sfreq)
+        names = unique_names("bench")
+        child = mp.get_context("spawn").Process(
+            target=_player_main, args=(n_chans, sfreq, duration_s, names, str(tmp / "push.npy")), daemon=True
+        )
+        child.start()
+        cfg = LiveConfig(eeg_stream=names[0], marker_stream=names[1], checkpoint=str(ckpt), features=str(cache),
+                         whitening=str(mvnn), preset="nice", device=args.device, compute_threads=args.threads,
+                         resolve_timeout_s=30.0, marker_timeout_s=3.0, status_interval_s=1.0)  # fmt: skip
+        engine = LiveEngine(cfg)
+        engine.connect()
+        if args.record:
+            engine.record_start(str(tmp / "session"))
+        rows, idx, cpu, walls, threads = _consume(engine, child, duration_s)
+        engine.disconnect()
+        child.join(10.0)
+        push = np.load(tmp / "push.npy") if (tmp / "push.npy").exists() else np.zeros((0, 2))
+    res = _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu)
+    res.walls = {k: v for k, v in walls.items() if len(v)}
+    res.threads = threads
+    return res
+
+
+def _consume(engine, child, duration_s: float):
+    """The headless loop plus bookkeeping; returns prediction rows, received sample indices, CPU figures."""
+    src = engine.source
+    ich = src.description.ch_names.index("sample_index")
+    engine.epocher.poll = poll = _CPUTimer(engine.epocher.poll)
+    engine.decoder.decode = decode = _CPUTimer(engine.decoder.decode)
+    last_offset = engine.epocher.first_offset + engine.epocher.n_in - 1  # onset -> last sample of the window
+    rows, idx_parts, seen = [], [], 0
+    t0, c0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
+    a0, threads0 = _thread_cpu_s(src.thread.native_id), _threads_cpu_s()
+    t_end = time.monotonic() + duration_s + 60.0
+    tail = None
+    while time.monotonic() < t_end:
+        engine.acquire(engine.cfg.poll_timeout_s)
+        n = src.n_written
+        if n > seen:
+            idx_parts.append(src.get_data(seen, n)[ich].astype(np.int64))
+            seen = n
+        for m in engine.get_data():
+            if m["type"] == "prediction":
+                last = m["onset_index"] + last_offset
+                rows.append((m["sample_index"], m["latency_ms"], m["epoch_latency_ms"], src.buffer.arrival(last)))
+        if tail is None and not child.is_alive():
+            tail = time.monotonic() + engine.cfg.marker_timeout_s + 1.0
+        if tail is not None and time.monotonic() > tail:
+            break
+    wall = time.perf_counter() - t0
+    acq = _thread_cpu_s(src.thread.native_id) - a0
+    pct = lambda s: 100.0 * s / wall  # noqa: E731
+    cpu = {"acquisition": pct(acq), "epoching": pct(poll.cpu_s), "decoding": pct(decode.cpu_s),
+           "main thread": pct(time.thread_time() - main0), "process": pct(time.process_time() - c0)}  # fmt: skip
+    cpu["acquisition+epoching"] = cpu["acquisition"] + cpu["epoching"]
+    busy = {k: pct(v - threads0.get(k, 0.0)) for k, v in _threads_cpu_s().items()}
+    top = sorted(busy.items(), key=lambda kv: -kv[1])[:4]
+    threads_note = ", ".join(f"{k} {v:.1f}" for k, v in top)
+    idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
+    walls = {"epoching (one poll)": np.asarray(poll.busy_ms), "decoding (one batch)": np.asarray(decode.busy_ms)}
+    return rows, idx, cpu, walls, threads_note
+
+
+def _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu) -> RunResult:
+    res = RunResult(n_chans, sfreq, duration_s, cpu=cpu, rejected=dict(engine.epocher.rejected))
+    res.received = int(idx.size)
+    if idx.size:
+        steps = np.diff(idx)
+        res.dropped = int(np.sum(steps[steps > 1] - 1))  # holes in the sample_index sequence
+        res.repeated = int(np.sum(steps < 1))
+    ep = engine.epocher
+    step, n_loop = int(round(ONSET_EVERY_S * sfreq)), int(LOOP_S * sfreq)
+    onsets = np.array([lp * n_loop + s for lp in range(int(idx.max() // n_loop) + 2 if idx.size else 0)
+                       for s in range(step // 2, n_loop, step)], dtype=np.int64)  # fmt: skip
+    if idx.size:  # markers whose whole window was streamed and received
+        lo, hi = idx[0] - ep.first_offset, idx[-1] - (ep.first_offset + ep.n_in - 1)
+        onsets = onsets[(onsets >= lo) & (onsets <= hi)]
+    got = np.array([r[0] for r in rows], dtype=np.int64)
+    res.expected, res.decoded = len(onsets), len(got)
+    res.duplicated = int(len(got) - len(np.unique(got)))
+    res.missed = int(len(np.setdiff1d(onsets, got)))
+    if len(got) and len(onsets):
+        near = onsets[np.clip(np.searchsorted(onsets, got), 0, len(onsets) - 1)]
+        prev = onsets[np.clip(np.searchsorted(onsets, got) - 1, 0, len(onsets) - 1)]
+        res.align_max = int(np.max(np.minimum(np.abs(got - near), np.abs(got - prev))))
+    if rows:
+        r = np.array(rows, dtype=np.float64)  # sample_index, latency_ms, epoch_latency_ms, last arrival (s)
+        res.lat["received → epoch ready"] = r[:, 2]
+        res.lat["received → prediction"] = r[:, 1]
+        if len(push):
+            last_g = r[:, 0] + ep.first_offset + ep.n_in - 1
+            k = np.clip(np.searchsorted(push[:, 0], last_g, side="right"), 0, len(push) - 1)
+            transport = (r[:, 3] - push[k, 1]) * 1e3  # ms from the push of the last sample to its arrival
+            res.lat["pushed → epoch ready"] = transport + r[:, 2]
+            res.lat["pushed → prediction"] = transport + r[:, 1]
+    return res
+
+
+def _report(res: RunResult, args: argparse.Namespace) -> None:
+    rec = "on" if args.record else "off"
+    print(f"== {res.n_chans} ch × {res.sfreq:g} Hz, onset every {ONSET_EVERY_S * 1e3:.0f} ms, {res.duration_s:g} s, "
+          f"device {args.device}, compute threads {args.threads or 'default'}, recording {rec}")  # fmt: skip
+    print(
+        f"   epochs: expected {res.expected}, decoded {res.decoded}, missed {res.missed}, duplicated "
+        f"{res.duplicated}, alignment error max {res.align_max} samples, rejected {res.rejected or 'none'}"
+    )
+    print(f"   samples: received {res.received}, dropped {res.dropped}, repeated/out of order {res.repeated} "
+          "(from sample_index)")  # fmt: skip
+    for name, v in res.lat.items():
+        print(f"   last sample {name:<22} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+              f"max {np.max(v):7.2f} ms")  # fmt: skip
+    for name, v in res.walls.items():
+        print(f"   wall time of {name:<24} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+              f"max {np.max(v):7.2f} ms")  # fmt: skip
+    print("   CPU (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in res.cpu.items()))
+    print(f"   busiest threads of this process (%): {res.threads}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=600.0, help="seconds streamed (default 600)")
+    p.add_argument("--chans", type=int, default=64)
+    p.add_argument("--sfreq", type=float, default=1000.0)
+    p.add_argument("--device", default="cpu", help="decoder device: cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=1, help="torch + BLAS threads (0 = the libraries' defaults)")
+    p.add_argument("--no-record", dest="record", action="store_false", help="do not record the session")
+    p.add_argument("--sweep", action="store_true", help="run the channels × rate grid instead")
+    p.add_argument("--sweep-chans", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--sweep-sfreqs", type=float, nargs="+", default=[1000.0, 2048.0, 4096.0])
+    p.add_argument("--sweep-duration", type=float, default=10.0, help="seconds per grid point")
+    args = p.parse_args(argv)
+    print(f"machine: {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    if not args.sweep:
+        _report(run_once(args.chans, args.sfreq, args.duration, args), args)
+        return 0
+    best = None
+    for c in args.sweep_chans:
+        for sf in args.sweep_sfreqs:
+            res = run_once(c, sf, args.sweep_duration, args)
+            _report(res, args)
+            if res.clean and (best is None or c * sf > best[0] * best[1]):
+                best = (c, sf)
+    print("largest sustained without drops or missed epochs: "
+          + (f"{best[0]} ch × {best[1]:g} Hz" if best else "none"))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
