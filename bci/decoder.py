@@ -54,7 +54,11 @@ def checkpoint_whitening(info: dict) -> tuple[str, Path | None]:
     subjects = [s for s in (info.get("train_subjects") or []) if isinstance(s, int)]
     if not tc.get("data_dir") or len(subjects) != 1 or tc.get("protocol", "intra") != "intra":
         return "", None
-    recorded = str(Path(tc["data_dir"]) / "preprocessed_eeg" / f"sub-{subjects[0]:02d}" / "mvnn.npz")
+    sub = Path("preprocessed_eeg") / f"sub-{subjects[0]:02d}" / "mvnn.npz"
+    recorded = str(Path(tc["data_dir"]) / sub)
+    absolute = Path(info["data_dir"]) / sub if info.get("data_dir") else None  # recorded since the absolute path
+    if absolute is not None and absolute.exists():
+        return recorded, absolute
     return recorded, training_path(recorded, info.get("path") or ".")
 
 

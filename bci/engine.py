@@ -140,11 +140,8 @@ def limit_compute_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn
-    except ImportError:  # pragma: no cover
-        log.debug("threadpoolctl missing: numpy's BLAS threads not limited")
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(n)
 
 

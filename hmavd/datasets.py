@@ -206,7 +206,7 @@ def cache_summary(cache: FeatureCache) -> dict[str, Any]:
     p = cache.provenance
     keys = ("model", "pretrained", "weights_file", "prompt", "simulated", "dim", "format_version")
     out = {k: p[k] for k in keys if k in p}
-    out["path"] = str(cache.path)
+    out["path"] = str(Path(cache.path).resolve())  # absolute: the live engine finds it from anywhere
     out["n_train_images"] = int(cache.image_features("training").shape[0])
     out["n_test_images"] = int(cache.image_features("test").shape[0])
     return out

@@ -370,6 +370,7 @@ def train(
     optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     step_fn = TrainStep(cfg, model, optimizer, dctx if dctx.is_distributed else None)  # [distributed]
     extra = {
+        "data_dir": str(Path(cfg.data_dir).resolve()),  # absolute, for the live engine's MVNN/feature defaults
         "ch_names": list(data.ch_names),
         "times": [float(t) for t in data.times],
         "sfreq": data.sfreq,

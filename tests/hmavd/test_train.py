@@ -176,3 +176,17 @@ def test_checkpoint_selection_uses_the_eeg_image_terms_by_default(data_dir, tmp_
         assert e["val_loss"] != pytest.approx(e["val/total"])
     best = min(epochs, key=lambda e: e["val_loss"])
     assert [e["epoch"] for e in epochs if e["best"]][-1] == best["epoch"]
+
+
+def test_checkpoint_records_absolute_data_and_feature_paths(data_dir, tmp_path, monkeypatch):
+    """The live engine finds the training MVNN and feature cache from any working directory."""
+    from pathlib import Path
+
+    from hmavd.checkpoint import read_checkpoint
+
+    monkeypatch.chdir(data_dir.parent)
+    run = train(_cfg(Path(data_dir.name), tmp_path, epochs=1), progress=False)
+    _, meta = read_checkpoint(run / "best.safetensors", "cpu")
+    assert Path(meta["data_dir"]).is_absolute() and Path(meta["data_dir"]) == data_dir.resolve()
+    assert Path(meta["features"]["path"]).is_absolute() and Path(meta["features"]["path"]).is_dir()
+    assert meta["train_config"]["data_dir"] == data_dir.name  # the config itself is saved as given
