@@ -188,8 +188,7 @@ def load_config(
         saved_class = file_values.pop("_config_class", cls.__name__)  # written by save_config
         if saved_class != cls.__name__:
             raise UserError(
-                f"--config: {path} was saved from a {saved_class}, not a {cls.__name__}; "
-                "pass a config of this command"
+                f"--config: {path} was saved from a {saved_class}, not a {cls.__name__}; pass a config of this command"
             )
         config_from_dict(cls, file_values, source=str(path))  # validate keys early, naming the file
         values.update(file_values)

@@ -357,7 +357,10 @@ def write_planted_dataset(
     te_concepts = [f"{i + 1:05d}_test{i:03d}" for i in range(n_test_concepts)]
     tr_proto = unit(rng.standard_normal((n_train_concepts, dim)))
     te_proto = unit(rng.standard_normal((n_test_concepts, dim)))
-    tr_img = unit(np.repeat(tr_proto, images_per_concept, 0) + 0.5 * rng.standard_normal((len(tr_proto) * images_per_concept, dim)) / np.sqrt(dim))  # noqa: E501
+    tr_img = unit(
+        np.repeat(tr_proto, images_per_concept, 0)
+        + 0.5 * rng.standard_normal((len(tr_proto) * images_per_concept, dim)) / np.sqrt(dim)
+    )  # noqa: E501
     te_img = unit(te_proto + 0.5 * rng.standard_normal(te_proto.shape) / np.sqrt(dim))
     meta = ImageMetadata(
         train_img_concepts=tuple(np.repeat(tr_concepts, images_per_concept)),

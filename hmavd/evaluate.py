@@ -90,9 +90,7 @@ def topk_accuracy(scores: Any, labels: Any, k: int) -> float:
     return float(np.mean(_ranks(s, y) < k)) if len(y) else float("nan")
 
 
-def n_way_accuracy(
-    scores: Any, labels: Any, n_way: int, k: int = 1, seed: int = 0, n_draws: int = 100
-) -> float:
+def n_way_accuracy(scores: Any, labels: Any, n_way: int, k: int = 1, seed: int = 0, n_draws: int = 100) -> float:
     """Seeded n-way top-k accuracy: each row competes with ``n_way - 1`` random distractor classes.
 
     For every draw and row, ``n_way - 1`` distractors are sampled without replacement from the other

@@ -141,7 +141,9 @@ def resolve_device(spec: str) -> torch.device:
 
 def run_dir_of(cfg: TrainConfig) -> Path:
     """``<out_dir>/<run_name>`` with the default run name filled in."""
-    name = cfg.run_name or f"{cfg.name}_sub-{cfg.subject:02d}_seed{cfg.seed}" + ("_loso" if cfg.protocol == "loso" else "")
+    name = cfg.run_name or f"{cfg.name}_sub-{cfg.subject:02d}_seed{cfg.seed}" + (
+        "_loso" if cfg.protocol == "loso" else ""
+    )
     return Path(cfg.out_dir) / name
 
 
@@ -205,7 +207,9 @@ class TrainStep:
         self.dist = dist_ctx
         self.forward_model = dist_ctx.wrap_model(model) if dist_ctx is not None else model
         self._loss, self._grad_norms = hmavd_loss, grad_norms
-        self.mcdb = MCDB(gamma=cfg.mcdb_gamma, tau=cfg.tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
+        self.mcdb = (
+            MCDB(gamma=cfg.mcdb_gamma, tau=cfg.tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
+        )
 
     def loss_terms(
         self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None, training: bool = False
@@ -343,7 +347,9 @@ def train(
     from .datasets import cache_summary
 
     run_dir = run_dir_of(cfg)
-    last_path, best_path, metrics_path = (run_dir / n for n in ("last.safetensors", "best.safetensors", "metrics.jsonl"))
+    last_path, best_path, metrics_path = (
+        run_dir / n for n in ("last.safetensors", "best.safetensors", "metrics.jsonl")
+    )
     if last_path.exists() and not resume:
         raise UserError(f"run_name: {run_dir} already holds a run; pass --resume {run_dir} or another run_name=...")
     from .distributed import setup as dist_setup  # [distributed]

@@ -40,7 +40,9 @@ def _ensure_simulated(data: Path) -> dict[str, Any]:
     sim_json = data / "simulation.json"
     if not sim_json.exists():
         if data.exists() and any(data.iterdir()):
-            raise UserError(f"--data: {data} is not empty and has no simulation.json; pass an empty or simulated folder")
+            raise UserError(
+                f"--data: {data} is not empty and has no simulation.json; pass an empty or simulated folder"
+            )
         from .simulate import main as simulate_main
 
         print(f"simulating a subject into {data} (simulated data, not a recording) ...", flush=True)

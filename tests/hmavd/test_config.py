@@ -38,8 +38,13 @@ def test_base_inheritance(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, needle",
-    [(["epoch=3"], "unknown config key 'epoch'"), (["epochs=abc"], "epochs"), (["epochs"], "key=value"),
-     (["epochs=1.5"], "epochs"), (["use_text=maybe"], "use_text")],
+    [
+        (["epoch=3"], "unknown config key 'epoch'"),
+        (["epochs=abc"], "epochs"),
+        (["epochs"], "key=value"),
+        (["epochs=1.5"], "epochs"),
+        (["use_text=maybe"], "use_text"),
+    ],
 )
 def test_bad_overrides_name_the_key(overrides, needle):
     with pytest.raises(UserError, match=needle):
@@ -69,7 +74,12 @@ def test_save_round_trip(tmp_path):
 
 def test_parse_overrides_types():
     assert parse_overrides(["a=1", "b=0.5", "c=true", "d=hello", "e="]) == {
-        "a": 1, "b": 0.5, "c": True, "d": "hello", "e": ""}
+        "a": 1,
+        "b": 0.5,
+        "c": True,
+        "d": "hello",
+        "e": "",
+    }
     # YAML 1.1 reads "2e-4" as a string; float fields still accept it
     assert load_config(Toy, None, ["lr=2e-4"]).lr == pytest.approx(2e-4)
 
