@@ -9,9 +9,11 @@ from sklearn.covariance import LedoitWolf
 
 from hmavd.channels import THINGS63, VISUAL17
 from hmavd.errors import UserError
-from hmavd.preprocessing import PRESETS, get_preset
+from hmavd.preprocessing import PRESETS, get_preset, transforms
 from hmavd.preprocessing.pipeline import epoch_to_preprocessed
 from hmavd.preprocessing.transforms import (
+    _fft_resample,
+    _resample_plan,
     apply_whitening,
     baseline_correct,
     crop,
@@ -24,6 +26,7 @@ from hmavd.preprocessing.transforms import (
     preprocess_epoch,
     preprocessed_times,
     resample_epochs,
+    resampled_length,
     resampled_times,
     shrunk_covariance_auto,
     shrunk_covariance_auto_batched,
@@ -71,18 +74,82 @@ def test_baseline_equals_mne_epochs_baseline():
     np.testing.assert_allclose(baseline_correct(data, ep.times), ep.get_data(), atol=1e-14)
 
 
-@pytest.mark.parametrize(("sfreq_out", "tmax"), [(250.0, 1.0), (100.0, 0.8), (200.0, 0.5)])
-def test_resample_equals_mne_epochs_resample(sfreq_out, tmax):
+# (sfreq_in, sfreq_out): integer down-sampling (the presets), 2048 Hz amplifiers, a non-integer
+# ratio, up-sampling and a ratio that is not a simple fraction
+RESAMPLE_RATES = [(1000.0, 250.0), (1000.0, 100.0), (2048.0, 250.0), (1000.0, 256.0), (250.0, 1000.0), (1000.0, 333.0)]
+
+
+def _assert_close_rel(ours, ref):
+    assert ours.shape == ref.shape
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize(("sfreq_in", "sfreq_out"), RESAMPLE_RATES)
+@pytest.mark.parametrize("shape", [(1201,), (1200,), (64, 1200), (5, 1201), (3, 4, 1001), (2, 3, 4096), (2, 3, 7)])
+def test_resample_equals_mne_filter_resample(sfreq_in, sfreq_out, shape):
+    rng = np.random.default_rng([int(sfreq_in), int(sfreq_out), *shape])
+    data = rng.standard_normal(shape).cumsum(-1) * 1e-5  # random walks: large edge steps, volts-like
+    ref = mne.filter.resample(data, sfreq_out, sfreq_in, npad="auto", window="auto", pad="edge", verbose="error")
+    ours = resample_epochs(data, sfreq_in, sfreq_out)
+    _assert_close_rel(ours, ref)
+    assert ours.shape[-1] == resampled_length(shape[-1], sfreq_in, sfreq_out)
+    assert ours.flags.c_contiguous
+    # every leading index is resampled on its own: one row alone equals that row of the batch
+    np.testing.assert_allclose(
+        resample_epochs(data[(0,) * (data.ndim - 1)], sfreq_in, sfreq_out), ours[(0,) * (data.ndim - 1)], atol=1e-20
+    )
+
+
+@pytest.mark.parametrize("n_times", [1, 2, 3, 8, 9, 127, 128, 129, 1000, 1201])
+def test_fft_path_at_ratio_one_equals_mne_filter_resample(n_times):
+    # mne.filter.resample with up == down still pads, transforms and halves the Nyquist bin: no shortcut
+    data = np.random.default_rng(n_times).standard_normal((3, n_times)).cumsum(-1)
+    ref = mne.filter.resample(data, 250.0, 250.0, npad="auto", window="auto", pad="edge", verbose="error")
+    _assert_close_rel(_fft_resample(data, 1.0), ref)
+
+
+@pytest.mark.parametrize(("sfreq_in", "sfreq_out"), [*RESAMPLE_RATES, (250.0, 250.0), (1000.0, 1000.0 * (1 + 1e-7))])
+@pytest.mark.parametrize(("tmin", "tmax"), [(-0.2, 1.0), (-0.2, 0.999), (-0.1, 0.5)])
+def test_resample_equals_mne_epochs_resample(sfreq_in, sfreq_out, tmin, tmax):
     rng = np.random.default_rng(3)
-    n = int(round(tmax * 1000)) + 201
-    data = rng.standard_normal((2, 3, n)).cumsum(-1)
-    ep = _epochs_array(data, 1000.0, -0.2)
-    ours = resample_epochs(data, 1000.0, sfreq_out)
+    n = epoch_window_samples(tmin, tmax, sfreq_in)[1]
+    data = rng.standard_normal((4, 3, n)).cumsum(-1) * 1e-6
+    ep = _epochs_array(data, sfreq_in, tmin)
+    ours = resample_epochs(data, sfreq_in, sfreq_out)
     ep.resample(sfreq_out, verbose="error")
-    np.testing.assert_array_equal(ours, ep.get_data())
-    np.testing.assert_allclose(resampled_times(epoch_times(-0.2, tmax, 1000.0), 1000.0, sfreq_out), ep.times)
-    # leading batch dims are fine: a single epoch equals the batched result
-    np.testing.assert_allclose(resample_epochs(data[1], 1000.0, sfreq_out), ours[1], atol=1e-12)
+    _assert_close_rel(ours, ep.get_data())
+    np.testing.assert_allclose(resampled_times(epoch_times(tmin, tmax, sfreq_in), sfreq_in, sfreq_out), ep.times)
+    assert ours.shape[-1] == resampled_length(n, sfreq_in, sfreq_out) == len(ep.times)
+
+
+def test_resample_chunking_and_memory_layouts(monkeypatch):
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((7, 2 * 1201)).cumsum(-1)[:, ::2]  # a strided view, 7 rows
+    ref = mne.filter.resample(np.ascontiguousarray(data), 250.0, 1000.0, npad="auto", pad="edge", verbose="error")
+    # 3 rows per chunk (2048-sample FFTs): two full chunks and a partial one
+    monkeypatch.setattr(transforms, "_RESAMPLE_CHUNK_SAMPLES", 3 * 2048)
+    _assert_close_rel(resample_epochs(data, 1000.0, 250.0), ref)
+    monkeypatch.setattr(transforms, "_RESAMPLE_CHUNK_SAMPLES", 1)  # one row at a time
+    _assert_close_rel(resample_epochs(np.asfortranarray(data), 1000.0, 250.0), ref)
+    monkeypatch.undo()
+    # epochs cut from a (C, n_samples) recording come in odd layouts: (N, C, T) views whose rows
+    # are not in C order, or whose time axis is not the fastest one
+    rec = rng.standard_normal((5, 6000)).cumsum(-1)
+    idx = np.array([300, 1700, 2500, 4100])[:, None] - 200 + np.arange(1201)  # (N, T)
+    contiguous = np.ascontiguousarray(np.moveaxis(rec[:, idx], 0, 1))  # (N, C, T)
+    ref = mne.filter.resample(contiguous, 250.0, 1000.0, npad="auto", pad="edge", verbose="error")
+    views = {
+        "time axis strided": np.moveaxis(rec[:, idx], 0, 1),
+        "leading axes swapped": np.moveaxis(np.take(rec, idx, axis=1), 0, 1),
+        "4-d, reversed": np.broadcast_to(contiguous, (2, *contiguous.shape))[:, ::-1],
+    }
+    for name, view in views.items():
+        assert not view.flags.c_contiguous, name
+        out = resample_epochs(view, 1000.0, 250.0)
+        assert out.flags.c_contiguous, name
+        expected = ref[::-1] if name.startswith("4-d") else ref
+        np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), rtol=1e-10, atol=1e-10, err_msg=name)
 
 
 def test_resample_same_rate_is_copy():
@@ -90,6 +157,37 @@ def test_resample_same_rate_is_copy():
     y = resample_epochs(x, 100, 100)
     assert y is not x
     np.testing.assert_array_equal(x, y)
+    # MNE's no-op rule (rates equal to 1e-6 relative) is followed, not bit equality of the rates
+    z = np.random.default_rng(0).standard_normal((2, 10))
+    np.testing.assert_array_equal(resample_epochs(z, 1000.0, 1000.0 + 1e-4), z)
+
+
+def test_resample_dtype_input_untouched_and_plan_cached():
+    rng = np.random.default_rng(5)
+    x32 = rng.standard_normal((4, 1201)).astype(np.float32)
+    before = x32.copy()
+    out = resample_epochs(x32, 1000.0, 250.0)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(x32, before)
+    np.testing.assert_array_equal(out, resample_epochs(x32.astype(np.float64), 1000.0, 250.0))
+    ints = resample_epochs(np.arange(40).reshape(2, 20), 100.0, 50.0)
+    assert ints.dtype == np.float64
+    np.testing.assert_allclose(ints, resample_epochs(np.arange(40.0).reshape(2, 20), 100.0, 50.0))
+    hits = _resample_plan.cache_info().hits
+    resample_epochs(x32, 1000.0, 250.0)
+    assert _resample_plan.cache_info().hits == hits + 1
+    # the cached weights are shared between calls: they must not be writable
+    assert not _resample_plan(1201, 0.25).weights.flags.writeable
+
+
+def test_resample_errors_and_empty():
+    with pytest.raises(UserError, match="sfreq_out=0"):
+        resample_epochs(np.ones((2, 10)), 1000.0, 0.0)
+    with pytest.raises(UserError, match="sfreq_in=-1"):
+        resample_epochs(np.ones((2, 10)), -1.0, 250.0)
+    with pytest.raises(UserError, match="scalar"):
+        resample_epochs(np.float64(1.0), 1000.0, 250.0)
+    assert resample_epochs(np.ones((2, 0)), 1000.0, 250.0).shape == (2, 0)
 
 
 def test_crop_inclusive_and_nice_sample_crop():
