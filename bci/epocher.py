@@ -192,6 +192,10 @@ class OnlineEpocher:
         self.sfreq = source.description.sfreq
         self.preset = preset
         self.picks = np.asarray(list(picks), dtype=np.intp)
+        # picks that are one ascending run of channels (the usual EEG-first layout) are read as a slice
+        p = self.picks
+        run = len(p) > 0 and bool(np.all(np.diff(p) == 1))
+        self._pick_slice = slice(int(p[0]), int(p[-1]) + 1) if run else None
         self.first_offset, self.n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, self.sfreq)
         self.transform = make_transform(preset, self.sfreq, whitening)
         self.times = preprocessed_times(preset, self.sfreq)
@@ -244,14 +248,17 @@ class OnlineEpocher:
                 self._reject("straddles_gap" if first >= 0 else "before_stream", marker)
                 continue
             try:
-                window = buf.read(first, stop)  # (C_stream, n_in)
+                if self._pick_slice is not None:
+                    raw = buf.read_channels(first, stop, self._pick_slice)  # (C, n_in) float64
+                else:
+                    raw = buf.read(first, stop)[self.picks].astype(np.float64)  # (C, n_in)
+                extra = {}
+                if self.index_channel is not None:  # the recording's own index of the onset sample
+                    idx = buf.read_channels(onset, onset + 1, slice(self.index_channel, self.index_channel + 1))
+                    extra["sample_index"] = int(idx[0, 0])
             except IndexError:
                 self._reject("too_old", marker)
                 continue
-            raw = window[self.picks].astype(np.float64)  # (C, n_in)
-            extra = {}
-            if self.index_channel is not None:  # the recording's own index of the onset sample
-                extra["sample_index"] = int(window[self.index_channel, -self.first_offset])
             reason = quality_reason(raw, self.reject)
             if reason is not None:
                 self._reject(reason, marker)

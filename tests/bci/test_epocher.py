@@ -76,6 +76,20 @@ def test_overlapping_epochs_and_whitening_use_the_offline_functions():
     np.testing.assert_allclose(np.stack([e.data for e in out]), offline, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("picks", [[1, 2], [2, 0], [0, 2]])  # a run (sliced read) and gathers
+def test_picked_channels_in_model_order(picks):
+    src = InMemorySource([f"E{i}" for i in range(3)], SFREQ, t_start_s=T0)
+    src.connect()
+    ep = OnlineEpocher(src, PRESET, picks=picks, now=FakeClock())
+    x = signal(100, seed=3)
+    ep.add_markers([marker(40)])
+    src.push(x)
+    src.acquire()
+    (e,) = ep.poll()
+    expected = preprocess_epoch(x[picks, 35:61].astype(np.float64), SFREQ, PRESET).astype(np.float32)
+    np.testing.assert_allclose(e.data, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [

@@ -19,6 +19,13 @@ def test_ring_buffer_wraps_around_by_absolute_index():
         buf.read(14, 16)
     with pytest.raises(IndexError, match="not yet"):
         buf.read(20, 26)
+    for start, stop in ((15, 25), (16, 19), (21, 25)):  # wrapped and unwrapped ranges, one channel or both
+        for sel in (slice(0, 2), slice(1, 2)):
+            got = buf.read_channels(start, stop, sel)
+            assert got.dtype == np.float64 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, buf.read(start, stop)[sel])
+    with pytest.raises(IndexError, match="overwritten"):
+        buf.read_channels(14, 16, slice(0, 1))
 
 
 def test_ring_buffer_chunk_larger_than_capacity_keeps_newest():
