@@ -9,7 +9,7 @@ Messages (picklable dicts; numpy arrays allowed)::
     {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream"}
     {"type": "scope", "data": (C, n) float32 at ~scope_sfreq, "t0_s", "sfreq", "markers": [(t_s, label)]}
     {"type": "prediction", "onset_s", "onset_index", "marker", "true_concept", "topk": [(concept, score)],
-     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", ["sample_index"]}
+     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", "last_arrival_s", ["sample_index"]}
     {"type": "status", "sfreq_measured", "latency_p50_ms", "latency_p99_ms", "dropped_samples", "n_epochs",
      "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers"}
     {"type": "error", "message"}          {"type": "stopped"}
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import queue
 import time
 from collections import Counter, deque
@@ -387,7 +388,7 @@ class LiveEngine:
                 "type": "prediction", "onset_s": ep.onset_s - self._t_first(), "onset_index": ep.onset_index,
                 "marker": ep.marker.label, "true_concept": true, "topk": res.topk(), "latency_ms": lat,
                 "epoch_latency_ms": (ep.ready_s - ep.last_arrival_s) * 1e3, "top1_correct": top1,
-                "top5_correct": top5, **ep.extra,
+                "top5_correct": top5, "last_arrival_s": ep.last_arrival_s, **ep.extra,
             }  # fmt: skip
             self.outbox.append(msg)
             if self.recorder is not None:
@@ -503,11 +504,15 @@ def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
     from hmavd.errors import setup_logging
 
     setup_logging()
+    parent = os.getppid()
     engine = LiveEngine(cfg)
     try:
         engine.connect()
         running = True
         while running:
+            if os.getppid() != parent:  # the window's process died (even by SIGKILL): stop, do not stream on
+                log.warning("parent process %d is gone; stopping the engine", parent)
+                break
             while True:
                 try:
                     cmd = cmd_q.get_nowait()

@@ -72,3 +72,29 @@ def test_replay_child_dies_with_a_killed_window_process(tmp_path):
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_engine_process_stops_when_its_parent_is_killed(tmp_path):
+    """The decoding process of a window killed with SIGKILL stops too (it checks its parent)."""
+    ckpt, features = make_checkpoint(tmp_path)
+    rec = make_recording(tmp_path / "rec_raw.fif", duration_s=60.0)
+    code = (
+        "import sys, time; from bci.engine import EngineProcess, LiveConfig; "
+        "p = EngineProcess(LiveConfig(checkpoint=sys.argv[1], features=sys.argv[2], replay=sys.argv[3], "
+        "device='cpu', whitening='none')); p.start(); "
+        "t = time.monotonic()\n"
+        "while not any(m['type'] == 'connected' for m in p.poll()) and time.monotonic() - t < 120: time.sleep(0.05)\n"
+        "print(p._proc.pid, flush=True); time.sleep(600)"
+    )
+    args = [sys.executable, "-c", code, str(ckpt), str(features), str(rec)]
+    parent = subprocess.Popen(args, stdout=subprocess.PIPE, env=_env(tmp_path))
+    try:
+        engine_pid = int(parent.stdout.readline())
+        assert not process_gone(engine_pid)
+        parent.kill()  # no clean-up code runs in the parent
+        parent.wait(timeout=30)
+        _wait(lambda: process_gone(engine_pid), 30, "the orphaned engine to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
