@@ -256,9 +256,13 @@ def validation_loss(step: TrainStep, eeg: torch.Tensor, img: torch.Tensor, txt: 
     return {k: v / max(total_n, 1) for k, v in sums.items()}
 
 
-def _batches(n: int, batch_size: int, perm: torch.Tensor) -> list[torch.Tensor]:
-    """Index batches of a permutation; a trailing batch of one sample is dropped."""
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size) if min(batch_size, n - i) >= 2]
+def _batches(n: int, batch_size: int, perm: torch.Tensor, min_size: int = 2) -> list[torch.Tensor]:
+    """Index batches of a permutation; a trailing batch smaller than ``min_size`` is dropped.
+
+    ``min_size`` is 2 (a contrastive batch needs a negative), or the number of ranks under DDP so that
+    every rank's shard holds at least one sample.
+    """
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size) if min(batch_size, n - i) >= min_size]
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -370,7 +374,8 @@ def train(
     eeg, img, txt = dev(data.eeg), dev(data.image_features), dev(data.text_features)  # (N, C, T), (N, D), (N, D)
     v_eeg, v_img, v_txt = dev(data.val_eeg), dev(data.val_image_features), dev(data.val_text_features)
     n = len(eeg)
-    steps_per_epoch = len(_batches(n, cfg.batch_size, torch.arange(n)))
+    min_batch = max(2, dctx.world_size)  # [distributed] every rank needs a sample of every batch
+    steps_per_epoch = len(_batches(n, cfg.batch_size, torch.arange(n), min_batch))
     if steps_per_epoch == 0:
         raise UserError(f"batch_size: {n} training samples make no batch of >= 2; use more data")
     optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
@@ -413,7 +418,7 @@ def train(
         # [distributed] every rank draws the same permutation; shard each batch here
         perm = torch.randperm(n, generator=gen).to(device)
         step_logs = []
-        for idx in _batches(n, cfg.batch_size, perm):
+        for idx in _batches(n, cfg.batch_size, perm, min_batch):
             idx = dctx.shard(idx)  # [distributed] this rank's contiguous part of the global batch
             logs = step_fn(eeg[idx], img[idx], txt[idx])
             global_step += 1
