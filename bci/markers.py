@@ -18,7 +18,7 @@ import numpy as np
 
 from hmavd.errors import UserError
 
-from .sources import ClockOffset, resolve_stream
+from .sources import ClockOffset, close_inlet, resolve_stream
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,5 @@ class LSLMarkerSource:
         return out
 
     def disconnect(self) -> None:
-        if self._offset is not None:
-            self._offset.stop()
-            self._offset = None
-        if self._inlet is not None:
-            try:
-                self._inlet.close_stream()
-            except Exception:  # noqa: BLE001
-                pass
-            self._inlet = None
+        close_inlet(self._inlet, self._offset)
+        self._inlet = self._offset = None

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -291,6 +292,17 @@ class ClockOffset:
             self._thread.join(timeout=self.timeout_s + 1.0)
 
 
+def close_inlet(inlet: Any, offset: ClockOffset | None) -> None:
+    """Stop a clock-offset refresher and close a pylsl inlet (either may be ``None``); never raises."""
+    if offset is not None:
+        offset.stop()
+    if inlet is not None:
+        try:
+            inlet.close_stream()
+        except Exception:  # noqa: BLE001 - closing a stream that already went away
+            pass
+
+
 class LSLSource(EEGSource):
     """An LSL EEG stream read with pylsl (see module doc).
 
@@ -368,12 +380,5 @@ class LSLSource(EEGSource):
         return chunk, ts
 
     def _close(self) -> None:
-        if self._offset is not None:
-            self._offset.stop()
-            self._offset = None
-        if self._inlet is not None:
-            try:
-                self._inlet.close_stream()
-            except Exception:  # noqa: BLE001
-                pass
-            self._inlet = None
+        close_inlet(self._inlet, self._offset)
+        self._inlet = self._offset = None

@@ -98,6 +98,21 @@ def epoch_times(tmin_s: float, tmax_s: float, sfreq: float) -> np.ndarray:
 # --------------------------------------------------------------------------- baseline
 
 
+def _time_mask(times: np.ndarray, tmin_s: float | None, tmax_s: float | None, what: str) -> np.ndarray:
+    """Samples with ``tmin_s <= t <= tmax_s`` (ends included, ``None`` = open), (T,) bool; a
+    :class:`UserError` starting with ``what`` when it selects none."""
+    mask = np.ones(times.shape[0], dtype=bool)
+    if tmin_s is not None:
+        mask &= times >= tmin_s - TIME_EPS_S
+    if tmax_s is not None:
+        mask &= times <= tmax_s + TIME_EPS_S
+    if not mask.any():
+        raise UserError(
+            f"{what} selects no sample of {times[0]:.3f}…{times[-1]:.3f} s; choose a window inside the epoch"
+        )
+    return mask
+
+
 def baseline_correct(
     epochs: np.ndarray,
     times: np.ndarray,
@@ -129,16 +144,7 @@ def baseline_correct(
         raise UserError(
             f"baseline: data have {x.shape[-1]} samples but times has {times.shape[0]}; pass matching times"
         )
-    mask = np.ones(times.shape[0], dtype=bool)
-    if tmin_s is not None:
-        mask &= times >= tmin_s - TIME_EPS_S
-    if tmax_s is not None:
-        mask &= times <= tmax_s + TIME_EPS_S
-    if not mask.any():
-        raise UserError(
-            f"baseline: ({tmin_s}, {tmax_s}) s selects no sample of {times[0]:.3f}…{times[-1]:.3f} s; "
-            "choose a window inside the epoch"
-        )
+    mask = _time_mask(times, tmin_s, tmax_s, f"baseline: ({tmin_s}, {tmax_s}) s")
     mean = x[..., mask].mean(axis=-1, keepdims=True)  # (..., C, 1)
     return x - mean
 
@@ -321,16 +327,7 @@ def crop(
     times = np.asarray(times, dtype=np.float64)
     if x.shape[-1] != times.shape[0]:
         raise UserError(f"crop: data have {x.shape[-1]} samples but times has {times.shape[0]}; pass matching times")
-    mask = np.ones(times.shape[0], dtype=bool)
-    if tmin_s is not None:
-        mask &= times >= tmin_s - TIME_EPS_S
-    if tmax_s is not None:
-        mask &= times <= tmax_s + TIME_EPS_S
-    if not mask.any():
-        raise UserError(
-            f"crop: [{tmin_s}, {tmax_s}] s selects no sample of {times[0]:.3f}…{times[-1]:.3f} s; "
-            "choose a window inside the epoch"
-        )
+    mask = _time_mask(times, tmin_s, tmax_s, f"crop: [{tmin_s}, {tmax_s}] s")
     return x[..., mask], times[mask]
 
 
