@@ -20,6 +20,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import yaml
+
 from hmavd.config import add_config_arguments, config_to_dict, load_config
 from hmavd.errors import UserError, run_command, setup_logging
 
@@ -69,19 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start-s", dest="start_s", type=float, help="start this far into the recording")
     p.add_argument("--stop-s", dest="stop_s", type=float, help="stop this far into the recording (0 = end)")
     p.add_argument("-v", "--verbose", action="store_true")
-    add_config_arguments(p)
+    add_config_arguments(p, default="replay")
     return p
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     flags = {k: getattr(args, k) for k in (*_FLAGS, "loop", "sample_index") if getattr(args, k) is not None}
     from hmavd.config import parse_overrides
 
     cfg = load_config(ReplayConfig, args.config, {**flags, **parse_overrides(args.overrides)})
     if args.print_config:
-        print(config_to_dict(cfg))
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     if args.to_fif:
         return _to_fif(args.recording, args.to_fif)

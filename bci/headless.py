@@ -45,7 +45,7 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_)
     parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     parser.add_argument("--out-dir", default=None, help="headless output folder (recording + predictions.csv)")
-    add_config_arguments(parser, default=None)
+    add_config_arguments(parser, default="live")
 
 
 def live_config_from_args(args: argparse.Namespace) -> LiveConfig:

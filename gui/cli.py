@@ -43,6 +43,8 @@ def build_gui_parser() -> argparse.ArgumentParser:
 
 
 def _headless(argv: list[str]) -> int:
+    import yaml
+
     from bci.headless import add_live_arguments, live_config_from_args, run_headless
     from hmavd.config import config_to_dict
 
@@ -50,11 +52,11 @@ def _headless(argv: list[str]) -> int:
     p.add_argument("--headless", action="store_true", help="run without a window")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_live_arguments(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     setup_logging(args.verbose)
     cfg = live_config_from_args(args)
     if args.print_config:
-        print(config_to_dict(cfg))
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     summary = run_headless(cfg, duration_s=args.duration, out_dir=args.out_dir)
     top1, top5 = summary.get("running_top1"), summary.get("running_top5")

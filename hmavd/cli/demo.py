@@ -79,7 +79,7 @@ def _body(argv: Sequence[str] | None) -> int:
     from ..io import atomic_write_json
     from ..train import TrainConfig, train
 
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     data, out = Path(args.data), Path(args.out)
     sim = _ensure_simulated(data)

@@ -54,7 +54,7 @@ def expand_runs(paths: Sequence[str]) -> list[Path]:
 def _body(argv: Sequence[str] | None) -> int:
     from ..evaluate import aggregate, evaluate_checkpoint, results_csv, table_markdown
 
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     kinds = [k.strip() for k in args.templates.split(",") if k.strip()]
     try:

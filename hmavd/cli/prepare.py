@@ -59,7 +59,7 @@ def convert_folder(folder: str | Path) -> list[tuple[Path, Path]]:
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     if args.convert:
         for src, dst in convert_folder(args.convert):

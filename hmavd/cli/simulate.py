@@ -41,7 +41,7 @@ def _body(argv: Sequence[str] | None) -> int:
     from ..errors import UserError
     from ..simulate_io import SimulateConfig, simulate_dataset
 
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     overrides = list(args.overrides) + ([f"scale={args.scale}"] if args.scale else [])
     cfg = load_config(SimulateConfig, args.config, overrides)

@@ -61,7 +61,7 @@ def _body(argv: Sequence[str] | None) -> int:
     from ..datasets import parse_subjects
     from ..train import TrainConfig, train
 
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     if args.resume:
         cfg = _resume_config(Path(args.resume), args.overrides)

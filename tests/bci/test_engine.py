@@ -158,3 +158,21 @@ def test_whitening_and_features_default_to_the_training_data(tmp_path, monkeypat
     np.savez(tmp_path / "other.npz", whitening=w, ch_names=np.array(["O1", "O2", "Oz", "Pz"]))
     with pytest.raises(UserError, match="position 1: 'O2' vs the model's 'Oz'"):
         load_whitening(str(tmp_path / "other.npz"), 4, ch_names=CH_NAMES)
+
+
+def test_packaged_live_and_replay_configs_are_the_defaults(capsys):
+    """configs/live.yaml and configs/replay.yaml document the defaults; they must not drift from them."""
+    import yaml
+
+    from bci.cli_replay import ReplayConfig
+    from bci.cli_replay import main as replay_main
+    from gui.cli import main as live_main
+    from hmavd.config import load_config
+
+    assert load_config(LiveConfig, "live") == LiveConfig()
+    assert load_config(ReplayConfig, "replay") == ReplayConfig()
+    assert live_main(["--headless", "--print-config", "top_k=3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["top_k"] == 3 and printed["clip_run"] == 20
+    assert replay_main(["rec.fif", "--print-config", "speed=2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["speed"] == 2.0
