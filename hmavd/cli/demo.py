@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ensure_simulated(data: Path) -> dict[str, Any]:
+def _ensure_simulated(data: Path, progress: bool = True) -> dict[str, Any]:
     sim_json = data / "simulation.json"
     if not sim_json.exists():
         if data.exists() and any(data.iterdir()):
@@ -46,7 +46,7 @@ def _ensure_simulated(data: Path) -> dict[str, Any]:
         from .simulate import main as simulate_main
 
         print(f"simulating a subject into {data} (simulated data, not a recording) ...", flush=True)
-        if simulate_main(["--out", str(data)]) != 0:
+        if simulate_main(["--out", str(data), f"progress={str(progress).lower()}"]) != 0:
             raise UserError(f"--data: the simulator could not write {data}; run hmavd-simulate --out {data}")
     return json.loads(sim_json.read_text())
 
@@ -82,7 +82,7 @@ def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
     data, out = Path(args.data), Path(args.out)
-    sim = _ensure_simulated(data)
+    sim = _ensure_simulated(data, progress=not args.no_progress)
     base = load_config(TrainConfig, args.config, [*args.overrides, f"data_dir={data}", f"out_dir={out}", "subject=1"])
     off = {k: False for k in ("use_text", "use_adapters", "use_mcdb", "use_spr")}
     configs = {
