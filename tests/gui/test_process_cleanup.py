@@ -31,6 +31,21 @@ def _env(tmp_path):
     return {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HMAVD_LIVE_SETTINGS": str(tmp_path / "s.json")}
 
 
+def _kill_parent_and_expect_child_gone(args: list[str], tmp_path, what: str) -> None:
+    """Run ``args`` (a parent that prints its child's pid), SIGKILL it, and wait for the child to exit."""
+    parent = subprocess.Popen(args, stdout=subprocess.PIPE, env=_env(tmp_path))
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert not process_gone(child_pid)
+        parent.kill()  # no clean-up code runs in the parent
+        parent.wait(timeout=30)
+        _wait(lambda: process_gone(child_pid), 30, f"the orphaned {what} to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 def test_hmavd_live_stopped_by_sigterm_leaves_no_process(tmp_path):
     ckpt, features = make_checkpoint(tmp_path)
     rec = make_recording(tmp_path / "rec_raw.fif")
@@ -61,17 +76,7 @@ def test_replay_child_dies_with_a_killed_window_process(tmp_path):
         "r = ReplayProcess(sys.argv[1], 'cleanup-eeg-x', 'cleanup-mk-x', loop=True); r.start(); "
         "print(r._proc.pid, flush=True); time.sleep(600)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code, str(rec)], stdout=subprocess.PIPE, env=_env(tmp_path))
-    try:
-        replay_pid = int(parent.stdout.readline())
-        assert not process_gone(replay_pid)
-        parent.kill()  # no clean-up code runs in the parent
-        parent.wait(timeout=30)
-        _wait(lambda: process_gone(replay_pid), 30, "the orphaned replay to exit")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+    _kill_parent_and_expect_child_gone([sys.executable, "-c", code, str(rec)], tmp_path, "replay")
 
 
 def test_engine_process_stops_when_its_parent_is_killed(tmp_path):
@@ -87,14 +92,4 @@ def test_engine_process_stops_when_its_parent_is_killed(tmp_path):
         "print(p._proc.pid, flush=True); time.sleep(600)"
     )
     args = [sys.executable, "-c", code, str(ckpt), str(features), str(rec)]
-    parent = subprocess.Popen(args, stdout=subprocess.PIPE, env=_env(tmp_path))
-    try:
-        engine_pid = int(parent.stdout.readline())
-        assert not process_gone(engine_pid)
-        parent.kill()  # no clean-up code runs in the parent
-        parent.wait(timeout=30)
-        _wait(lambda: process_gone(engine_pid), 30, "the orphaned engine to exit")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+    _kill_parent_and_expect_child_gone(args, tmp_path, "engine")
