@@ -8,7 +8,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MNE_DONTWRITE_HOME", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
+
+#: Real third-party reference data (CLIP features, concept lists, real EEG) live outside the project, in a
+#: ``shared/data`` folder beside the checkout; ``HMAVD_SHARED_DATA`` points elsewhere. Never copied in.
+SHARED_DATA = Path(os.environ.get("HMAVD_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real reference data, or a clean skip that says where it was looked for.
+
+    Every test that needs real third-party data (real CLIP geometry, the real ThingsEEG2 concept lists,
+    the real EEG recordings in ``real-eeg/``) takes this fixture; the logic those tests guard is also
+    tested on generated inputs that always run.
+    """
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real reference data not found at {SHARED_DATA} (set HMAVD_SHARED_DATA to the shared/data folder)")
+    return SHARED_DATA
 
 
 @pytest.fixture(autouse=True, scope="session")
