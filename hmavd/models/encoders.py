@@ -6,18 +6,36 @@ Every encoder maps an epoch batch ``eeg`` of shape (B, C, T) float32 to features
 ``tsconv`` is NICE's ``Enc_eeg`` (``PatchEmbedding`` + flatten, eeyhsong/NICE-EEG ``nice_stand.py``):
 Conv2d 1→40 (1, 25), AvgPool (1, 51) stride (1, 5), BatchNorm, ELU, Conv2d 40→40 (C, 1), BatchNorm, ELU,
 Dropout 0.5, 1×1 Conv 40→40, flatten. F = 40 · ((T − 24 − 51) // 5 + 1): 1440 for T = 250 whatever C.
+
+The first two layers are linear with nothing between them, so by default (``fused=True``) they run as one
+stride-5 convolution whose (1, 75) kernel is built inside ``forward`` from the learned (1, 25) kernel
+(:func:`fused_temporal_kernel`): the parameters, their names and gradients, checkpoints and the NICE
+weight layout are those of the two-layer reference, which ``fused=False`` keeps. The fused form never
+materialises the (B, 40, C, T − 24) map before pooling (2.3 GB for a 1000 × 63 × 250 batch), which made
+a training step several times slower; see docs/model.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
 from .attention import SpatialBlock
 
-__all__ = ["ENCODERS", "build_encoder", "TSConv", "ResMLP", "tsconv_out_features", "nice_init"]
+__all__ = [
+    "ENCODERS",
+    "build_encoder",
+    "TSConv",
+    "ResMLP",
+    "tsconv_out_features",
+    "nice_init",
+    "fused_temporal_kernel",
+    "temporal_conv_pool",
+]
 
 
 def tsconv_out_features(
@@ -28,6 +46,49 @@ def tsconv_out_features(
     if t_conv < pool:
         return 0
     return n_filters * ((t_conv - pool) // pool_stride + 1)
+
+
+def fused_temporal_kernel(weight: Tensor, pool: int) -> Tensor:
+    """The kernel of a (1, K) convolution followed by a (1, ``pool``) average pool, as one (1, K + pool − 1) kernel.
+
+    Parameters
+    ----------
+    weight : Tensor
+        Conv2d weight (F, 1, 1, K) of the temporal convolution (input channels must be 1).
+    pool : int
+        Average-pooling window P in samples.
+
+    Returns
+    -------
+    Tensor
+        (F, 1, 1, K + P − 1): ``weight`` convolved with the P-tap box 1/P, differentiable in ``weight``.
+        A stride-s convolution with it equals conv (stride 1) → avg-pool (P, stride s); the conv bias
+        passes through the pool unchanged.
+    """
+    n_filters, _, _, k = weight.shape
+    box = weight.new_full((1, 1, pool), 1.0 / pool)  # (1, 1, P); symmetric, so correlation = convolution
+    taps = F.pad(weight.reshape(n_filters, 1, k), (pool - 1, pool - 1))  # (F, 1, K + 2P − 2)
+    return F.conv1d(taps, box).reshape(n_filters, 1, 1, k + pool - 1)  # (F, 1, 1, K + P − 1)
+
+
+def temporal_conv_pool(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int, stride: int) -> Tensor:
+    """Conv2d(1→F, (1, K)) then AvgPool2d((1, ``pool``), (1, ``stride``)) computed as one strided convolution.
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, 1, C, T) input maps.
+    weight, bias : Tensor
+        The temporal convolution's weight (F, 1, 1, K) and bias (F,) or None.
+    pool, stride : int
+        Average-pool window and stride in samples.
+
+    Returns
+    -------
+    Tensor
+        (B, F, C, (T − K − P + 1) // stride + 1), equal to the two-layer form to float rounding.
+    """
+    return F.conv2d(x, fused_temporal_kernel(weight, pool), bias, stride=(1, stride))  # (B, F, C, T')
 
 
 def nice_init(module: nn.Module) -> None:
@@ -63,6 +124,9 @@ class TSConv(nn.Module):
         Dropout of the spatial block (reference: 0.3).
     ga_topk : int or None
         GA only: per-sample k-nearest-channel graph; ``None`` = all channels connected.
+    fused : bool
+        Run the temporal conv + pool as one strided convolution (default, several times faster); ``False``
+        runs NICE's two layers in order (the reference). Same parameters and outputs either way.
     """
 
     def __init__(
@@ -77,6 +141,7 @@ class TSConv(nn.Module):
         spatial: str | None = None,
         spatial_dropout: float = 0.3,
         ga_topk: int | None = None,
+        fused: bool = True,
     ):
         super().__init__()
         self.out_features = tsconv_out_features(n_times, n_filters, kernel, pool, pool_stride)
@@ -86,6 +151,8 @@ class TSConv(nn.Module):
                 f"{kernel + pool - 1}); use longer epochs or encoder 'resmlp'"
             )
         self.n_chans, self.n_times = n_chans, n_times
+        self.fused = bool(fused)
+        self._pool, self._pool_stride = pool, pool_stride
         self.spatial = SpatialBlock(spatial, n_chans, n_times, spatial_dropout, ga_topk) if spatial else nn.Identity()
         self.tsconv = nn.Sequential(
             nn.Conv2d(1, n_filters, (1, kernel), (1, 1)),
@@ -101,8 +168,14 @@ class TSConv(nn.Module):
 
     def forward(self, eeg: Tensor) -> Tensor:
         """Map (B, C, T) to (B, F)."""
-        x = self.spatial(eeg)  # (B, C, T)
-        x = self.tsconv(x.unsqueeze(1))  # (B, 40, 1, T')
+        x = self.spatial(eeg).unsqueeze(1)  # (B, 1, C, T)
+        if self.fused:
+            conv = self.tsconv[0]
+            x = temporal_conv_pool(x, conv.weight, conv.bias, self._pool, self._pool_stride)  # (B, 40, C, T')
+            for layer in islice(self.tsconv, 2, None):
+                x = layer(x)  # (B, 40, 1, T') after the spatial conv
+        else:
+            x = self.tsconv(x)  # (B, 40, 1, T')
         x = self.projection(x)  # (B, 40, 1, T')
         # NICE rearranges 'b e h w -> b (h w) e' before flattening: time-major feature order
         return x.flatten(2).transpose(1, 2).reshape(x.shape[0], -1)  # (B, T' * 40)
