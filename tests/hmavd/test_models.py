@@ -27,7 +27,7 @@ def test_tsconv_output_shape(n_chans, n_times, expected):
 
 def test_tsconv_matches_nice_layout():
     """Layer by layer, the encoder is NICE's PatchEmbedding; features are flattened time-major."""
-    enc = TSConv(63, 250)
+    enc = TSConv(63, 250, fused=False)  # NICE's layer order, bit for bit; fused == this: test_fused_tsconv.py
     conv1, pool, bn1, _, conv2, bn2, _, drop = enc.tsconv
     assert conv1.kernel_size == (1, 25) and conv1.out_channels == 40
     assert pool.kernel_size == (1, 51) and pool.stride == (1, 5)
