@@ -1,11 +1,15 @@
 """Zero-shot evaluation (paper §4.2, Table 2): metrics, templates, checkpoints, result tables.
 
-Protocol (SPEC §4): test EEG is averaged over its repetitions and encoded; every test concept gets a
-template (image, text or fused, encoded by the model's own template branch); scores are cosine
-similarities; accuracy is 200-way top-1/top-5 plus seeded 2/4/10/50/100-way. Image templates come
+Protocol (docs/training.md, "Zero-shot evaluation"): test EEG is averaged over its repetitions and
+encoded; every test concept gets a template (image, text or fused, encoded by the model's own template
+branch); scores are cosine similarities (``scoring="cosine"``) or, as NICE's reference evaluation scores,
+the dot product of the normalised EEG embedding with the *unnormalised* template (``scoring="dot"``:
+for the NICE rows, whose image side is the identity, the raw CLIP centre features); accuracy is
+200-way top-1/top-5 plus seeded 2/4/10/50/100-way. Image templates come
 from the **test-images** (the feature of the concept's test image, mean when a concept has several)
 or the per-concept **centers** (mean feature of other images of the concept, NICE's reference); the
-source is part of every result label (``image[test-images]``, ``fused[centers]``, ``text``).
+source is part of every result label (``image[test-images]``, ``fused[centers]``, ``text``), and so is a
+non-default scoring (``image[centers,dot]``, ``text[dot]``).
 Checkpoints are selected on validation loss during training, never here.
 
 Ties: a label counts as within top-k only if fewer than k *other* templates score >= its score.
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TEMPLATE_KINDS",
     "IMAGE_SOURCES",
+    "SCORINGS",
     "DEFAULT_WAYS",
     "topk_accuracy",
     "n_way_accuracy",
@@ -48,6 +53,8 @@ __all__ = [
 
 TEMPLATE_KINDS = ("image", "text", "fused")
 IMAGE_SOURCES = ("test-images", "centers")
+#: ``cosine``: normalised EEG · normalised template; ``dot``: normalised EEG · raw template (NICE).
+SCORINGS = ("cosine", "dot")
 DEFAULT_WAYS = (2, 4, 10, 50, 100, 200)
 
 
@@ -149,9 +156,10 @@ def concept_image_features(image_features: np.ndarray, image_labels: np.ndarray,
     return (out / counts[:, None]).astype(np.float32)
 
 
-def template_label(kind: str, image_source: str) -> str:
-    """``image[test-images]``, ``fused[centers]``, ``text``."""
-    return "text" if kind == "text" else f"{kind}[{image_source}]"
+def template_label(kind: str, image_source: str, scoring: str = "cosine") -> str:
+    """``image[test-images]``, ``fused[centers]``, ``text``; ``scoring="dot"`` adds it: ``image[centers,dot]``."""
+    parts = ([] if kind == "text" else [image_source]) + ([] if scoring == "cosine" else [scoring])
+    return f"{kind}[{','.join(parts)}]" if parts else kind
 
 
 def build_templates(
@@ -161,6 +169,7 @@ def build_templates(
     image_source: str = "test-images",
     image_labels: np.ndarray | None = None,
     device: str | torch.device = "cpu",
+    scoring: str = "cosine",
 ) -> torch.Tensor:
     """Encode one template per test concept (rows in the cache's ``test_concepts`` order).
 
@@ -172,15 +181,20 @@ def build_templates(
     image_source : {"test-images", "centers"}
     image_labels : array of int, shape (n_test_images,), optional
         Concept index of each test image (default: image i is concept i).
+    scoring : {"cosine", "dot"}
+        ``"cosine"``: L2-normalised templates; ``"dot"``: the template branch's output before its final
+        normalisation (NICE scores raw centre features).
 
     Returns
     -------
-    Tensor, shape (n_test_concepts, D), L2-normalised.
+    Tensor, shape (n_test_concepts, D), L2-normalised for ``"cosine"``.
     """
     if kind not in TEMPLATE_KINDS:
         raise UserError(f"--templates: {kind!r} is not one of {TEMPLATE_KINDS}")
     if image_source not in IMAGE_SOURCES:
         raise UserError(f"--image-source: {image_source!r} is not one of {IMAGE_SOURCES}")
+    if scoring not in SCORINGS:
+        raise UserError(f"--scoring: {scoring!r} is not one of {SCORINGS}")
     text = np.asarray(cache.text_features("test"), dtype=np.float32)  # (K, D)
     n_concepts = len(text)
     image = None
@@ -203,7 +217,10 @@ def build_templates(
 
     with torch.no_grad():
         return model.encode_templates(
-            image_features=t(image), text_features=t(text) if kind != "image" else None, kind=kind
+            image_features=t(image),
+            text_features=t(text) if kind != "image" else None,
+            kind=kind,
+            normalize=scoring == "cosine",
         )
 
 
@@ -227,10 +244,12 @@ def evaluate_model(
     seed: int = 0,
     n_draws: int = 100,
     device: str | torch.device = "cpu",
+    scoring: str = "cosine",
 ) -> dict[str, dict[str, float]]:
     """Zero-shot metrics of ``model`` on a :class:`~hmavd.datasets.TestSet`, one entry per template kind.
 
-    Kinds needing text are skipped (with a log line) for models trained without text.
+    Kinds needing text are skipped (with a log line) for models trained without text. ``scoring``: see
+    :func:`build_templates` (the EEG embedding is L2-normalised either way).
     """
     model.eval()
     eeg_features = encode_eeg_batched(model, test.eeg, device)  # (N, D)
@@ -240,9 +259,11 @@ def evaluate_model(
         if kind in ("text", "fused") and not use_text:
             log.info("skipping %s templates: the model was trained without text", kind)
             continue
-        tmpl = build_templates(model, cache, kind, image_source, test.labels, device)  # (K, D)
-        scores = (eeg_features @ tmpl.T).cpu()  # (N, K) cosine (both L2-normalised)
-        out[template_label(kind, image_source)] = zero_shot(scores, test.labels, ways=ways, seed=seed, n_draws=n_draws)
+        tmpl = build_templates(model, cache, kind, image_source, test.labels, device, scoring)  # (K, D)
+        scores = (eeg_features @ tmpl.T).cpu()  # (N, K) cosine, or dot with raw templates
+        out[template_label(kind, image_source, scoring)] = zero_shot(
+            scores, test.labels, ways=ways, seed=seed, n_draws=n_draws
+        )
     return out
 
 
@@ -257,6 +278,7 @@ def evaluate_checkpoint(
     n_draws: int = 100,
     device: str = "cpu",
     features: str | None = None,
+    scoring: str = "cosine",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (or run folder) on a subject's test set.
 
@@ -282,7 +304,7 @@ def evaluate_checkpoint(
     test = load_test_set(
         data_dir, subject, info["ch_names"], tc.get("tmin_s"), tc.get("tmax_s"), np.asarray(info["times"])
     )
-    results = evaluate_model(model, test, cache, templates, image_source, ways, seed, n_draws, device)
+    results = evaluate_model(model, test, cache, templates, image_source, ways, seed, n_draws, device, scoring)
     p = Path(path)
     return {
         "run": str(p if p.is_dir() else p.parent),

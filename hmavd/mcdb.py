@@ -9,9 +9,18 @@ Per batch, with L2-normalised shared-space features ``F^(eeg)`` and ``F^(m)`` (B
   of a row-softmax sums to 1, so the literal score is always B, ρ ≡ B/(B+ε) ≤ 1 and κ ≡ 1: read literally,
   MCDB is a no-op (``tests/hmavd/test_mcdb.py`` shows it).
 * Eq. 12: ``ρ^(m) = c^(m) / (Σ_{n≠m} c^(n) + ε)`` over the non-EEG modalities present.
-* Eq. 13: ``κ^(m) = 1 − tanh(γ (ρ^(m) − 1))`` if ρ^(m) > 1, else 1.
+* Eq. 13: ``κ^(m) = 1 − tanh(γ (ρ^(m) − 1))`` if ρ^(m) > 1, else 1; floored at :data:`KAPPA_MIN`
+  (float32 ``tanh`` rounds to exactly 1 once γ(ρ − 1) exceeds about 9, which would zero the modality's
+  gradient, or with ``apply="update"`` freeze it).
 * Eq. 14-15: the gradients of modality m's *own* parameters (θ^(m), see
-  :meth:`hmavd.models.HMAVD.modality_parameters`) are multiplied by κ^(m) after ``backward()``.
+  :meth:`hmavd.models.HMAVD.modality_parameters`) are multiplied by κ^(m) after ``backward()``
+  (:meth:`MCDB.apply`). Eq. 15 (``θ ← θ − η κ ∇L``) restates that update for plain gradient descent with
+  Eq. 14's κ-scaled gradient; we read it as one κ, not κ². Under Adam a constant κ on the gradient
+  cancels (Adam divides the first moment by the root of the second; see docs/model.md, "MCDB under
+  Adam"), so :func:`scale_update` offers κ on the parameter update after the optimiser step instead
+  (``TrainConfig.mcdb_apply="update"``), which is Eq. 15 with Adam's step in place of η∇L.
+* τ of Eq. 10: the model's temperature; with a learnable temperature MCDB follows it (``tau=None``:
+  τ = 1 / the batch's ``logit_scale``).
 
 EEG is the anchor every score is measured against, so ρ^(eeg) is undefined and **κ^(eeg) = 1** (EEG
 gradients are never scaled). With fewer than two non-EEG modalities (Base = NICE) there is nothing to
@@ -28,10 +37,26 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODALITY_KEYS", "contribution_scores", "imbalance_rates", "kappa", "MCDB", "grad_norms"]
+__all__ = [
+    "MODALITY_KEYS",
+    "KAPPA_MIN",
+    "APPLY_MODES",
+    "contribution_scores",
+    "imbalance_rates",
+    "kappa",
+    "scale_update",
+    "MCDB",
+    "grad_norms",
+]
 
 #: Modality name -> key of its features in the model output.
 MODALITY_KEYS = {"eeg": "eeg_features", "img": "image_features", "text": "text_features"}
+
+#: Lower bound of κ (Eq. 13 approaches 0 for large ρ; float32 reaches exactly 0).
+KAPPA_MIN = 1e-3
+
+#: Where κ acts: ``"gradient"`` (Eq. 14, before the optimiser) or ``"update"`` (after the optimiser step).
+APPLY_MODES = ("gradient", "update")
 
 
 def contribution_scores(
@@ -76,10 +101,28 @@ def imbalance_rates(scores: Mapping[str, Tensor], eps: float = 1e-8) -> dict[str
     return {name: s / (total - s + eps) for name, s in scores.items()}
 
 
-def kappa(rho: Tensor, gamma: float) -> Tensor:
-    """Eq. 13: ``1 − tanh(γ (ρ − 1))`` where ρ > 1, else 1 (elementwise)."""
+def kappa(rho: Tensor, gamma: float, floor: float = KAPPA_MIN) -> Tensor:
+    """Eq. 13: ``max(1 − tanh(γ (ρ − 1)), floor)`` where ρ > 1, else 1 (elementwise, same shape as ρ)."""
     rho = torch.as_tensor(rho, dtype=torch.float32)
-    return torch.where(rho > 1, 1.0 - torch.tanh(gamma * (rho - 1.0)), torch.ones_like(rho))
+    damped = (1.0 - torch.tanh(gamma * (rho - 1.0))).clamp(min=floor)
+    return torch.where(rho > 1, damped, torch.ones_like(rho))
+
+
+@torch.no_grad()
+def scale_update(params: Sequence[Tensor], before: Sequence[Tensor], k: float) -> None:
+    """Scale the last update of ``params`` by κ, in place: ``θ ← θ_before + κ (θ − θ_before)``.
+
+    Parameters
+    ----------
+    params : sequence of Tensor
+        Parameters just updated by the optimiser.
+    before : sequence of Tensor
+        Their values before the step (same shapes).
+    k : float
+        κ of their modality.
+    """
+    for p, b in zip(params, before):
+        p.copy_(b + k * (p - b))
 
 
 class MCDB:
@@ -89,8 +132,9 @@ class MCDB:
     ----------
     gamma : float
         Sensitivity γ of Eq. 13 (Table 4's best: 0.7).
-    tau : float
-        Temperature of Eq. 10.
+    tau : float or None
+        Temperature of Eq. 10; ``None`` follows the model's (learnable) temperature: τ = 1 / the
+        ``logit_scale`` of the batch's model output.
     mode : {"matched", "literal"}
         Contribution score (see module docstring).
     eps : float
@@ -102,7 +146,7 @@ class MCDB:
     def __init__(
         self,
         gamma: float = 0.7,
-        tau: float = 0.07,
+        tau: float | None = 0.07,
         mode: str = "matched",
         eps: float = 1e-8,
         modalities: Sequence[str] = ("img", "text"),
@@ -120,7 +164,7 @@ class MCDB:
         ----------
         out : mapping
             Model output with ``eeg_features`` and the features of the balanced modalities (a modality
-            whose features are absent, e.g. text in Base, is skipped).
+            whose features are absent, e.g. text in Base, is skipped); ``logit_scale`` when ``tau`` is None.
 
         Returns
         -------
@@ -129,7 +173,8 @@ class MCDB:
         """
         feats = {m: out[MODALITY_KEYS[m]].detach() for m in self.modalities if MODALITY_KEYS[m] in out}
         eeg = out["eeg_features"].detach()
-        scores = contribution_scores(eeg, feats, self.tau, self.mode)
+        tau = self.tau if self.tau is not None else float(1.0 / out["logit_scale"].detach())
+        scores = contribution_scores(eeg, feats, tau, self.mode)
         rhos = imbalance_rates(scores, self.eps)
         names = list(scores)
         stats: dict[str, float] = {"kappa/eeg": 1.0}

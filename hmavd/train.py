@@ -6,9 +6,11 @@ tensors and is batched by a seeded index permutation (no DataLoader). Each step:
 
 1. forward EEG + image (+ text) features through :class:`~hmavd.models.hmavd_model.HMAVD`;
 2. loss terms of Eq. 2-4 (+ Eq. 7) from :func:`~hmavd.losses.hmavd_loss`, backward of ``total``;
-3. MCDB (Eq. 10-15): ρ and κ per modality from the batch, κ scales each modality's own gradients;
+3. MCDB (Eq. 10-15): ρ and κ per modality from the batch, κ scales each modality's own gradients
+   (``mcdb_apply="gradient"``, Eq. 14; Adam cancels a constant κ there, see docs/model.md);
 4. per-modality gradient norms (Figure 8 data), after κ;
-5. SPR (Eq. 16-20) — Adam with decaying Gaussian gradient noise — or plain Adam when ``use_spr`` is off.
+5. SPR (Eq. 16-20) — Adam with decaying Gaussian gradient noise — or plain Adam when ``use_spr`` is off;
+   with ``mcdb_apply="update"`` κ scales each modality's parameter update after this step instead.
 
 After every epoch the validation loss (``n_val`` held-out training images, seeded) selects
 ``best.safetensors``: by default (``select_on="eeg_img"``) the mean of the two EEG-image CE terms,
@@ -68,7 +70,8 @@ class TrainConfig:
     # model
     encoder: str = "tsconv"
     proj_dim: int = 0  # 0 = the feature dimension
-    image_projection: bool = True  # False = identity image projection, as NICE's reference code behaves
+    image_projection: bool = True  # False = identity image side, as NICE's code (the nice* configs set it)
+    sa_variant: str = "fixed"  # tsconv_sa: "fixed" block | "published" (NICE-SA as released)
     use_text: bool = True
     use_adapters: bool = True
     img_reduction: int = 8
@@ -80,8 +83,9 @@ class TrainConfig:
     tau: float = 0.07
     # MCDB / SPR
     use_mcdb: bool = True
-    mcdb_mode: str = "matched"  # "matched" (SPEC §4) | "literal" (Eq. 11 as printed: κ ≡ 1)
+    mcdb_mode: str = "matched"  # "matched" (Peng et al. 2022; docs/model.md) | "literal" (Eq. 11 as printed: κ ≡ 1)
     mcdb_gamma: float = 0.7
+    mcdb_apply: str = "gradient"  # "gradient" (Eq. 14, before Adam) | "update" (κ on the update after Adam)
     use_spr: bool = True
     spr_sigma_max: float = 1e-3
     spr_noise_power: float = 1.0
@@ -107,6 +111,8 @@ class TrainConfig:
             "protocol": ("intra", "loso"),
             "temperature": ("fixed", "learnable"),
             "mcdb_mode": ("matched", "literal"),
+            "mcdb_apply": ("gradient", "update"),
+            "sa_variant": ("fixed", "published"),
             "select_on": tuple(SELECTION_TERMS),
         }
         for key, allowed in choices.items():
@@ -158,6 +164,7 @@ def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) 
         feature_dim=feature_dim,
         proj_dim=cfg.proj_dim or feature_dim,
         image_projection=cfg.image_projection,
+        sa_variant=cfg.sa_variant,
         use_text=cfg.use_text,
         use_adapters=cfg.use_adapters,
         img_reduction=cfg.img_reduction,
@@ -207,9 +214,8 @@ class TrainStep:
         self.dist = dist_ctx
         self.forward_model = dist_ctx.wrap_model(model) if dist_ctx is not None else model
         self._loss, self._grad_norms = hmavd_loss, grad_norms
-        self.mcdb = (
-            MCDB(gamma=cfg.mcdb_gamma, tau=cfg.tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
-        )
+        tau = None if cfg.temperature == "learnable" else cfg.tau  # None: MCDB follows the learnable τ
+        self.mcdb = MCDB(gamma=cfg.mcdb_gamma, tau=tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
 
     def loss_terms(
         self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None, training: bool = False
@@ -227,16 +233,32 @@ class TrainStep:
         out, terms = self.loss_terms(eeg, img, txt, training=True)  # eeg (B, C, T), img/txt (B, D)
         terms["total"].backward()
         logs: dict[str, Any] = {k: v.detach() for k, v in terms.items()}
+        stats: dict[str, float] = {}
         if self.mcdb is not None:
             stats = self.mcdb.compute(out)
-            self.mcdb.apply(self.model, stats)
+            if self.cfg.mcdb_apply == "gradient":
+                self.mcdb.apply(self.model, stats)  # Eq. 14: κ on the gradients, before Adam
             logs.update(stats)
         logs.update(self._grad_norms(self.model))
         current_sigma = getattr(self.optimizer, "current_sigma", None)
         if current_sigma is not None:
             logs["sigma"] = current_sigma()  # σ_t of Eq. 17 used by this step
-        self.optimizer.step()
+        if self.cfg.mcdb_apply == "update" and stats:
+            self._step_with_scaled_update(stats)
+        else:
+            self.optimizer.step()
         return logs
+
+    def _step_with_scaled_update(self, stats: dict[str, float]) -> None:
+        """Optimiser step, then each damped modality's update scaled by its κ (Eq. 15 after Adam)."""
+        from .mcdb import scale_update
+
+        groups = self.model.modality_parameters()
+        scaled = {m: stats[f"kappa/{m}"] for m in groups if stats.get(f"kappa/{m}", 1.0) != 1.0}
+        before = {m: [p.detach().clone() for p in groups[m]] for m in scaled}
+        self.optimizer.step()
+        for m, k in scaled.items():
+            scale_update(groups[m], before[m], k)
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ Examples::
 
     hmavd-eval runs/hmavd-63_sub-01_seed0
     hmavd-eval runs/*  --templates image,text,fused --image-source centers --out results/
+    hmavd-eval runs/nice_sub-01_seed0 --image-source centers --scoring dot   # NICE's own scoring
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ PROG = "hmavd-eval"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..evaluate import DEFAULT_WAYS, IMAGE_SOURCES
+    from ..evaluate import DEFAULT_WAYS, IMAGE_SOURCES, SCORINGS
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or folders of runs, or checkpoints)")
     p.add_argument("--templates", default="image,text,fused", help="comma-separated: image,text,fused")
     p.add_argument("--image-source", default="test-images", choices=IMAGE_SOURCES, help="image template source")
+    p.add_argument(
+        "--scoring",
+        default="cosine",
+        choices=SCORINGS,
+        help="cosine, or dot: normalised EEG . unnormalised template (NICE's scoring of raw centre features)",
+    )
     p.add_argument("--data", help="dataset root (default: the one each run was trained on)")
     p.add_argument("--subject", type=int, help="test subject (default: the run's subject)")
     p.add_argument("--ways", default=",".join(map(str, DEFAULT_WAYS)), help="n-way accuracies to report")
@@ -65,10 +72,20 @@ def _body(argv: Sequence[str] | None) -> int:
     evals = []
     for run in runs:
         ev = evaluate_checkpoint(
-            run, args.data, args.subject, kinds, args.image_source, ways, args.seed, args.n_draws, args.device
+            run,
+            args.data,
+            args.subject,
+            kinds,
+            args.image_source,
+            ways,
+            args.seed,
+            args.n_draws,
+            args.device,
+            scoring=args.scoring,
         )
         if run.is_dir():
-            atomic_write_json(run / f"eval_{args.image_source}.json", ev)
+            suffix = "" if args.scoring == "cosine" else f"_{args.scoring}"
+            atomic_write_json(run / f"eval_{args.image_source}{suffix}.json", ev)
         evals.append(ev)
     rows = aggregate(evals)
     out = Path(args.out) if args.out else runs[0].resolve().parent / "eval"

@@ -7,8 +7,10 @@ Both follow NICE's ``spatial_modules.py`` in placement and shape — a residual 
   run unchanged) and its output einsum ``'b o c s, b o c m -> b o c s'`` sums the attention row
   (which is 1 after the softmax), so the attention weights never reach the output. Here the layers are
   sized for the actual ``n_chans`` and the attention is applied (``out = A @ x``); the scores use the
-  usual scaled dot product over time (scale ``sqrt(n_times)``; the reference divides by
-  ``sqrt(n_times // 30)``).
+  usual scaled dot product over time (scale ``1 / sqrt(n_times)``). ``variant="published"`` reproduces
+  the published block for the NICE-SA row: scores scaled by ``1 / sqrt(n_times // 30)`` and the output
+  einsum that multiplies x by the attention's row sums (= 1), so the block reduces to
+  ``projection(x)`` (the layers stay sized for ``n_chans``).
 * **GA** (``EEG_GAT``): the reference flattens the batch to ``B * C`` graph nodes but builds the edge list
   for 64 nodes only, so only the first sample of a batch has channel edges (every other sample is just a
   per-channel linear map). Here a single-head GAT layer (Veličković et al. 2018, the layer of
@@ -25,7 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ChannelSelfAttention", "ChannelGraphAttention", "SpatialBlock", "channel_graph"]
+__all__ = ["SA_VARIANTS", "ChannelSelfAttention", "ChannelGraphAttention", "SpatialBlock", "channel_graph", "sa_scale"]
+
+#: Self-attention variants: ``"fixed"`` (attention applied, scale 1/√T) and ``"published"`` (NICE-SA as
+#: released: scale 1/√(T // 30), attention that cancels out).
+SA_VARIANTS = ("fixed", "published")
+
+
+def sa_scale(n_times: int, variant: str = "fixed") -> float:
+    """Score scale of :class:`ChannelSelfAttention`: ``1/√T`` (fixed) or ``1/√(T // 30)`` (published).
+
+    The published block computes ``int(T / 30)`` ("extract_sequence", 8 at T = 250); it is floored at 1
+    here so that epochs shorter than 30 samples do not divide by zero.
+    """
+    if variant not in SA_VARIANTS:
+        raise ValueError(f"variant must be one of {SA_VARIANTS}, got {variant!r}")
+    return 1.0 / math.sqrt(n_times if variant == "fixed" else max(n_times // 30, 1))
 
 
 class ChannelSelfAttention(nn.Module):
@@ -41,15 +58,18 @@ class ChannelSelfAttention(nn.Module):
     n_chans : int
         Number of EEG channels C.
     n_times : int
-        Number of time samples T (sets the score scale ``1 / sqrt(T)``).
+        Number of time samples T (sets the score scale, see :func:`sa_scale`).
     dropout : float
         Dropout after the query/key/output layers (reference: 0.3).
+    variant : {"fixed", "published"}
+        ``"fixed"``: ``out = projection(A @ x)``, scale 1/√T. ``"published"``: NICE-SA as released,
+        ``out = projection(x * A.sum(-1))`` (= ``projection(x)`` up to rounding), scale 1/√(T // 30).
     """
 
-    def __init__(self, n_chans: int, n_times: int, dropout: float = 0.3):
+    def __init__(self, n_chans: int, n_times: int, dropout: float = 0.3, variant: str = "fixed"):
         super().__init__()
-        self.n_chans = n_chans
-        self.scale = 1.0 / math.sqrt(n_times)
+        self.n_chans, self.n_times = n_chans, n_times
+        self.set_variant(variant)
 
         def block() -> nn.Sequential:
             return nn.Sequential(nn.Linear(n_chans, n_chans), nn.LayerNorm(n_chans), nn.Dropout(dropout))
@@ -63,6 +83,11 @@ class ChannelSelfAttention(nn.Module):
                 nn.init.zeros_(m.bias)
         self.last_attention: Tensor | None = None
 
+    def set_variant(self, variant: str) -> None:
+        """Switch between the fixed and the published block (sets :attr:`variant` and :attr:`scale`)."""
+        self.scale = sa_scale(self.n_times, variant)
+        self.variant = variant
+
     def attention(self, x: Tensor) -> Tensor:
         """Channel attention weights, (B, C, C) rows summing to 1, for x of shape (B, C, T)."""
         xt = x.transpose(1, 2)  # (B, T, C)
@@ -75,7 +100,10 @@ class ChannelSelfAttention(nn.Module):
         """Map (B, C, T) to (B, C, T)."""
         attn = self.attention(x)  # (B, C, C)
         self.last_attention = attn.detach()
-        out = torch.einsum("bcm,bmt->bct", attn, x)  # (B, C, T)
+        if self.variant == "published":  # reference einsum 'b o c s, b o c m -> b o c s': x * row sums
+            out = torch.einsum("bct,bcm->bct", x, attn)  # (B, C, T)
+        else:
+            out = torch.einsum("bcm,bmt->bct", attn, x)  # (B, C, T)
         out = self.projection(out.transpose(1, 2)).transpose(1, 2)  # (B, C, T)
         return out
 

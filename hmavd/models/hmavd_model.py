@@ -6,9 +6,11 @@ Data flow (all features L2-normalised at the end, shapes for a batch of B trials
     image_features (B, d_i)  -> A_v (Eq. 5) -> Projection_img -> image_features       (B, D)
     text_features (B, d_t)   -> A_t (Eq. 6) -> fuse (Eq. 8, β) -> Projection_txt -> text_features (B, D)
 
-``Base`` (= NICE) is ``use_text=False, use_adapters=False``: EEG encoder + Proj_eeg and Proj_img only.
-The NICE reference code actually bypasses its image projection (``Proj_img.forward`` returns its input);
-``image_projection=False`` reproduces that exactly (the image features then need ``feature_dim == proj_dim``).
+``Base`` (= NICE) is ``use_text=False, use_adapters=False``. The NICE reference code bypasses its image
+projection (``Proj_img.forward`` returns its input), so NICE trains only its EEG encoder + Proj_eeg;
+``image_projection=False`` (the identity image side, used by the ``nice*`` and ``ablation-base`` configs)
+reproduces that exactly (the image features then need ``feature_dim == proj_dim``). The HMAVD configs keep
+the projections: Eq. 1 maps every modality into the shared space with its own φ.
 
 Temperature: ``temperature="fixed"`` uses ``logit_scale = 1/τ`` (NICE declares a learnable scale but never
 gives it to the optimiser, so it stays 1/0.07); ``"learnable"`` trains ``log(logit_scale)`` initialised
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from .adapters import Adapter, fuse
+from .attention import SA_VARIANTS, ChannelSelfAttention
 from .encoders import build_encoder, nice_init
 from .heads import Projection
 
@@ -74,6 +77,9 @@ class ModelConfig:
         ``False`` = identity image projection, as the NICE reference code behaves.
     init : {"nice", "default"}
         ``"nice"`` applies NICE's ``weights_init_normal`` to the encoder and projections.
+    sa_variant : {"fixed", "published"}
+        Channel self-attention of the ``tsconv_sa`` encoder: the fixed block (default) or NICE-SA as
+        published (see :mod:`hmavd.models.attention`). Ignored by the other encoders.
     encoder_kwargs : tuple of (str, value) pairs
         Extra keyword arguments for the encoder (kept hashable).
     """
@@ -98,6 +104,7 @@ class ModelConfig:
     text_dim: int | None = None
     image_projection: bool = True
     init: str = "nice"
+    sa_variant: str = "fixed"
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -105,6 +112,8 @@ class ModelConfig:
             raise UserError(f"temperature: {self.temperature!r} is not a policy; use 'fixed' or 'learnable'")
         if not self.tau > 0:
             raise UserError(f"tau: {self.tau} must be > 0; the paper uses 0.07")
+        if self.sa_variant not in SA_VARIANTS:
+            raise UserError(f"sa_variant: {self.sa_variant!r} is unknown; use one of {SA_VARIANTS}")
         if self.init not in ("nice", "default"):
             raise UserError(f"init: {self.init!r} is unknown; use 'nice' or 'default'")
         if not self.image_projection and self.feature_dim != self.proj_dim:
@@ -146,6 +155,9 @@ class HMAVD(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder, cfg.n_chans, cfg.n_times, **dict(cfg.encoder_kwargs))
+        for m in self.encoder.modules():  # the SA switch (fixed block or NICE-SA as published)
+            if isinstance(m, ChannelSelfAttention):
+                m.set_variant(cfg.sa_variant)
         self.eeg_projection = Projection(self.encoder.out_features, cfg.proj_dim, cfg.dropout)
         self.image_projection: nn.Module = (
             Projection(cfg.feature_dim, cfg.proj_dim, cfg.proj_dropout) if cfg.image_projection else nn.Identity()
@@ -187,11 +199,12 @@ class HMAVD(nn.Module):
         """EEG (B, C, T) → shared-space features (B, D), L2-normalised (call in ``eval()`` mode at test time)."""
         return F.normalize(self.eeg_projection(self.encoder(eeg)), dim=-1)  # (B, D)
 
-    def _image(self, image_features: Tensor) -> Tensor:
+    def _image(self, image_features: Tensor, normalize: bool = True) -> Tensor:
         x = self.image_adapter(image_features) if self.image_adapter is not None else image_features
-        return F.normalize(self.image_projection(x), dim=-1)  # (B, D)
+        x = self.image_projection(x)  # (B, D)
+        return F.normalize(x, dim=-1) if normalize else x
 
-    def _text(self, text_features: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _text(self, text_features: Tensor, normalize: bool = True) -> tuple[Tensor, Tensor | None]:
         if self.text_projection is None:
             raise UserError("use_text: the model was built with use_text=False; it has no text branch")
         adapted = None
@@ -199,7 +212,8 @@ class HMAVD(nn.Module):
         if self.text_adapter is not None:
             adapted = self.text_adapter(text_features)  # (B, d_t), A_t(F)
             x = fuse(adapted, text_features, self.cfg.fusion_beta)  # Eq. 8
-        return F.normalize(self.text_projection(x), dim=-1), adapted  # (B, D)
+        x = self.text_projection(x)  # (B, D)
+        return (F.normalize(x, dim=-1) if normalize else x), adapted
 
     # ------------------------------------------------------------------ API
     def forward(self, eeg: Tensor, image_features: Tensor, text_features: Tensor | None = None) -> dict[str, Tensor]:
@@ -240,8 +254,9 @@ class HMAVD(nn.Module):
         image_features: Tensor | None = None,
         text_features: Tensor | None = None,
         kind: str = "image",
+        normalize: bool = True,
     ) -> Tensor:
-        """Zero-shot templates in the shared space, (K, D) L2-normalised (call in ``eval()`` mode).
+        """Zero-shot templates in the shared space, (K, D) (call in ``eval()`` mode).
 
         Parameters
         ----------
@@ -251,6 +266,10 @@ class HMAVD(nn.Module):
             (K, text_dim) text features; needed for ``"text"`` and ``"fused"``.
         kind : {"image", "text", "fused"}
             ``"fused"`` is the normalised mean of the image and the text template of each class.
+        normalize : bool
+            ``True``: L2-normalised templates (cosine scoring). ``False``: the branch outputs before the
+            final normalisation (``"fused"``: their sum) — NICE's dot-product scoring against raw centre
+            features when the image side is the identity.
         """
         if kind not in ("image", "text", "fused"):
             raise UserError(f"kind: {kind!r} is not a template kind; use 'image', 'text' or 'fused'")
@@ -259,11 +278,12 @@ class HMAVD(nn.Module):
         if kind in ("text", "fused") and text_features is None:
             raise UserError(f"kind: {kind!r} templates need text_features; pass them")
         if kind == "image":
-            return self._image(image_features)
-        text = self._text(text_features)[0]
+            return self._image(image_features, normalize)  # (K, D)
+        text = self._text(text_features, normalize)[0]  # (K, D)
         if kind == "text":
             return text
-        return F.normalize(self._image(image_features) + text, dim=-1)  # (K, D)
+        fused = self._image(image_features, normalize) + text  # (K, D)
+        return F.normalize(fused, dim=-1) if normalize else fused
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Parameters owned by each modality (θ^(m) of Eq. 9), for MCDB's κ and gradient norms.
