@@ -1,6 +1,6 @@
 """``hmavd-prepare``: raw session recordings of one subject -> ThingsEEG2 preprocessed files + MVNN.
 
-Steps (SPEC §3, both presets; the same as NICE ``preprocessing/`` and ThingsEEG2
+Steps (both presets, see ``docs/preprocessing.md``; the same as NICE ``preprocessing/`` and ThingsEEG2
 ``02_eeg_preprocessing/``), per session and partition:
 
 1. read the recording and ``mne.find_events`` on ``stim`` *before* picking channels;

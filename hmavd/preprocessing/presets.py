@@ -1,4 +1,4 @@
-"""The two labelled preprocessing presets that reproduce the public ThingsEEG2 pipelines (SPEC §3).
+"""The two labelled preprocessing presets that reproduce the public ThingsEEG2 pipelines (``docs/preprocessing.md``).
 
 ``nice``    NICE-EEG ``preprocessing/`` (the HMAVD paper's data): 63 channels in NICE's order,
             -0.2…1.0 s, 250 Hz, crop to 0…0.996 s (250 samples) before MVNN, covariance per

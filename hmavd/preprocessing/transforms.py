@@ -4,7 +4,7 @@ Every function works on numpy arrays whose last two axes are (channels, times) a
 axes are any batch dimensions (a single epoch ``(C, T)``, a batch ``(N, C, T)``, or
 ``(n_conditions, n_reps, C, T)``). Nothing here does IO, threading or logging-heavy work.
 
-The order of the steps (SPEC §3, both public pipelines)::
+The order of the steps (both public pipelines, ``docs/preprocessing.md``)::
 
     cut epoch tmin..tmax at the recording rate -> baseline_correct (mean of tmin..0, t = 0 included)
     -> resample_epochs (== mne.Epochs.resample) -> crop (NICE: keep 0..0.996 s) -> apply_whitening (MVNN)

@@ -242,7 +242,7 @@ def test_shrunk_covariance_equals_sklearn_private_cov():
     xs = (x - x.mean(0)) / x.std(0)
     shrink = LedoitWolf().fit(xs).shrinkage_
     np.testing.assert_allclose(ours, (1 - shrink) * s + shrink * np.diag(np.diag(s)), rtol=1e-10)
-    # plain LedoitWolf on unscaled data is a different estimator (the pitfall SPEC §3 names)
+    # plain LedoitWolf on unscaled data is a different estimator (the pitfall docs/preprocessing.md names)
     assert not np.allclose(ours, LedoitWolf().fit(x).covariance_, rtol=1e-3, atol=0)
 
 
