@@ -115,3 +115,33 @@ def test_saved_config_loads_back_and_other_command_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="saved from a TrainConfig"):
         load_config(OtherConfig, str(path))
+
+
+NICE_ROWS = ("nice", "nice-sa", "nice-ga", "ablation-base")
+HMAVD_ROWS = ("hmavd-63", "hmavd-17", "hmavd-63-sa", "hmavd-63-ga", "ablation-text", "ablation-full", "demo")
+
+
+def test_nice_rows_train_nice_and_hmavd_rows_keep_their_projections():
+    """NICE's Proj_img returns its input: the NICE rows train the EEG encoder + Proj_eeg only
+    (1,802,496 parameters at 63 x 250 with 768-d CLIP features); HMAVD rows project every modality (Eq. 1)."""
+    import torch
+
+    from hmavd.train import TrainConfig, build_model
+
+    counts = {}
+    for name in NICE_ROWS + HMAVD_ROWS:
+        cfg = load_config(TrainConfig, name)
+        torch.manual_seed(0)
+        counts[name] = build_model(cfg, 63, 250, 768).parameter_counts()
+        assert cfg.image_projection == (name in HMAVD_ROWS), name
+    assert counts["nice"] == counts["ablation-base"] == {"eeg": 1_802_496, "img": 0, "text": 0, "total": 1_802_496}
+    assert counts["nice-sa"]["img"] == counts["nice-ga"]["img"] == 0
+    assert counts["nice-sa"]["total"] == 1_815_470 and counts["nice-ga"]["total"] == 1_865_746
+    assert counts["hmavd-63"] == {"eeg": 1_802_496, "img": 1_330_176, "text": 1_257_264, "total": 4_389_936}
+    assert counts["ablation-text"]["img"] == 1_182_720  # projection without the image adapter
+    assert load_config(TrainConfig, "nice-sa").sa_variant == "fixed"
+    assert load_config(TrainConfig, "nice-sa", ["sa_variant=published"]).sa_variant == "published"
+    with pytest.raises(UserError, match="sa_variant"):
+        load_config(TrainConfig, "nice-sa", ["sa_variant=nice"])
+    with pytest.raises(UserError, match="mcdb_apply"):
+        load_config(TrainConfig, "hmavd-63", ["mcdb_apply=adam"])

@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hmavd.errors import UserError
 from hmavd.models import ENCODERS, HMAVD, Adapter, ModelConfig, Projection, build_encoder, fuse
-from hmavd.models.attention import ChannelGraphAttention, ChannelSelfAttention, channel_graph
-from hmavd.models.encoders import TSConv, tsconv_out_features
+from hmavd.models.attention import ChannelGraphAttention, ChannelSelfAttention, channel_graph, sa_scale
+from hmavd.models.encoders import TSConv, nice_init, tsconv_out_features
 
 
 @pytest.mark.parametrize(
@@ -64,20 +65,58 @@ def test_registry_names():
     assert set(ENCODERS) == {"tsconv", "tsconv_sa", "tsconv_ga", "resmlp"}
 
 
-def test_self_attention_sized_for_channels_and_applied():
+def _two_channel_sa(n_times, variant):
+    """SA block on 2 channels with identity query/key/projection maps (LayerNorm default, no dropout)."""
+    sa = ChannelSelfAttention(2, n_times, dropout=0.0, variant=variant)
+    with torch.no_grad():
+        for block in (sa.query, sa.key, sa.projection):
+            block[0].weight.copy_(torch.eye(2))
+            block[0].bias.zero_()
+    return sa
+
+
+@pytest.mark.parametrize(("variant", "scale_denominator"), [("fixed", 60), ("published", 60 // 30)])
+def test_self_attention_against_a_hand_computation(variant, scale_denominator):
+    """Two channels 2 apart at every sample: LayerNorm over the channels maps each time point to
+    (+c, -c) with c = 1/sqrt(1 + 1e-5), so q = k = that pattern and the scores are +-T c^2 scale: A is
+    [[s, 1 - s], [1 - s, s]] with s = sigmoid(2 T c^2 scale), scale 1/sqrt(T) (fixed) or 1/sqrt(T // 30)."""
+    t = 60
+    x = torch.zeros(1, 2, t)
+    x[0, 0] = torch.linspace(-1.0, 1.0, t) + 1.0
+    x[0, 1] = torch.linspace(-1.0, 1.0, t) - 1.0
+    sa = _two_channel_sa(t, variant)
+    c2 = 1.0 / (1.0 + 1e-5)
+    s = 1.0 / (1.0 + math.exp(-2 * t * c2 / math.sqrt(scale_denominator)))
+    attn = sa.attention(x)[0]
+    assert sa.scale == pytest.approx(1 / math.sqrt(scale_denominator))
+    assert torch.allclose(attn, torch.tensor([[s, 1 - s], [1 - s, s]]), atol=1e-6)
+    # the output by hand: mix the rows (fixed) or keep them (published), then LayerNorm over 2 channels
+    mixed = attn.double() @ x[0].double() if variant == "fixed" else x[0].double()  # (2, T)
+    diff = (mixed[0] - mixed[1]) / 2
+    expected = torch.stack([diff, -diff]) / torch.sqrt(diff**2 + 1e-5)
+    assert torch.allclose(sa(x)[0].double(), expected, atol=1e-5)
+
+
+def test_published_attention_cancels_and_the_fixed_one_does_not():
+    """NICE-SA as released: ``out = projection(x * rowsum(A))`` = projection(x) whatever the attention."""
     torch.manual_seed(0)
-    sa = ChannelSelfAttention(17, 250, dropout=0.0)
-    assert sa.query[0].in_features == 17
-    x = torch.randn(2, 17, 250)
-    attn = sa.attention(x)
-    assert attn.shape == (2, 17, 17)
-    assert torch.allclose(attn.sum(-1), torch.ones(2, 17))
-    # the attention reaches the output (the reference einsum made it a no-op): out = proj(A @ x)
-    out = sa(x)
-    expected = sa.projection(torch.einsum("bcm,bmt->bct", attn, x).transpose(1, 2)).transpose(1, 2)
-    assert torch.allclose(out, expected, atol=1e-6)
-    noop = sa.projection(x.transpose(1, 2)).transpose(1, 2)
-    assert not torch.allclose(out, noop, atol=1e-3)
+    x = torch.randn(3, 17, 250)
+    published = ChannelSelfAttention(17, 250, dropout=0.0, variant="published")
+    fixed = ChannelSelfAttention(17, 250, dropout=0.0)
+    fixed.load_state_dict(published.state_dict())
+    no_attention = published.projection(x.transpose(1, 2)).transpose(1, 2)  # (B, C, T)
+    assert torch.allclose(published(x), no_attention, atol=1e-5)
+    assert not torch.allclose(fixed(x), no_attention, atol=1e-2)
+    assert published.scale == pytest.approx(1 / math.sqrt(8)) and fixed.scale == pytest.approx(1 / math.sqrt(250))
+    assert sa_scale(20, "published") == 1.0  # T // 30 = 0 is floored at 1
+    with pytest.raises(ValueError, match="variant"):
+        sa_scale(250, "other")
+    # the model switch reaches the block; the configs pick it by name
+    model = HMAVD(small_cfg(encoder="tsconv_sa", sa_variant="published"))
+    assert model.encoder.spatial.module.variant == "published"
+    assert HMAVD(small_cfg(encoder="tsconv_sa")).encoder.spatial.module.variant == "fixed"
+    with pytest.raises(UserError, match="sa_variant"):
+        small_cfg(sa_variant="nice")
 
 
 def test_graph_attention_is_per_sample():
@@ -272,3 +311,106 @@ def test_model_and_templates_on_cuda():
     x = torch.randn(3, 8, 100)
     with torch.no_grad():
         assert torch.allclose(cpu.eval().encode_eeg(x), model.eval().encode_eeg(x.cuda()).cpu(), atol=1e-4)
+
+
+class _NiceEncEeg(nn.Module):
+    """NICE's ``Enc_eeg`` (``PatchEmbedding`` + ``FlattenHead``) rebuilt from plain torch layers in NICE's
+    order, independently of :class:`TSConv`: Conv (1, 25) -> AvgPool (1, 51)/(1, 5) -> BN -> ELU ->
+    Conv (C, 1) -> BN -> ELU -> Dropout -> 1x1 Conv -> Rearrange 'b e (h) (w) -> b (h w) e' -> flatten."""
+
+    def __init__(self, n_chans):
+        super().__init__()
+        self.tsconv = nn.Sequential(
+            nn.Conv2d(1, 40, (1, 25), (1, 1)),
+            nn.AvgPool2d((1, 51), (1, 5)),
+            nn.BatchNorm2d(40),
+            nn.ELU(),
+            nn.Conv2d(40, 40, (n_chans, 1), (1, 1)),
+            nn.BatchNorm2d(40),
+            nn.ELU(),
+            nn.Dropout(0.5),
+        )
+        self.projection = nn.Conv2d(40, 40, (1, 1), stride=(1, 1))
+
+    def forward(self, x):  # x (B, 1, C, T) as NICE feeds it
+        y = self.projection(self.tsconv(x))  # (B, 40, 1, T')
+        b, e, h, w = y.shape
+        return y.permute(0, 2, 3, 1).reshape(b, h * w, e).reshape(b, -1)  # 'b e h w -> b (h w) e', flatten
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_tsconv_equals_an_independent_nice_reconstruction_with_copied_weights(fused):
+    torch.manual_seed(0)
+    ref = _NiceEncEeg(63)
+    ref.apply(nice_init)
+    with torch.no_grad():  # non-trivial BatchNorm statistics and affine parameters
+        for bn in (ref.tsconv[2], ref.tsconv[5]):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.normal_(0, 0.1)
+    enc = TSConv(63, 250, fused=fused)
+    ref_state = list(ref.state_dict().values())
+    enc_state = enc.state_dict()
+    assert [tuple(v.shape) for v in enc_state.values()] == [tuple(v.shape) for v in ref_state]
+    enc.load_state_dict(dict(zip(enc_state, ref_state)))
+    x = torch.randn(5, 63, 250)
+    with torch.no_grad():
+        ref.eval(), enc.eval()
+        assert torch.allclose(enc(x), ref(x.unsqueeze(1)), atol=1e-5)
+        ref.train(), enc.train()  # batch statistics; dropout drawn from the same seed
+        torch.manual_seed(1)
+        out_ref = ref(x.unsqueeze(1))
+        torch.manual_seed(1)
+        out_enc = enc(x)
+    assert out_enc.shape == (5, 1440)
+    assert torch.allclose(out_enc, out_ref, atol=1e-5)
+
+
+def test_nice_init_statistics():
+    """NICE's weights_init_normal: Conv/Linear weights N(0, 0.02), BatchNorm weight N(1, 0.02), bias 0."""
+    torch.manual_seed(0)
+    model = HMAVD(ModelConfig(use_text=False, use_adapters=False, image_projection=False))
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(convs) == 5 and len(bns) == 2  # 3 convolutions + Proj_eeg's two Linear layers
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
+    assert abs(float(weights.mean())) < 1e-3 and float(weights.std()) == pytest.approx(0.02, rel=0.01)
+    for m in convs:  # every layer, even the 1000-weight first convolution (PyTorch's default: std 0.115)
+        assert float(m.weight.detach().std()) == pytest.approx(0.02, rel=0.1), m
+    bn_w = torch.cat([m.weight.detach() for m in bns])
+    assert float(bn_w.mean()) == pytest.approx(1.0, abs=0.01) and 0.01 < float(bn_w.std()) < 0.03
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
+    default = HMAVD(ModelConfig(use_text=False, use_adapters=False, image_projection=False, init="default"))
+    assert float(default.encoder.tsconv[0].weight.std()) > 0.05
+
+
+def test_image_adapter_eq5_without_biases_and_alpha():
+    """Eq. 5: A_v(F) = F + α W2 ReLU(W1 F), no biases, with α ≠ 0 and a trained (non-zero) W2."""
+    torch.manual_seed(0)
+    ad = Adapter(32, 8, bias=False, alpha=0.7)
+    with torch.no_grad():
+        ad.up.weight.normal_()
+    x = torch.randn(3, 32)
+    w1, w2 = ad.down.weight.detach().double(), ad.up.weight.detach().double()
+    expected = x.double() + 0.7 * (torch.clamp(x.double() @ w1.T, min=0) @ w2.T)
+    assert [n for n, _ in ad.named_parameters()] == ["down.weight", "up.weight"]
+    assert torch.allclose(ad(x).double(), expected, atol=1e-5)
+    assert not torch.allclose(ad(x), x, atol=1e-2)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.25, 1.0])
+def test_fusion_beta_reaches_the_models_forward(beta):
+    """Eq. 8 inside HMAVD.forward: text_features = normalize(β A_t(F) + (1 − β) F) (identity projections)."""
+    torch.manual_seed(0)
+    model = HMAVD(small_cfg(image_projection=False, proj_dim=32, fusion_beta=beta, txt_reduction=4))
+    ad = model.text_adapter
+    with torch.no_grad():
+        ad.up.weight.normal_()
+        ad.out_bias.normal_()
+    f = torch.randn(4, 32)
+    w1, b1, w2 = ad.down.weight.detach(), ad.down.bias.detach(), ad.up.weight.detach()
+    adapted = f + 0.7 * (torch.relu(f @ w1.T + b1) @ w2.T) + ad.out_bias.detach()  # Eq. 6 by hand
+    expected = F.normalize(beta * adapted + (1 - beta) * f, dim=-1)
+    out = model(torch.randn(4, 8, 100), torch.randn(4, 32), f)
+    assert torch.allclose(out["text_features"], expected, atol=1e-5)
+    assert torch.allclose(out["text_adapted"], adapted, atol=1e-5) and torch.equal(out["text_raw"], f)
