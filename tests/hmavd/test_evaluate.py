@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hmavd.errors import UserError
 from hmavd.evaluate import (
@@ -12,6 +13,7 @@ from hmavd.evaluate import (
     n_way_accuracy,
     results_csv,
     table_markdown,
+    template_label,
     topk_accuracy,
     zero_shot,
 )
@@ -155,3 +157,60 @@ def test_aggregate_mean_std_and_tables():
     assert len(csv_text.strip().splitlines()) == 5
     single = table_markdown(aggregate([_ev("nice", 3, 0, 0.123, 0.456)]))
     assert "| nice | image[test-images] | 12.3/45.6 | 12.3/45.6 |" in single
+
+
+class _RealCenters:
+    """Feature cache stand-in holding NICE's real CLIP ViT-L/14 centre features."""
+
+    path = "shared"
+
+    def __init__(self, centers):
+        self._centers = centers
+
+    def text_features(self, split):
+        return np.zeros_like(self._centers)
+
+    def center_features(self):
+        return self._centers
+
+
+def _nice_identity_model(dim):
+    from hmavd.models.hmavd_model import HMAVD, ModelConfig
+
+    cfg = ModelConfig(n_chans=4, n_times=100, feature_dim=dim, proj_dim=dim, use_text=False, use_adapters=False,
+                      image_projection=False)  # fmt: skip
+    return HMAVD(cfg).eval()
+
+
+def test_dot_scoring_uses_raw_templates_and_is_labelled():
+    m = _nice_identity_model(4)
+    centers = np.array([[3.0, 0, 0, 0], [0, 0.5, 0, 0], [1, 1, 0, 0]], dtype=np.float32)
+    raw = build_templates(m, _Cache(centers), "image", "centers", scoring="dot")
+    assert torch.equal(raw, torch.as_tensor(centers))  # NICE's image side is the identity: the raw features
+    cos = build_templates(m, _Cache(centers), "image", "centers")
+    assert torch.allclose(cos.norm(dim=1), torch.ones(3))
+    # a query along (1, 1): cosine picks centre 2, the dot product the long centre 0
+    q = F.normalize(torch.tensor([[1.0, 0.9, 0, 0]]), dim=-1)
+    assert int((q @ cos.T).argmax()) == 2 and int((q @ raw.T).argmax()) == 0
+    assert template_label("image", "centers", "dot") == "image[centers,dot]"
+    assert template_label("text", "centers", "dot") == "text[dot]"
+    assert template_label("image", "centers") == "image[centers]" and template_label("text", "centers") == "text"
+    with pytest.raises(UserError, match="scoring"):
+        build_templates(m, _Cache(centers), "image", "centers", scoring="euclid")
+
+
+def test_nice_centre_scoring_on_real_clip_features(shared_data):
+    """Test images as queries against NICE's centres: NICE's dot product with the raw (unnormalised) centres
+    gives 95.0 / 99.0 (200-way top-1 / top-5), cosine 98.0 / 100.0 (the centres' norms, 0.84-0.93, tilt
+    the dot product); the model path reproduces both scorings."""
+    centers = np.load(shared_data / "nice_clip_vitl14_center_200x768.npy").astype(np.float32)  # (200, 768)
+    queries = np.load(shared_data / "nice_clip_vitl14_test_images_200x1x768.npy")[:, 0].astype(np.float32)
+    queries = torch.as_tensor(queries / np.linalg.norm(queries, axis=1, keepdims=True))  # (200, 768)
+    m = _nice_identity_model(768)
+    labels = np.arange(200)
+    res = {}
+    for scoring in ("dot", "cosine"):
+        tmpl = build_templates(m, _RealCenters(centers), "image", "centers", scoring=scoring)  # (200, 768)
+        res[scoring] = zero_shot(queries @ tmpl.T, labels, ways=())
+    assert (100 * res["dot"]["top1"], 100 * res["dot"]["top5"]) == pytest.approx((95.0, 99.0))
+    assert (100 * res["cosine"]["top1"], 100 * res["cosine"]["top5"]) == pytest.approx((98.0, 100.0))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hmavd.mcdb import MCDB, contribution_scores, grad_norms, imbalance_rates, kappa
+from hmavd.mcdb import KAPPA_MIN, MCDB, contribution_scores, grad_norms, imbalance_rates, kappa, scale_update
 from hmavd.models import HMAVD, ModelConfig
 
 
@@ -111,3 +111,59 @@ def test_mcdb_on_cuda_matches_cpu():
     assert cpu.keys() == gpu.keys()
     for k in cpu:
         assert gpu[k] == pytest.approx(cpu[k], rel=1e-4)
+
+
+def test_kappa_is_floored_where_float32_tanh_reaches_one():
+    rho = torch.tensor([1.5, 20.0, 1e4])
+    raw = 1.0 - torch.tanh(0.7 * (rho - 1.0))
+    assert raw[1] == 0.0 and raw[2] == 0.0  # Eq. 13 in float32 zeroes the modality
+    k = kappa(rho, 0.7)
+    assert float(k[0]) == pytest.approx(1 - math.tanh(0.35))
+    assert k[1] == k[2] == torch.tensor(KAPPA_MIN)
+    assert float(kappa(torch.tensor(20.0), 0.7, floor=0.25)) == 0.25
+
+
+def test_scale_update_scales_the_step_by_kappa():
+    before = [torch.tensor([1.0, -2.0]), torch.tensor([[0.5]])]
+    params = [torch.tensor([1.5, -3.0]), torch.tensor([[0.25]])]
+    scale_update(params, before, 0.4)
+    assert torch.allclose(params[0], torch.tensor([1.2, -2.4])) and torch.allclose(params[1], torch.tensor([[0.4]]))
+
+
+def test_tau_follows_a_learnable_temperature():
+    torch.manual_seed(0)
+    out = {k: F.normalize(torch.randn(16, 8), dim=-1) for k in ("eeg_features", "image_features", "text_features")}
+    out["image_features"] = F.normalize(out["eeg_features"] + 0.5 * out["image_features"], dim=-1)
+    out["logit_scale"] = torch.tensor(1 / 0.3)
+    follow, fixed = MCDB(tau=None).compute(out), MCDB(tau=0.3).compute(out)
+    assert follow == pytest.approx(fixed)
+    assert follow["score/img"] != pytest.approx(MCDB(tau=0.07).compute(out)["score/img"])
+
+
+def _adam_updates(kappa_on_gradient, steps=50, kappa_on_update=1.0):
+    """50 Adam steps (paper betas) on a fixed quadratic with κ on every gradient or on every update."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(64))
+    target = torch.randn(64)
+    opt = torch.optim.Adam([w], lr=2e-4, betas=(0.5, 0.999))
+    start = w.detach().clone()
+    for _ in range(steps):
+        opt.zero_grad()
+        ((w - target) ** 2).sum().backward()
+        w.grad.mul_(kappa_on_gradient)
+        before = [w.detach().clone()]
+        opt.step()
+        scale_update([w], before, kappa_on_update)
+    return w.detach() - start
+
+
+def test_adam_cancels_a_constant_kappa_on_the_gradient_but_not_on_the_update():
+    """docs/model.md "MCDB under Adam": κ = 0.5 on every gradient changes 50 updates by ~1e-6 (relative,
+    Adam's ε only); κ = 0.5 on every update halves each step (the 50-step displacement to within 1 %:
+    the quadratic's gradient depends on where the shorter steps led)."""
+    plain = _adam_updates(1.0)
+    on_gradient = _adam_updates(0.5)
+    on_update = _adam_updates(1.0, kappa_on_update=0.5)
+    rel = float((on_gradient - plain).norm() / plain.norm())
+    assert rel < 1e-4
+    assert float((on_update - 0.5 * plain).norm() / (0.5 * plain).norm()) < 0.01

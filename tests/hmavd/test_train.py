@@ -1,7 +1,9 @@
 """hmavd-train / hmavd-eval: configs, CLI end to end, learning, resume, determinism, protocols."""
 
+import copy
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from hmavd.config import available_configs, load_config
 from hmavd.datasets import load_training_set, resolve_channel_names, write_planted_dataset
 from hmavd.errors import UserError
 from hmavd.evaluate import evaluate_checkpoint
+from hmavd.losses import hmavd_loss
 from hmavd.train import TrainConfig, train
 
 TABLE_ROWS = {  # config: (encoder, channels, text, adapters, mcdb, spr)
@@ -190,3 +193,89 @@ def test_checkpoint_records_absolute_data_and_feature_paths(data_dir, tmp_path, 
     assert Path(meta["data_dir"]).is_absolute() and Path(meta["data_dir"]) == data_dir.resolve()
     assert Path(meta["features"]["path"]).is_absolute() and Path(meta["features"]["path"]).is_dir()
     assert meta["train_config"]["data_dir"] == data_dir.name  # the config itself is saved as given
+
+
+class _RecordingOptimizer(torch.optim.SGD):
+    """SGD that records the gradients it is handed (what reaches the optimiser after MCDB)."""
+
+    def step(self, closure=None):
+        self.seen = [p.grad.detach().clone() for g in self.param_groups for p in g["params"]]
+        return super().step(closure)
+
+
+def _kappa_by_hand(out, tau, gamma):
+    """Eq. 10-13 written out: matched softmax mass per modality, ρ against the other one, 1 − tanh."""
+    eeg = out["eeg_features"].detach().double()
+    c = {}
+    for m, key in (("img", "image_features"), ("text", "text_features")):
+        sim = torch.exp(eeg @ out[key].detach().double().T / tau)
+        c[m] = float((sim.diagonal() / sim.sum(1)).sum())
+    rho = {"img": c["img"] / c["text"], "text": c["text"] / c["img"]}
+    return {m: (1 - math.tanh(gamma * (r - 1)) if r > 1 else 1.0) for m, r in rho.items()}
+
+
+def _step_setup(mcdb_apply="gradient", gamma=0.7):
+    from hmavd.models import HMAVD, ModelConfig
+    from hmavd.train import TrainStep
+
+    cfg = dataclasses.replace(load_config(TrainConfig, "hmavd-63"), mcdb_gamma=gamma, mcdb_apply=mcdb_apply)
+    torch.manual_seed(0)
+    model = HMAVD(ModelConfig(n_chans=4, n_times=80, feature_dim=16, proj_dim=8, img_reduction=4, txt_reduction=4))
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randn(12, 4, 80, generator=g), torch.randn(12, 16, generator=g), torch.randn(12, 16, generator=g))
+    return cfg, model, batch, TrainStep
+
+
+def test_train_step_hands_kappa_scaled_gradients_to_the_optimiser():
+    cfg, model, batch, TrainStep = _step_setup()
+    ref = copy.deepcopy(model)
+    opt = _RecordingOptimizer(model.parameters(), lr=0.0)
+    torch.manual_seed(5)
+    logs = TrainStep(cfg, model, opt)(*batch)
+    # the same forward/backward by hand, without MCDB (same dropout draws)
+    ref.train()
+    torch.manual_seed(5)
+    out = ref(*batch)
+    hmavd_loss(out, use_text=True)["total"].backward()
+    kappas = _kappa_by_hand(out, cfg.tau, cfg.mcdb_gamma)
+    assert min(kappas.values()) < 0.9  # a genuinely damped modality in this batch
+    for m in ("img", "text"):
+        assert logs[f"kappa/{m}"] == pytest.approx(kappas[m], rel=1e-4)
+    group_of = {id(p): m for m, ps in ref.modality_parameters().items() for p in ps}
+    for p_ref, seen in zip(ref.parameters(), opt.seen):
+        k = kappas.get(group_of[id(p_ref)], 1.0)  # EEG: κ = 1
+        assert torch.allclose(seen, k * p_ref.grad, rtol=1e-4, atol=1e-9)
+
+
+def test_mcdb_apply_update_scales_the_adam_update_by_kappa():
+    from hmavd.train import make_optimizer
+
+    cfg, model, batch, TrainStep = _step_setup("update")
+    cfg = dataclasses.replace(cfg, use_spr=False)
+    twin = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(5)
+    logs = TrainStep(cfg, model, make_optimizer(cfg, model, 10))(*batch)
+    plain = dataclasses.replace(cfg, use_mcdb=False)
+    torch.manual_seed(5)
+    TrainStep(plain, twin, make_optimizer(plain, twin, 10))(*batch)  # Adam, no MCDB
+    group_of = {id(p): m for m, ps in model.modality_parameters().items() for p in ps}
+    damped = [m for m in ("img", "text") if logs[f"kappa/{m}"] < 0.9]
+    assert damped
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        k = logs.get(f"kappa/{group_of[id(p)]}", 1.0)
+        # float32 rounding of θ (|θ| ≤ ~1) bounds how exactly a 2e-4 update can be read back: ~1e-7
+        assert torch.allclose(p - before[name], k * (q - before[name]), rtol=1e-4, atol=3e-7), name
+
+
+def test_train_hands_the_real_step_count_to_spr(data_dir, tmp_path):
+    """σ_t of every logged step is σ_max (1 − t/T) with T = epochs x batches per epoch (Eq. 17)."""
+    run = train(_cfg(data_dir, tmp_path, epochs=3, spr_sigma_max=0.01), progress=False)
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    steps = [s for s in steps if s["type"] == "step"]
+    total = len(steps)
+    assert total == 3 * 4  # 33 training samples in batches of 8 (the 1-sample tail dropped)
+    for s in steps:
+        assert s["sigma"] == pytest.approx(0.01 * (1 - (s["step"] - 1) / total)), s["step"]
+    state = load_file(str(run / "last.safetensors"))
+    assert state  # the run finished and wrote its optimiser state
