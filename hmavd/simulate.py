@@ -5,9 +5,11 @@ dataset lives in :mod:`hmavd.simulate_io` and the command in :mod:`hmavd.cli.sim
 its parameters, the SNR definition and the three reference decoders are documented in
 ``docs/simulated-subject.md``. In short:
 
-- **Features**: test images/centers are the real CLIP ViT-L/14 features of the 200 ThingsEEG2 test
-  concepts (``hmavd/resources``); training prototypes and images are drawn from Gaussians fitted to
-  them; text features are ``normalize(normalize(p_c) + text_noise·e_c + modality_gap·g)``.
+- **Features** (:mod:`hmavd.sim_features`, re-exported here): by default a generated, seeded parametric
+  geometry with the published figures of CLIP ViT-L/14 test features (768-d, mean pairwise cosine 0.54,
+  image–centre cosine 0.89, power-law spectrum, categories and concepts); with ``features_from=`` the
+  user's real test features, training features drawn from Gaussians fitted to them. Text features are
+  ``normalize(normalize(p_c) + text_noise·e_c + modality_gap·g)``.
 - **EEG**: ``K`` latent sources ``z = diag(1/s) P (f − mu)`` of the image feature ``f``, each with a
   scalp pattern ``a_k`` (occipito-parietal Gaussian blob) and a Gabor waveform ``w_k(t)`` that is
   zero outside the signal window; response ``R = gain·Σ_k z_k a_k w_k(t)`` + a common ERP, added at
@@ -22,29 +24,35 @@ its parameters, the SNR definition and the three reference decoders are document
 
 from __future__ import annotations
 
-import csv
 import functools
-import importlib.resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
 
-from .data.concepts import (
-    clip_test_center_features,
-    clip_test_image_features,
-    test_concepts,
-    train_concepts,
-)
+from .data.concepts import test_concepts, test_image_file, train_concepts
 from .data.thingseeg2 import ImageMetadata, concept_name
 from .errors import UserError
+from .sim_features import (
+    FeatureGeometry,
+    GeometryParams,
+    ReferenceFeatures,
+    SimulatedFeatures,
+    fit_low_rank_gaussian,
+    generate_concepts,
+    l2_normalize,
+    sample_low_rank_gaussian,
+    simulate_features,
+)
 
 __all__ = [
     "SFREQ_RAW",
     "SOA_S",
     "CATCH_ID",
     "FeatureGeometry",
+    "GeometryParams",
+    "ReferenceFeatures",
     "SimulatedFeatures",
     "SourceModel",
     "select_concepts",
@@ -83,35 +91,59 @@ CATCH_ID = 99999
 # --------------------------------------------------------------------------- concepts and metadata
 
 
-def select_concepts(n_train: int, n_test: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The first ``n_train`` training and first ``n_test`` test concept folders (real ThingsEEG2 names)."""
-    tr, te = train_concepts(), test_concepts()
+def select_concepts(
+    n_train: int, n_test: int, source: ImageMetadata | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The first ``n_train`` training and first ``n_test`` test concept folders.
+
+    Generated names (:mod:`hmavd.data.concepts`), or those of ``source``, a user's ThingsEEG2 metadata
+    (``concepts_from=``), in its plain sorted folder order.
+    """
+    tr, te = (train_concepts(), test_concepts()) if source is None else (source.train_concepts, source.test_concepts)
+    fix = "lower it" if source is None else "lower it or give a metadata file with more concepts"
     if not 1 <= n_train <= len(tr):
-        raise UserError(f"n_train_concepts: {n_train} must be in 1..{len(tr)}; lower it")
+        raise UserError(f"n_train_concepts: {n_train} must be in 1..{len(tr)}; {fix}")
     if not 2 <= n_test <= len(te):
-        raise UserError(f"n_test_concepts: {n_test} must be in 2..{len(te)}; change it")
+        raise UserError(f"n_test_concepts: {n_test} must be in 2..{len(te)}; {fix}")
     return tr[:n_train], te[:n_test]
 
 
-@functools.cache
-def test_image_files() -> dict[str, str]:
-    """Real ThingsEEG2 test image file name of each test concept folder (``aircraft_carrier_06s.jpg``)."""
-    res = importlib.resources.files("hmavd") / "resources" / "thingseeg2_test_concepts_200.csv"
-    with res.open("r") as fh:
-        return {row["raw_concept"]: row["test_img_file"] for row in csv.DictReader(fh)}
+def test_image_files(source: ImageMetadata | None = None) -> dict[str, str]:
+    """Test image file name of each test concept folder: generated (``concept_0009_01s.jpg``) or ``source``'s."""
+    if source is not None:
+        return dict(zip(source.test_img_concepts, source.test_img_files))
+    return {f: test_image_file(f) for f in test_concepts()}
+
+
+def _train_files(folder: str, n: int, source: ImageMetadata | None) -> list[str]:
+    if source is None:
+        stem = concept_name(folder).replace(" ", "_")
+        return [f"{stem}_{j + 1:02d}b.jpg" for j in range(n)]
+    have = [f for c, f in zip(source.train_img_concepts, source.train_img_files) if c == folder]
+    if len(have) < n:
+        raise UserError(
+            f"n_train_images_per_concept: {n} but the metadata lists {len(have)} training images of {folder}; "
+            f"lower it to {len(have)}"
+        )
+    return have[:n]
 
 
 def make_image_metadata(
-    train_folders: Sequence[str], n_images_per_concept: int, test_folders: Sequence[str]
+    train_folders: Sequence[str],
+    n_images_per_concept: int,
+    test_folders: Sequence[str],
+    source: ImageMetadata | None = None,
 ) -> ImageMetadata:
-    """ThingsEEG2-style metadata: ``n`` training images per concept (``aardvark_01b.jpg`` …), one test image each."""
+    """ThingsEEG2-style metadata: ``n`` training images per concept, one test image each.
+
+    File names are generated (``concept_0001_01b.jpg`` …, test ``concept_0009_01s.jpg``) or, with
+    ``source`` (a user's metadata), its own file names: the first ``n`` training images of each concept.
+    """
     tr_c, tr_f = [], []
     for folder in train_folders:
-        stem = concept_name(folder).replace(" ", "_")
-        for j in range(n_images_per_concept):
-            tr_c.append(folder)
-            tr_f.append(f"{stem}_{j + 1:02d}b.jpg")
-    files = test_image_files()
+        tr_c.extend([folder] * n_images_per_concept)
+        tr_f.extend(_train_files(folder, n_images_per_concept, source))
+    files = test_image_files(source)
     return ImageMetadata(
         train_img_concepts=tuple(tr_c),
         train_img_files=tuple(tr_f),
@@ -120,122 +152,43 @@ def make_image_metadata(
     )
 
 
-# --------------------------------------------------------------------------- features
+# --------------------------------------------------------------------------- features (hmavd.sim_features)
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``x / ||x||`` along ``axis`` (float64)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+def latent_projection(
+    rng: np.random.Generator, n_sources: int, dim: int, reference: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed random projection to ``n_sources`` latents, normalised on reference image features.
 
-
-@dataclass(frozen=True)
-class FeatureGeometry:
-    """A Gaussian with mean + low-rank covariance + isotropic rest, fitted to feature rows.
-
-    Attributes
+    Parameters
     ----------
-    mean : ndarray, shape (D,)
-    basis : ndarray, shape (r, D)
-        Orthonormal principal directions.
-    scales : ndarray, shape (r,)
-        Standard deviation along each direction.
-    resid_std : float
-        Per-dimension standard deviation of the rest.
-    """
-
-    mean: np.ndarray
-    basis: np.ndarray
-    scales: np.ndarray
-    resid_std: float
-
-
-def fit_low_rank_gaussian(x: np.ndarray, rank: int, center: bool = True) -> FeatureGeometry:
-    """Fit :class:`FeatureGeometry` to rows ``x`` (N, D): top-``rank`` PCs plus an isotropic rest."""
-    x = np.asarray(x, dtype=np.float64)
-    n, d = x.shape
-    mean = x.mean(axis=0) if center else np.zeros(d)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)  # s: (min(N, D),)
-    rank = int(min(rank, len(s) - 1))
-    var = s**2 / max(n - 1, 1)
-    resid = float(np.sqrt(var[rank:].sum() / max(d - rank, 1)))
-    return FeatureGeometry(mean=mean, basis=vt[:rank], scales=np.sqrt(var[:rank]), resid_std=resid)
-
-
-def sample_low_rank_gaussian(rng: np.random.Generator, geom: FeatureGeometry, n: int) -> np.ndarray:
-    """Draw ``n`` rows from a :class:`FeatureGeometry`: (n, D) float64."""
-    r, d = geom.basis.shape
-    coef = rng.standard_normal((n, r)) * geom.scales  # (n, r)
-    return geom.mean + coef @ geom.basis + geom.resid_std * rng.standard_normal((n, d))
-
-
-@dataclass(frozen=True)
-class SimulatedFeatures:
-    """Image/text features of the simulated stimuli (float64, L2-normalised rows except centers)."""
-
-    train_image: np.ndarray  # (n_train_images, D)
-    test_image: np.ndarray  # (n_test_images, D)
-    train_text: np.ndarray  # (n_train_concepts, D)
-    test_text: np.ndarray  # (n_test_concepts, D)
-    test_center: np.ndarray  # (n_test_concepts, D) real centers, not normalised
-    train_prototypes: np.ndarray  # (n_train_concepts, D)
-
-
-def simulate_features(
-    rng: np.random.Generator,
-    n_train_concepts: int,
-    n_images_per_concept: int,
-    n_test_concepts: int,
-    prototype_rank: int = 64,
-    image_variation: float = 1.0,
-    text_noise: float = 0.5,
-    modality_gap: float = 0.5,
-) -> SimulatedFeatures:
-    """Image and text features with real CLIP ViT-L/14 geometry (see the module docstring)."""
-    real_img = clip_test_image_features().astype(np.float64)  # (200, D)
-    real_ctr = clip_test_center_features().astype(np.float64)  # (200, D)
-    proto_geom = fit_low_rank_gaussian(real_ctr, prototype_rank)
-    var_geom = fit_low_rank_gaussian(real_img - real_ctr, prototype_rank, center=False)
-    protos = sample_low_rank_gaussian(rng, proto_geom, n_train_concepts)  # (Ntc, D)
-    var = sample_low_rank_gaussian(rng, var_geom, n_train_concepts * n_images_per_concept)  # (Nti, D)
-    train_image = l2_normalize(np.repeat(protos, n_images_per_concept, axis=0) + image_variation * var)
-    d = real_img.shape[1]
-    gap = l2_normalize(rng.standard_normal(d))  # (D,) shared modality-gap direction
-
-    def text(p: np.ndarray) -> np.ndarray:
-        noise = rng.standard_normal(p.shape) / np.sqrt(d)  # expected norm 1 per row
-        return l2_normalize(l2_normalize(p) + text_noise * noise + modality_gap * gap)
-
-    train_text = text(protos)
-    test_text = text(real_ctr[:n_test_concepts])
-    return SimulatedFeatures(
-        train_image=train_image,
-        test_image=real_img[:n_test_concepts].copy(),
-        train_text=train_text,
-        test_text=test_text,
-        test_center=real_ctr[:n_test_concepts].copy(),
-        train_prototypes=protos,
-    )
-
-
-def latent_projection(rng: np.random.Generator, n_sources: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fixed random projection to ``n_sources`` latents, normalised on the real test images.
+    reference : ndarray, shape (N, D), optional
+        The test image features the projection is normalised on (the simulator passes its own); None:
+        200 test images of the default generated geometry (seed 0).
 
     Returns
     -------
     projection : ndarray, shape (K, D)
     mean : ndarray, shape (D,)
-        Mean of the real test image features (subtracted before projecting).
+        Mean of the reference features (subtracted before projecting).
     scale : ndarray, shape (K,)
-        Per-source standard deviation over the real test images (divided out).
+        Per-source standard deviation over the reference features (divided out).
     """
     if n_sources < 1:
         raise UserError(f"n_sources: {n_sources} must be >= 1")
     proj = rng.standard_normal((n_sources, dim)) / np.sqrt(dim)  # (K, D)
-    real = clip_test_image_features().astype(np.float64)
-    mean = real.mean(axis=0)
-    scale = (real - mean) @ proj.T  # (200, K)
+    if reference is None:
+        reference = _default_reference(dim)
+    ref = np.asarray(reference, dtype=np.float64)  # (N, D)
+    mean = ref.mean(axis=0)
+    scale = (ref - mean) @ proj.T  # (N, K)
     return proj, mean, scale.std(axis=0)
+
+
+@functools.lru_cache(maxsize=2)
+def _default_reference(dim: int) -> np.ndarray:
+    ((_, img, _),) = generate_concepts(np.random.default_rng(0), [200], [1], GeometryParams(dim=dim))
+    return img  # (200, D)
 
 
 def latent_sources(features: np.ndarray, projection: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from .channels import CHANNEL_SETS, VISUAL17
+from .channels import VISUAL17
 from .config import config_to_dict
 from .data.thingseeg2 import EEGSplit, ImageMetadata, save_image_metadata, save_split
 from .errors import UserError
@@ -35,9 +34,11 @@ from .preprocessing.prepare import (
     save_mvnn,
     session_whitening,
 )
-from .preprocessing.presets import PRESETS, PreprocessPreset, get_preset
+from .preprocessing.presets import PreprocessPreset, get_preset
 from .preprocessing.raw_io import write_thingseeg2_raw
 from .preprocessing.transforms import apply_whitening, epoch_window_samples, preprocess_epoch, preprocessed_times
+from .sim_features import geometry_statistics
+from .sim_forward import forward_model_path, save_forward_model
 from .simulate import (
     CATCH_ID,
     SFREQ_RAW,
@@ -45,7 +46,6 @@ from .simulate import (
     SourceModel,
     ar1_noise,
     cut_epochs,
-    electrode_positions,
     fit_templates,
     latent_projection,
     latent_sources,
@@ -61,124 +61,19 @@ from .simulate import (
     simulate_features,
     topk_accuracy,
 )
+from .simulate_config import PAPER_SIZES, SimulateConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SimulateConfig", "PAPER_SIZES", "simulate_dataset", "simulate_subject", "check_output_dir"]
 
-#: The size keys ``scale=paper`` sets: ThingsEEG2's 16540 x 4 training and 200 x 80 test trials.
-PAPER_SIZES: dict[str, int] = {
-    "n_train_concepts": 1654,
-    "n_train_images_per_concept": 10,
-    "n_test_concepts": 200,
-    "n_sessions": 4,
-    "train_reps_per_session": 1,
-    "test_reps_per_session": 20,
-}
-FEATURE_DIM = 768
 #: Written first and removed last: a folder holding it is an interrupted simulation (overwritable).
 INCOMPLETE_MARKER = "simulation.incomplete"
 #: What the simulator writes under ``--out`` (removed before re-simulating into a previous simulation).
 OWN_OUTPUTS = ("raw_eeg", "preprocessed_eeg", "recordings", "image_set/image_metadata.npy", "simulation.json",
-               "simulate_config.yaml")  # fmt: skip
+               "simulate_config.yaml", "forward_model")  # fmt: skip
 #: Largest training set for the ridge baseline (its kernel is n_train_images²; skipped above).
 RIDGE_MAX_TRAIN = 6000
-
-
-@dataclass(frozen=True)
-class SimulateConfig:
-    """Config of ``hmavd-simulate`` (``configs/simulate.yaml``, ``simulate-paper.yaml``).
-
-    Sizes: ``n_train_concepts`` x ``n_train_images_per_concept`` training images shown
-    ``train_reps_per_session`` times in each of ``n_sessions`` sessions; ``n_test_concepts`` test
-    images shown ``test_reps_per_session`` times per session. ``scale="paper"`` sets these six keys
-    to :data:`PAPER_SIZES`. Forward model: see :mod:`hmavd.simulate` and docs/simulated-subject.md.
-    """
-
-    seed: int = 0
-    n_subjects: int = 1
-    scale: str = "default"
-    n_train_concepts: int = 200
-    n_train_images_per_concept: int = 4
-    n_test_concepts: int = 200
-    n_sessions: int = 2
-    train_reps_per_session: int = 1
-    test_reps_per_session: int = 4
-    channels: str = "all63"
-    preset: str = "nice"
-    n_sources: int = 32
-    snr: float = 0.05
-    signal_tmin_s: float = 0.1
-    signal_tmax_s: float = 0.6
-    common_erp_ratio: float = 1.0
-    noise_uv: float = 10.0
-    noise_ar: float = 0.95
-    noise_length_m: float = 0.1
-    noise_white_fraction: float = 0.2
-    prototype_rank: int = 64
-    image_variation: float = 1.0
-    text_noise: float = 0.5
-    modality_gap: float = 0.5
-    catch_fraction: float = 0.05
-    sequence_length: int = 20
-    sequence_gap_s: float = 0.75
-    feature_name: str = "clip-vitl14-sim"
-    write_raw: bool = True
-    write_replay: bool = True
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.scale not in ("default", "paper"):
-            raise UserError(f"scale: {self.scale!r} is not 'default' or 'paper'; pick one")
-        if self.preset not in PRESETS:
-            raise UserError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}; pick one")
-        for key in ("n_subjects", "n_train_images_per_concept", "n_sessions", "train_reps_per_session",
-                    "test_reps_per_session", "n_sources", "sequence_length", "prototype_rank"):  # fmt: skip
-            if getattr(self, key) < 1:
-                raise UserError(f"{key}: {getattr(self, key)} must be >= 1")
-        if not self.snr > 0:
-            raise UserError(f"snr: {self.snr} must be > 0 (signal/noise power ratio, e.g. 0.05)")
-        if not 0 <= self.signal_tmin_s < self.signal_tmax_s <= 0.9:
-            raise UserError(
-                f"signal window: [{self.signal_tmin_s}, {self.signal_tmax_s}] s must satisfy "
-                "0 <= signal_tmin_s < signal_tmax_s <= 0.9"
-            )
-        if not 0 <= self.catch_fraction < 1:
-            raise UserError(f"catch_fraction: {self.catch_fraction} must be in [0, 1)")
-        if not 0 <= self.noise_ar < 1:
-            raise UserError(f"noise_ar: {self.noise_ar} must be in [0, 1)")
-        if self.noise_uv <= 0:
-            raise UserError(f"noise_uv: {self.noise_uv} must be > 0 (µV)")
-        names = self.channel_names()
-        electrode_positions(names)  # every name must be a 10-05 electrode
-        r = self.resolved()
-        select_concepts(r.n_train_concepts, r.n_test_concepts)
-        preset = PRESETS[self.preset]
-        try:
-            preset.select_channels(list(names))
-        except UserError as err:
-            raise UserError(
-                f"channels: {self.channels!r} does not fit preset={self.preset} ({err}); record all63 for "
-                "preset=nice, or use preset=gifford (needs O*/P* channels)"
-            ) from None
-        if preset.mvnn_mode == "gifford" and min(r.train_reps_per_session, r.test_reps_per_session) < 2:
-            raise UserError(
-                f"train_reps_per_session/test_reps_per_session: {r.train_reps_per_session}/{r.test_reps_per_session}"
-                " are too few for preset=gifford (its covariance is over repetitions); set both >= 2"
-            )
-
-    def resolved(self) -> SimulateConfig:
-        """The config with ``scale="paper"`` expanded into the size keys."""
-        return replace(self, **PAPER_SIZES) if self.scale == "paper" else self
-
-    def channel_names(self) -> tuple[str, ...]:
-        """The recorded EEG channels (a named set or comma-separated names)."""
-        if self.channels in CHANNEL_SETS:
-            return CHANNEL_SETS[self.channels]
-        names = tuple(c.strip() for c in self.channels.split(",") if c.strip())
-        if len(names) < 2:
-            raise UserError(f"channels: {self.channels!r} names fewer than 2 channels; use all63, visual17 or names")
-        return names
 
 
 # --------------------------------------------------------------------------- output folder
@@ -354,6 +249,9 @@ def simulate_subject(
     sessions = list(range(1, cfg.n_sessions + 1))
     paths["mvnn"] = save_mvnn(eeg_dir / "mvnn.npz", np.stack(whitenings), np.stack(covs), sessions, picked,
                               preset, SFREQ_RAW, times)  # fmt: skip
+    noise = {k: getattr(cfg, k) for k in ("noise_uv", "noise_ar", "noise_length_m", "noise_white_fraction")}
+    paths["forward_model"] = save_forward_model(forward_model_path(out, subject), model, ch_names, latents, gain,
+                                                erp_gain, noise)  # fmt: skip
     unit = _unit_templates(model, picks, preset)  # (K, C, T)
     templates = np.mean([apply_whitening(unit, w) for w in whitenings], axis=0)  # equal reps per session
     return {
@@ -369,14 +267,15 @@ def simulate_subject(
 # --------------------------------------------------------------------------- whole dataset
 
 
-def _feature_provenance(cfg: SimulateConfig, meta: ImageMetadata) -> dict[str, Any]:
+def _feature_provenance(cfg: SimulateConfig, meta: ImageMetadata, source: str | None) -> dict[str, Any]:
+    what = "generated parametric geometry (docs/simulated-subject.md)" if source is None else f"real ({source})"
     return {
-        "model": "simulated (real CLIP ViT-L/14 geometry)",
+        "model": f"simulated ({what})",
         "pretrained": "simulated",
         "simulated": True,
         "prompt": None,
-        "source": "hmavd-simulate: test images and centers are real CLIP ViT-L/14 features (NICE-EEG, MIT); "
-        "training images and all text features are simulated, see docs/simulated-subject.md",
+        "source": f"hmavd-simulate: test image features {what}; training images and all text features are "
+        "simulated, see docs/simulated-subject.md",
         "seed": cfg.seed,
         "train_images": image_ids(meta, "training"),
         "test_images": image_ids(meta, "test"),
@@ -398,13 +297,16 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         _remove_own_outputs(out, feature_names=(cfg.feature_name, _previous_feature_name(marker)))
     atomic_write_json(incomplete, {"config": config_to_dict(cfg)})  # a crash below leaves this, not a marker
     rng = np.random.default_rng(cfg.seed)
-    train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts)
-    meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders)
+    source, reference = cfg.concept_source(), cfg.reference()
+    train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts, source)
+    meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders, source)
     feats: SimulatedFeatures = simulate_features(
         rng, cfg.n_train_concepts, cfg.n_train_images_per_concept, cfg.n_test_concepts,
         cfg.prototype_rank, cfg.image_variation, cfg.text_noise, cfg.modality_gap,
+        reference=reference, geometry=cfg.geometry(),
     )  # fmt: skip
-    proj, mean, scale = latent_projection(rng, cfg.n_sources, FEATURE_DIM)
+    every = np.concatenate([feats.train_image, feats.test_image])  # sources: unit variance over all images
+    proj, mean, scale = latent_projection(rng, cfg.n_sources, every.shape[1], reference=every)
     latents = {
         "training": latent_sources(feats.train_image, proj, mean, scale),  # (Ntr, K)
         "test": latent_sources(feats.test_image, proj, mean, scale),  # (Nte, K)
@@ -415,9 +317,11 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         "test_image_features": feats.test_image,
         "train_text_features": feats.train_text,
         "test_text_features": feats.test_text,
-        "test_center_features": feats.test_center,
     }
-    save_feature_cache(out / "features" / cfg.feature_name, arrays, _feature_provenance(cfg, meta))
+    if feats.test_center is not None:
+        arrays["test_center_features"] = feats.test_center
+    prov = _feature_provenance(cfg, meta, reference.source if reference is not None else None)
+    save_feature_cache(out / "features" / cfg.feature_name, arrays, prov)
     subjects = []
     for subject in tqdm(range(1, cfg.n_subjects + 1), desc="subjects", unit="subject", disable=not cfg.progress):
         feats_by_split = {"training": feats.train_image, "test": feats.test_image}
@@ -439,6 +343,8 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         "oracle": mean_of("oracle"),
         "oracle_fitted": mean_of("oracle_fitted"),
         "ridge": mean_of("ridge"),
+        "feature_geometry": "generated" if reference is None else f"features_from={reference.source}",
+        "test_feature_statistics": geometry_statistics(feats.test_image, feats.test_center),
         "reference_decoders": "oracle: knows the forward model (patterns, waveforms, latent projection), reads the "
         "repetition-averaged noisy test EEG; oracle_fitted: knows only the latent projection, fits the response "
         "templates to the training split; ridge: kernel ridge EEG -> image features on the training split, no model "
@@ -451,8 +357,8 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
             f"max_reps_training={cfg.train_reps_per_session}",
             f"max_reps_test={cfg.test_reps_per_session}",
         ],
-        "attribution": "THINGS concept names (Hebart et al. 2019) and ThingsEEG2 layout (Gifford et al. 2022); "
-        "real CLIP ViT-L/14 test features from NICE-EEG (Song et al. 2023, MIT). All EEG is simulated.",
+        "attribution": "ThingsEEG2 layout (Gifford et al. 2022). All EEG is simulated; features and concept "
+        "names are generated unless features_from / concepts_from name the user's files.",
     }
     atomic_write_json(marker, summary)
     incomplete.unlink()

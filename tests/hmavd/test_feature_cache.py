@@ -229,28 +229,24 @@ def test_import_keyed_file_with_text_from_clip(tmp_path, capsys):
     assert cache.provenance["model"] == "hmavd-tiny-import"
 
 
-def test_import_real_nice_test_features(tmp_path, capsys):
-    """The real NICE ViT-L/14 test features (200, 768), saved as NICE ships them (200, 1, 768)."""
+def test_import_real_nice_test_features(tmp_path, capsys, shared_data):
+    """The real NICE ViT-L/14 test features (200, 768), as NICE ships them (200, 1, 768); skipped without them."""
     import csv
-    import importlib.resources
 
-    from hmavd.data import concepts
-
-    rows = list(
-        csv.DictReader((importlib.resources.files("hmavd") / "resources" / "thingseeg2_test_concepts_200.csv").open())
-    )
+    with open(shared_data / "thingseeg2_test_concepts_200.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     meta = ImageMetadata(
         ("00001_aardvark", "00002_abacus"),
         ("aardvark_01b.jpg", "abacus_01b.jpg"),
         tuple(r["raw_concept"] for r in rows),
         tuple(r["test_img_file"] for r in rows),
     )
-    assert meta.test_concepts == concepts.test_concepts()
+    assert meta.test_concepts == tuple(r["raw_concept"] for r in rows)  # the file is in sorted folder order
     save_image_metadata(tmp_path / "image_metadata.npy", meta)
-    test = concepts.clip_test_image_features()
+    test = np.load(shared_data / "nice_clip_vitl14_test_images_200x1x768.npy")[:, 0]  # (200, 768)
     np.save(tmp_path / "clip_feature_maps_test.npy", test[:, None, :])
     np.save(tmp_path / "clip_feature_maps_training.npy", test[:2, None, :])
-    np.save(tmp_path / "center_clip.npy", concepts.clip_test_center_features())
+    np.save(tmp_path / "center_clip.npy", np.load(shared_data / "nice_clip_vitl14_center_200x768.npy"))
     np.save(tmp_path / "train_text.npy", test[:2])
     np.save(tmp_path / "test_text.npy", test)
     rc = main(

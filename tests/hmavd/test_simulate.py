@@ -120,23 +120,30 @@ def test_features_have_clip_geometry_and_text_tracks_concepts():
     f = simulate_features(rng, 30, 3, 20)
     for a in (f.train_image, f.test_image, f.train_text, f.test_text):
         np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    assert f.train_image.shape == (90, 768) and f.test_center.shape == (20, 768)
     cos = f.train_image @ f.train_image.T
     same = np.kron(np.eye(30), np.ones((3, 3))).astype(bool) & ~np.eye(90, dtype=bool)
     assert cos[same].mean() > cos[~same & ~np.eye(90, dtype=bool)].mean() + 0.1
-    assert 0.3 < cos[~same & ~np.eye(90, dtype=bool)].mean() < 0.9  # crowded, like real CLIP
+    assert 0.45 < cos[~same & ~np.eye(90, dtype=bool)].mean() < 0.65  # crowded, like real CLIP (0.54)
     # each concept's text is closest to its own prototype
     proto = f.train_prototypes / np.linalg.norm(f.train_prototypes, axis=1, keepdims=True)
     assert np.mean(np.argmax(f.train_text @ proto.T, axis=1) == np.arange(30)) > 0.9
+    again = simulate_features(np.random.default_rng(5), 30, 3, 20)
+    np.testing.assert_array_equal(again.test_image, f.test_image)  # seeded
 
 
-def test_concepts_and_metadata_use_real_names():
+def test_concepts_and_metadata_use_generated_thingseeg2_style_names():
     tr, te = select_concepts(3, 200)
-    assert tr[0] == "00001_aardvark" and te[0] == "00001_aircraft_carrier" and len(te) == 200
+    assert tr == ("00001_concept_0001", "00002_concept_0002", "00003_concept_0003")
+    assert te[0] == "00001_concept_0009" and te[-1] == "00200_concept_1800" and len(te) == 200
     meta = make_image_metadata(tr, 2, te[:2])
-    assert meta.train_img_files[:2] == ("aardvark_01b.jpg", "aardvark_02b.jpg")
-    assert meta.test_img_files[0] == "aircraft_carrier_06s.jpg"
+    assert meta.train_img_files[:2] == ("concept_0001_01b.jpg", "concept_0001_02b.jpg")
+    assert meta.test_img_files == ("concept_0009_01s.jpg", "concept_0018_01s.jpg")
+    assert meta.train_concepts == tr and meta.test_concepts == te[:2]  # sorted order == numbering
     with pytest.raises(UserError, match="n_test_concepts"):
         select_concepts(3, 201)
+    with pytest.raises(UserError, match="n_train_concepts"):
+        select_concepts(1655, 2)
 
 
 def test_oracle_scores_find_noiseless_latents_and_topk():
