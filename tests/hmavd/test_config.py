@@ -140,7 +140,8 @@ def test_nice_rows_train_nice_and_hmavd_rows_keep_their_projections():
     assert counts["hmavd-63"] == {"eeg": 1_802_496, "img": 1_330_176, "text": 1_257_264, "total": 4_389_936}
     assert counts["ablation-text"]["img"] == 1_182_720  # projection without the image adapter
     assert load_config(TrainConfig, "nice-sa").sa_variant == "fixed"
-    assert load_config(TrainConfig, "nice-sa", ["sa_variant=published"]).sa_variant == "published"
+    published = load_config(TrainConfig, "nice-sa", ["sa_variant=published"])
+    assert build_model(published, 63, 250, 768).encoder.spatial.module.variant == "published"
     with pytest.raises(UserError, match="sa_variant"):
         load_config(TrainConfig, "nice-sa", ["sa_variant=nice"])
     with pytest.raises(UserError, match="mcdb_apply"):

@@ -9,7 +9,13 @@ from torch import nn
 
 from hmavd.errors import UserError
 from hmavd.models import ENCODERS, HMAVD, Adapter, ModelConfig, Projection, build_encoder, fuse
-from hmavd.models.attention import ChannelGraphAttention, ChannelSelfAttention, channel_graph, sa_scale
+from hmavd.models.attention import (
+    ChannelGraphAttention,
+    ChannelSelfAttention,
+    SpatialBlock,
+    channel_graph,
+    sa_scale,
+)
 from hmavd.models.encoders import TSConv, nice_init, tsconv_out_features
 
 
@@ -414,3 +420,54 @@ def test_fusion_beta_reaches_the_models_forward(beta):
     out = model(torch.randn(4, 8, 100), torch.randn(4, 32), f)
     assert torch.allclose(out["text_features"], expected, atol=1e-5)
     assert torch.allclose(out["text_adapted"], adapted, atol=1e-5) and torch.equal(out["text_raw"], f)
+
+
+def test_image_adapter_reaches_the_models_forward():
+    """With adapters and the identity image side, image_features = normalize(A_v(F)) (Eq. 5)."""
+    torch.manual_seed(0)
+    model = HMAVD(small_cfg(image_projection=False, proj_dim=32, use_text=False))
+    ad = model.image_adapter
+    with torch.no_grad():
+        ad.up.weight.normal_()
+    f = torch.randn(4, 32)
+    adapted = f + 0.7 * (torch.relu(f @ ad.down.weight.detach().T) @ ad.up.weight.detach().T)
+    out = model(torch.randn(4, 8, 100), f)
+    assert torch.allclose(out["image_features"], F.normalize(adapted, dim=-1), atol=1e-5)
+
+
+def test_learnable_logit_scale_is_clamped():
+    model = HMAVD(small_cfg(temperature="learnable", logit_scale_max=100.0))
+    with torch.no_grad():
+        model.log_logit_scale.fill_(math.log(1000.0))
+    assert float(model.logit_scale) == pytest.approx(100.0)
+    with torch.no_grad():
+        model.log_logit_scale.fill_(math.log(50.0))
+    assert float(model.logit_scale) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("kind", ["sa", "ga"])
+def test_spatial_block_is_residual(kind):
+    """x + Dropout(module(norm(x))): a module whose output is zero leaves the epoch unchanged."""
+    torch.manual_seed(0)
+    block = SpatialBlock(kind, 4, 60, dropout=0.0)
+    x = torch.randn(2, 4, 60)
+    assert not torch.allclose(block(x), x, atol=1e-3)
+    with torch.no_grad():
+        if kind == "sa":  # projection Linear -> LayerNorm: zero weights and biases give exactly 0
+            for p in block.module.projection.parameters():
+                p.zero_()
+        else:
+            block.module.lin.weight.zero_()
+            block.module.bias.zero_()
+    assert torch.equal(block(x), x)
+
+
+def test_graph_attention_follows_the_topk_graph():
+    torch.manual_seed(0)
+    ga = ChannelGraphAttention(40, topk=2)
+    x = torch.randn(3, 6, 40)
+    ga(x)
+    attn, adj = ga.last_attention, ga.last_adjacency
+    assert (adj.sum(-1) == 3).all()  # 2 neighbours + self
+    assert torch.equal(attn[~adj], torch.zeros(int((~adj).sum())))
+    assert torch.allclose(attn.sum(-1), torch.ones(3, 6)) and (attn[adj] > 0).all()

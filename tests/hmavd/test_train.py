@@ -214,37 +214,50 @@ def _kappa_by_hand(out, tau, gamma):
     return {m: (1 - math.tanh(gamma * (r - 1)) if r > 1 else 1.0) for m, r in rho.items()}
 
 
-def _step_setup(mcdb_apply="gradient", gamma=0.7):
+def _step_setup(mcdb_apply="gradient", gamma=0.7, temperature="fixed"):
     from hmavd.models import HMAVD, ModelConfig
     from hmavd.train import TrainStep
 
-    cfg = dataclasses.replace(load_config(TrainConfig, "hmavd-63"), mcdb_gamma=gamma, mcdb_apply=mcdb_apply)
+    cfg = load_config(TrainConfig, "hmavd-63")
+    cfg = dataclasses.replace(cfg, mcdb_gamma=gamma, mcdb_apply=mcdb_apply, temperature=temperature)
     torch.manual_seed(0)
-    model = HMAVD(ModelConfig(n_chans=4, n_times=80, feature_dim=16, proj_dim=8, img_reduction=4, txt_reduction=4))
+    model = HMAVD(ModelConfig(n_chans=4, n_times=80, feature_dim=16, proj_dim=8, img_reduction=4, txt_reduction=4,
+                              temperature=temperature))  # fmt: skip
+    if temperature == "learnable":  # a learned τ of 0.2, not the initial 0.07
+        with torch.no_grad():
+            model.log_logit_scale.fill_(math.log(1 / 0.2))
     g = torch.Generator().manual_seed(1)
     batch = (torch.randn(12, 4, 80, generator=g), torch.randn(12, 16, generator=g), torch.randn(12, 16, generator=g))
     return cfg, model, batch, TrainStep
 
 
-def test_train_step_hands_kappa_scaled_gradients_to_the_optimiser():
-    cfg, model, batch, TrainStep = _step_setup()
+@pytest.mark.parametrize(("temperature", "tau"), [("fixed", 0.07), ("learnable", 0.2)])
+def test_train_step_hands_kappa_scaled_gradients_to_the_optimiser(temperature, tau):
+    """Eq. 14 in the loop: what reaches the optimiser is κ^(m) x the raw gradient of modality m's
+    parameters (κ from Eq. 10-13 by hand, τ = the model's temperature, learned or fixed), EEG unscaled."""
+    cfg, model, batch, TrainStep = _step_setup(temperature=temperature)
     ref = copy.deepcopy(model)
     opt = _RecordingOptimizer(model.parameters(), lr=0.0)
+    step = TrainStep(cfg, model, opt)
     torch.manual_seed(5)
-    logs = TrainStep(cfg, model, opt)(*batch)
+    logs = step(*batch)
+    first = opt.seen
+    torch.manual_seed(5)
+    step(*batch)  # lr = 0: the same gradients again, not accumulated on the first ones
     # the same forward/backward by hand, without MCDB (same dropout draws)
     ref.train()
     torch.manual_seed(5)
     out = ref(*batch)
     hmavd_loss(out, use_text=True)["total"].backward()
-    kappas = _kappa_by_hand(out, cfg.tau, cfg.mcdb_gamma)
+    kappas = _kappa_by_hand(out, tau, cfg.mcdb_gamma)
     assert min(kappas.values()) < 0.9  # a genuinely damped modality in this batch
     for m in ("img", "text"):
         assert logs[f"kappa/{m}"] == pytest.approx(kappas[m], rel=1e-4)
     group_of = {id(p): m for m, ps in ref.modality_parameters().items() for p in ps}
-    for p_ref, seen in zip(ref.parameters(), opt.seen):
+    for p_ref, seen, again in zip(ref.parameters(), first, opt.seen):
         k = kappas.get(group_of[id(p_ref)], 1.0)  # EEG: κ = 1
         assert torch.allclose(seen, k * p_ref.grad, rtol=1e-4, atol=1e-9)
+        assert torch.allclose(again, seen, rtol=1e-5, atol=1e-9)
 
 
 def test_mcdb_apply_update_scales_the_adam_update_by_kappa():
@@ -279,3 +292,22 @@ def test_train_hands_the_real_step_count_to_spr(data_dir, tmp_path):
         assert s["sigma"] == pytest.approx(0.01 * (1 - (s["step"] - 1) / total)), s["step"]
     state = load_file(str(run / "last.safetensors"))
     assert state  # the run finished and wrote its optimiser state
+
+
+def test_every_epoch_is_a_fresh_permutation_of_the_training_set(data_dir, tmp_path, monkeypatch):
+    import hmavd.train as train_module
+
+    seen = []
+
+    class Recording(train_module.TrainStep):
+        def __call__(self, eeg, img, txt):
+            seen.append(img.clone())
+            return super().__call__(eeg, img, txt)
+
+    monkeypatch.setattr(train_module, "TrainStep", Recording)
+    train(_cfg(data_dir, tmp_path, epochs=2), progress=False)
+    assert len(seen) == 8  # 2 epochs x 4 batches of 8
+    epochs = [torch.cat(seen[:4]), torch.cat(seen[4:])]
+    keys = [[tuple(row.tolist()) for row in e] for e in epochs]
+    assert all(len(set(k)) == 32 for k in keys)  # 32 distinct samples per epoch (33 minus the dropped tail)
+    assert keys[0] != keys[1] and keys[0] != sorted(keys[0])  # shuffled, and differently each epoch
