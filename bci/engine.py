@@ -43,7 +43,8 @@ from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoc
 from .decoder import Decoder, checkpoint_whitening
 from .epocher import OnlineEpocher, RejectConfig, load_whitening
 from .markers import InMemoryMarkers, LSLMarkerSource, Marker, MarkerMap
-from .recorder import SessionRecorder
+from .quality import quality_message
+from .recorder import SessionRecorder, open_recorder
 from .sources import EEGSource, LSLSource
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class LiveConfig:
     compute_threads: int = 1
     replay: str = ""
     replay_speed: float = 1.0
+    record_format: str = "xdf"
+    quality_interval_s: float = 1.0
 
     def validate(self) -> None:
         if self.scope_sfreq <= 0:
@@ -109,6 +112,8 @@ class LiveConfig:
             raise UserError(f"replay_speed: {self.replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
         if self.compute_threads < 0:
             raise UserError(f"compute_threads: {self.compute_threads} must be >= 0 (0 = the libraries' defaults)")
+        if self.record_format not in ("xdf", "folder"):
+            raise UserError(f"record_format: {self.record_format!r} is not a format; use xdf (default) or folder")
 
 
 def _generic(names: tuple[str, ...]) -> bool:
@@ -336,9 +341,13 @@ class LiveEngine:
         if t - self._t_status >= self.cfg.status_interval_s:
             self._t_status = t
             self.outbox.append(self.status())
+        if 0 < self.cfg.quality_interval_s <= t - self._t_quality:  # after decoding: never delays an epoch
+            self._t_quality = t
+            self.outbox.extend(m for m in [quality_message(self.source)] if m is not None)
         return n
 
     _seen = 0
+    _t_quality = float("-inf")
 
     @property
     def finished(self) -> bool:
@@ -392,7 +401,7 @@ class LiveEngine:
             }  # fmt: skip
             self.outbox.append(msg)
             if self.recorder is not None:
-                self.recorder.write_prediction(msg)
+                self.recorder.write_prediction(msg, ep.onset_s)
         self.n_predictions += len(results)
         return len(results)
 
@@ -447,7 +456,7 @@ class LiveEngine:
         self._rec_next = self.source.buffer.first_available if from_start else self.source.n_written
         meta = {"stream": desc.name, "checkpoint": self.cfg.checkpoint, "features": self.info.get("features_path", ""),
                 "whitening": self.whitening_path, "preset": self.preset.name if self.preset else ""}  # fmt: skip
-        self.recorder = SessionRecorder(path, desc.ch_names, desc.sfreq, first_index=self._rec_next, extra_meta=meta)
+        self.recorder = open_recorder(self.cfg, path, self.source, self._rec_next, meta, self.markers)
         log.info("recording to %s", path)
         return path
 
@@ -465,7 +474,7 @@ class LiveEngine:
         stop = self.source.n_written
         first = max(self._rec_next, self.source.buffer.first_available)
         if stop > first:
-            rec.write_eeg(self.source.get_data(first, stop))
+            rec.write_eeg(self.source.get_data(first, stop), first)
             self._rec_next = stop
         rec.maybe_flush(self.source.clock)
 

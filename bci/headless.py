@@ -19,6 +19,8 @@ from hmavd.errors import UserError
 from hmavd.io import atomic_write_json
 
 from .engine import LiveConfig, LiveEngine
+from .quality import quality_changes, quality_summary
+from .recorder import XDF_NAME
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,10 @@ def run_headless(
     duration_s : float, optional
         Stop after this many seconds (``None``: until Ctrl-C, or the end of a ``cfg.replay``).
     out_dir : path, optional
-        Folder for the session recording (``eeg.f32``, ``markers.csv``, ``predictions.csv``,
-        ``meta.json``), the resolved config and ``summary.json`` (default: a new folder under
-        ``cfg.record_dir`` or ``recordings/``).
+        Folder for the session recording (``session.xdf`` and ``predictions.csv``; with
+        ``record_format=folder`` ``eeg.f32``, ``markers.csv``, ``predictions.csv``, ``meta.json``), the
+        resolved config and ``summary.json`` (default: a new folder under ``cfg.record_dir`` or
+        ``recordings/``).
     engine : LiveEngine, optional
         A prepared engine (tests).
     on_message : callable, optional
@@ -86,11 +89,12 @@ def run_headless(
         The last status message plus ``n_predictions``, ``out_dir`` and ``errors``.
     """
     out = Path(out_dir) if out_dir else Path(cfg.record_dir or "recordings") / time.strftime("live-%Y%m%d-%H%M%S")
-    if (out / "meta.json").exists():
+    if (out / "meta.json").exists() or (out / XDF_NAME).exists():
         raise UserError(f"--out-dir: {out} already holds a recording; choose a new folder")
     engine = engine or LiveEngine(cfg)
     engine.connect()
     errors: list[str] = []
+    quality: list[dict] = []  # the last quality message logged
     t_end = None if duration_s is None else time.monotonic() + duration_s
     try:
         engine.record_start(str(out), from_start=True)
@@ -98,7 +102,7 @@ def run_headless(
         while (t_end is None or time.monotonic() < t_end) and not engine.finished:
             engine.acquire(cfg.poll_timeout_s)
             for msg in engine.get_data():
-                _log_message(msg, errors)
+                _log_message(msg, errors, quality)
                 if on_message is not None:
                     on_message(msg)
     except KeyboardInterrupt:
@@ -106,7 +110,8 @@ def run_headless(
     finally:
         status = engine.status()
         engine.disconnect()
-    summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors}
+    summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors,
+               "quality": quality_summary(quality[-1]) if quality else None}  # fmt: skip
     summary.pop("type", None)
     atomic_write_json(out / "summary.json", summary)
     log.info("summary: %s", json.dumps({k: summary[k] for k in ("n_predictions", "running_top1", "running_top5",
@@ -118,8 +123,13 @@ _STATUS_LOG_EVERY_S = 5.0
 _last_status_log = [0.0]
 
 
-def _log_message(msg: dict, errors: list[str]) -> None:
+def _log_message(msg: dict, errors: list[str], quality: list[dict] | None = None) -> None:
     kind = msg["type"]
+    if kind == "quality":
+        if quality is not None and quality_changes(quality[-1] if quality else None, msg):
+            (log.warning if msg.get("bad") else log.info)("signal quality: %s", quality_summary(msg))
+            quality[:] = [msg]
+        return
     if kind == "status":
         now = time.monotonic()
         if now - _last_status_log[0] < _STATUS_LOG_EVERY_S:

@@ -1,15 +1,24 @@
 """Session recording, written incrementally so a crash loses at most about a second.
 
-A session folder::
+The default is one XDF file per session (:class:`XDFSessionRecorder`, ``record_format=xdf``)::
+
+    session.xdf        streams EEG (raw samples as received, dejittered timestamps), Markers (every code)
+                       and Predictions (one string sample per decoded epoch), with stream headers (channel
+                       labels, types, units; the session's settings in the EEG header's desc/hmavd_session),
+                       clock offsets every 5 s, boundary chunks, and stream footers at a clean close
+    predictions.csv    the same predictions as a table, appended
+
+The older folder format (:class:`SessionRecorder`, ``record_format=folder``)::
 
     meta.json          ch_names, sfreq, dtype, first_index, segments (dejittered time lines), rewritten atomically
     eeg.f32            raw samples, float32, sample-major (n_samples, n_chans), appended
     markers.csv        t_s, code, label, concept (consumer clock), appended
     predictions.csv    one row per decoded epoch, appended
 
-Files are flushed (and fsync-ed) at least every ``flush_s`` seconds. :func:`recording_to_fif` converts
-a folder to a FIF file with a ``stim`` channel (integer codes at their onset samples) and annotations,
-which ``hmavd-prepare`` and ``hmavd-replay`` read.
+Both are flushed (and fsync-ed) at least every ``flush_s`` seconds. :func:`read_session` reads either;
+:func:`recording_to_fif` converts a session to a FIF file with a ``stim`` channel (integer codes at
+their onset samples) and annotations, which ``hmavd-prepare`` and ``hmavd-replay`` read (they also read
+``session.xdf`` itself).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +38,17 @@ from hmavd.errors import UserError
 from hmavd.io import atomic_write_json
 
 from .ringbuffer import SampleClock
+from .xdf import CHANNEL_FORMATS, XDFWriter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SessionRecorder", "read_session", "recording_to_fif", "PREDICTION_FIELDS"]
+__all__ = [
+    "SessionRecorder", "XDFSessionRecorder", "open_recorder", "read_session", "read_xdf_session", "recording_to_fif",
+    "PREDICTION_FIELDS", "XDF_NAME",
+]  # fmt: skip
 
 FORMAT_VERSION = 1
+XDF_NAME = "session.xdf"
 PREDICTION_FIELDS = (
     "onset_index", "onset_s", "marker", "true_concept", "topk", "scores", "latency_ms", "top1_correct", "top5_correct",
     "epoch_latency_ms", "sample_index",
@@ -86,23 +100,17 @@ class SessionRecorder:
         self._clock: SampleClock | None = None
         self.flush()
 
-    def write_eeg(self, data: np.ndarray) -> None:
-        """Append ``data`` (C, n)."""
+    def write_eeg(self, data: np.ndarray, start: int | None = None) -> None:
+        """Append ``data`` (C, n); ``start`` (its absolute first index) is not needed by this format."""
         self._eeg.write(np.ascontiguousarray(np.asarray(data, dtype=np.float32).T).tobytes())
         self.n_samples += int(data.shape[1])
 
     def write_marker(self, t_s: float, code: str, label: str = "", concept: str | None = None) -> None:
         self._mw.writerow([f"{t_s:.6f}", code, label, concept or ""])
 
-    def write_prediction(self, msg: dict[str, Any]) -> None:
+    def write_prediction(self, msg: dict[str, Any], t_s: float | None = None) -> None:
         """Append one ``"prediction"`` message (see :mod:`bci.engine`)."""
-        topk = msg.get("topk") or []
-        self._pw.writerow([
-            msg.get("onset_index", ""), f"{msg.get('onset_s', float('nan')):.6f}", msg.get("marker", ""),
-            msg.get("true_concept") or "", "|".join(c for c, _ in topk), "|".join(f"{s:.5f}" for _, s in topk),
-            f"{msg.get('latency_ms', float('nan')):.3f}", _b(msg.get("top1_correct")), _b(msg.get("top5_correct")),
-            f"{msg.get('epoch_latency_ms', float('nan')):.3f}", msg.get("sample_index", ""),
-        ])  # fmt: skip
+        self._pw.writerow(prediction_row(msg))
 
     def maybe_flush(self, clock: SampleClock | None = None) -> None:
         """Flush when ``flush_s`` has passed since the last flush."""
@@ -129,8 +137,209 @@ class SessionRecorder:
             fh.close()
 
 
+class XDFSessionRecorder:
+    """Records a session as ``<path>/session.xdf`` (EEG, Markers, Predictions) plus ``predictions.csv``.
+
+    Same calls as :class:`SessionRecorder`. EEG timestamps are the dejittered sample times of the
+    live source's :class:`~bci.ringbuffer.SampleClock`; like LabRecorder, each stream is stored on its
+    own clock (consumer time minus the LSL clock offset the source applied) with a ClockOffset chunk
+    at the start and every ``offset_every_s``, so ``pyxdf.load_xdf`` (clock synchronisation on) puts
+    all three streams back on the consumer's clock. Predictions are stamped with their epoch's onset.
+
+    Parameters
+    ----------
+    path : path
+        Session folder to create (must not hold a recording already).
+    ch_names : sequence of str
+    sfreq : float
+        Nominal rate (Hz).
+    clock : SampleClock
+        The live source's clock (sample index → consumer time, s).
+    first_index : int
+        Absolute sample index of the first recorded sample.
+    flush_s : float
+        Longest time between flushes (0.5 s: a ``kill -9`` loses at most about that much).
+    dtype : str
+        Sample format of the EEG stream (float32, float64, int16, int32).
+    ch_types, ch_units : sequence of str, optional
+        Per channel (default: ``misc`` / no unit for ``sample_index``-like counters, else ``EEG`` / ``volts``).
+    stream_name, marker_name : str
+        Names of the recorded streams.
+    eeg_offset, marker_offset : callable, optional
+        Current LSL clock offset (s) of the EEG / marker inlet (default 0).
+    extra_meta : dict, optional
+        Session settings, stored in the EEG stream header's ``desc/hmavd_session``.
+    """
+
+    def __init__(
+        self, path: str | Path, ch_names: Sequence[str], sfreq: float, clock: SampleClock, first_index: int = 0,
+        flush_s: float = 0.5, dtype: str = "float32", ch_types: Sequence[str] | None = None,
+        ch_units: Sequence[str] | None = None, stream_name: str = "eeg", marker_name: str = "markers",
+        eeg_offset: Callable[[], float] | None = None, marker_offset: Callable[[], float] | None = None,
+        extra_meta: dict[str, Any] | None = None, offset_every_s: float = 5.0, boundary_every_s: float = 10.0,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        if (self.path / XDF_NAME).exists() or (self.path / "meta.json").exists():
+            raise UserError(f"record_dir: {self.path} already holds a recording; choose a new folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.ch_names, self.sfreq, self.clock = list(ch_names), float(sfreq), clock
+        self.first_index, self.flush_s, self.n_samples = int(first_index), float(flush_s), 0
+        self._eeg_off = eeg_offset or (lambda: 0.0)
+        self._mrk_off = marker_offset or (lambda: 0.0)
+        self.offset_every_s, self.boundary_every_s = float(offset_every_s), float(boundary_every_s)
+        types = list(ch_types) if ch_types else ["misc" if _is_counter(c) else "EEG" for c in self.ch_names]
+        units = list(ch_units) if ch_units else ["" if t == "misc" else "volts" for t in types]
+        chans = [{"label": c, "type": t, "unit": u} for c, t, u in zip(self.ch_names, types, units)]
+        meta = {"format_version": FORMAT_VERSION, "first_index": self.first_index, **(extra_meta or {})}
+        self.writer = XDFWriter(self.path / XDF_NAME, header={"hmavd_session": {"stream": stream_name}})
+        w = self.writer
+        self.fmt = XDFWriter.channel_format_of(dtype)
+        self.dtype = np.dtype(CHANNEL_FORMATS[self.fmt])
+        self.eeg_id = w.add_stream(stream_name, "EEG", len(chans), self.sfreq, self.fmt, source_id=stream_name,
+                                   desc={"channels": {"channel": chans}, "hmavd_session": meta})  # fmt: skip
+        code_chan = {"channels": {"channel": [{"label": "code", "type": "Markers"}]}}
+        self.marker_id = w.add_stream(marker_name, "Markers", 1, 0.0, "string", source_id=marker_name, desc=code_chan)
+        pred_chans = [{"label": f, "type": "prediction"} for f in PREDICTION_FIELDS]
+        self.pred_id = w.add_stream("hmavd-predictions", "Predictions", len(PREDICTION_FIELDS), 0.0, "string",
+                                    source_id=f"{stream_name}-predictions",
+                                    desc={"channels": {"channel": pred_chans}})  # fmt: skip
+        self._preds = open(self.path / "predictions.csv", "a", newline="")  # noqa: SIM115 - kept open while recording
+        self._pw = csv.writer(self._preds)
+        self._pw.writerow(PREDICTION_FIELDS)
+        self._now: float | None = None  # consumer time of the newest recorded sample
+        self._t_offsets = self._t_boundary = self._last_flush = time.monotonic()
+        self.flush()
+
+    def write_eeg(self, data: np.ndarray, start: int | None = None) -> None:
+        """Append ``data`` (C, n) whose first sample has absolute index ``start`` (default: contiguous)."""
+        n = int(data.shape[1])
+        if n == 0:
+            return
+        start = self.first_index + self.n_samples if start is None else int(start)
+        t = sample_times(self.clock, start, n)
+        first = self._now is None
+        self._now = float(t[-1])
+        self.writer.write_samples(self.eeg_id, np.asarray(data, dtype=self.dtype).T, t - self._eeg_off())
+        self.n_samples += n
+        if first:
+            self._write_offsets()
+
+    def write_marker(self, t_s: float, code: str, label: str = "", concept: str | None = None) -> None:
+        """Record a marker at ``t_s`` (consumer clock, s)."""
+        self.writer.write_samples(self.marker_id, [[str(code)]], [t_s - self._mrk_off()])
+
+    def write_prediction(self, msg: dict[str, Any], t_s: float | None = None) -> None:
+        """Record one ``"prediction"`` message, stamped ``t_s`` (its onset, consumer clock)."""
+        row = prediction_row(msg)
+        self._pw.writerow(row)
+        stamp = t_s if t_s is not None else (self._now if self._now is not None else 0.0)
+        self.writer.write_samples(self.pred_id, [row], [stamp])
+
+    def _write_offsets(self) -> None:
+        if self._now is None:
+            return
+        for sid, off in ((self.eeg_id, self._eeg_off()), (self.marker_id, self._mrk_off()), (self.pred_id, 0.0)):
+            self.writer.write_clock_offset(sid, self._now - off, off)
+        self._t_offsets = time.monotonic()
+
+    def maybe_flush(self, clock: SampleClock | None = None) -> None:
+        """Flush when ``flush_s`` has passed; clock offsets every ``offset_every_s``, boundaries every 10 s."""
+        now = time.monotonic()
+        if now - self._t_offsets >= self.offset_every_s:
+            self._write_offsets()
+        if now - self._t_boundary >= self.boundary_every_s:
+            self.writer.write_boundary()
+            self._t_boundary = now
+        if now - self._last_flush >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self._preds.flush()
+        os.fsync(self._preds.fileno())
+        self.writer.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Final clock offsets, stream footers, flush and close (idempotent)."""
+        if self.writer.closed:
+            return
+        self._write_offsets()
+        self._preds.close()
+        self.writer.close()
+
+
+def _is_counter(name: str) -> bool:
+    return name.lower() in ("sample_index", "sample", "counter", "stim", "trigger")
+
+
+def sample_times(clock: SampleClock, start: int, n: int) -> np.ndarray:
+    """Dejittered times (s) of samples ``start … start + n - 1`` from the clock's segments, shape (n,)."""
+    idx = np.arange(start, start + n, dtype=np.int64)
+    out = np.full(n, np.nan)
+    for seg in reversed(list(clock.segments)):
+        if seg.stop <= start:
+            break
+        if seg.start >= start + n:
+            continue
+        t0, period = seg.line()
+        sel = (idx >= seg.start) & (idx < seg.stop)
+        out[sel] = t0 + (idx[sel] - seg.start) * period
+    if np.isnan(out).any():  # before the first segment (never for received samples): extrapolate nominally
+        k = np.flatnonzero(~np.isnan(out))
+        ref = (idx[k[0]], out[k[0]]) if len(k) else (start, 0.0)
+        out = np.where(np.isnan(out), ref[1] + (idx - ref[0]) / clock.sfreq, out)
+    return out
+
+
+def open_recorder(cfg: Any, path: str | Path, source: Any, first_index: int, meta: dict[str, Any],
+                  markers: Any = None) -> XDFSessionRecorder | SessionRecorder:  # fmt: skip
+    """The recorder ``cfg.record_format`` names (``xdf`` or ``folder``) for a connected live ``source``.
+
+    The XDF header records ``meta`` plus every setting of ``cfg`` (a :class:`bci.engine.LiveConfig`)
+    under ``hmavd_session/settings``; channel units are the stream's labels (``stream_units`` where a
+    channel has none), types its ``type`` labels.
+    """
+    from hmavd.config import config_to_dict
+
+    desc = source.description
+    fmt = str(getattr(cfg, "record_format", "xdf"))
+    if fmt == "folder":
+        return SessionRecorder(path, desc.ch_names, desc.sfreq, first_index=first_index, extra_meta=meta)
+    if fmt != "xdf":
+        raise UserError(f"record_format: {fmt!r} is not a recording format; use xdf (default) or folder")
+    n = len(desc.ch_names)
+    units = list(getattr(desc, "ch_units", ()) or ())
+    types = list(getattr(desc, "ch_types", ()) or ())
+    if len(units) == n:
+        units = [u or getattr(cfg, "stream_units", "") for u in units]
+    return XDFSessionRecorder(
+        path, desc.ch_names, desc.sfreq, source.clock, first_index=first_index, dtype=desc.dtype,
+        ch_units=units if len(units) == n and any(units) else None,
+        ch_types=types if len(types) == n and all(types) else None, stream_name=desc.name,
+        marker_name=str(getattr(markers, "name", "") or "markers"), eeg_offset=lambda: _offset_of(source),
+        marker_offset=lambda: _offset_of(markers), extra_meta={**meta, "settings": config_to_dict(cfg)},
+    )  # fmt: skip
+
+
+def _offset_of(part: Any) -> float:
+    """The LSL clock offset an LSL source/marker inlet currently applies (0 for in-process sources)."""
+    off = getattr(part, "_offset", None)
+    return float(getattr(off, "offset_s", 0.0) or 0.0)
+
+
 def _b(v: Any) -> str:
     return "" if v is None else str(int(bool(v)))
+
+
+def prediction_row(msg: dict[str, Any]) -> list[str]:
+    """One ``"prediction"`` message as strings in :data:`PREDICTION_FIELDS` order."""
+    topk = msg.get("topk") or []
+    return [str(v) for v in (
+        msg.get("onset_index", ""), f"{msg.get('onset_s', float('nan')):.6f}", msg.get("marker", ""),
+        msg.get("true_concept") or "", "|".join(c for c, _ in topk), "|".join(f"{s:.5f}" for _, s in topk),
+        f"{msg.get('latency_ms', float('nan')):.3f}", _b(msg.get("top1_correct")), _b(msg.get("top5_correct")),
+        f"{msg.get('epoch_latency_ms', float('nan')):.3f}", msg.get("sample_index", ""),
+    )]  # fmt: skip
 
 
 def _segments(clock: SampleClock, first_index: int) -> list[list[float]]:
@@ -146,14 +355,17 @@ def _segments(clock: SampleClock, first_index: int) -> list[list[float]]:
 
 
 def read_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
-    """Read a session folder: data (C, n) float32, meta, and markers as ``(sample, code)``.
+    """Read a session (folder or ``.xdf``): data (C, n) float32, meta, and markers as ``(sample, code)``.
 
-    Markers are mapped to their nearest sample through the saved segments; markers outside the
-    recorded data (or in a gap) are dropped with a log line.
+    A folder holding ``session.xdf`` (or an ``.xdf`` file) is read by :func:`read_xdf_session`. In the
+    folder format markers are mapped to their nearest sample through the saved segments; markers
+    outside the recorded data (or in a gap) are dropped with a log line.
     """
     path = Path(path)
+    if path.suffix.lower() == ".xdf" or (path / XDF_NAME).exists():
+        return read_xdf_session(path if path.suffix.lower() == ".xdf" else path / XDF_NAME)
     if not (path / "meta.json").exists():
-        raise UserError(f"recording: {path} has no meta.json; give a folder written by the live recorder")
+        raise UserError(f"recording: {path} has no {XDF_NAME} or meta.json; give a folder written by the live recorder")
     meta = json.loads((path / "meta.json").read_text())
     n_chans = len(meta["ch_names"])
     raw = np.fromfile(path / "eeg.f32", dtype=np.float32)
@@ -174,6 +386,66 @@ def read_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tup
                 continue
             events.append((idx, row["code"]))
     return data, meta, events
+
+
+def read_xdf_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
+    """Read an XDF session: the EEG stream (C, n) float32, meta, and markers as ``(sample, code)``.
+
+    ``pyxdf.load_xdf`` with clock synchronisation (the ClockOffset chunks) and the timestamps as
+    written; each marker goes to the nearest EEG sample, markers outside the data are dropped. The
+    Predictions stream is returned in ``meta["predictions"]`` as a list of dicts (one per epoch).
+    ``meta`` has ``ch_names``, ``ch_types``, ``ch_units``, ``sfreq``, ``n_samples``, ``format``
+    (``"xdf"``), ``timestamps`` (n,) and the header's ``hmavd_session`` settings.
+    """
+    import pyxdf
+
+    from hmavd.preprocessing.raw_io import nearest_samples
+
+    try:
+        streams, _ = pyxdf.load_xdf(str(path), dejitter_timestamps=False, verbose=False)
+    except Exception as err:  # noqa: BLE001 - unreadable input
+        raise UserError(f"recording: {path} is not a readable XDF file ({type(err).__name__}: {err})") from None
+    by_type: dict[str, dict] = {}
+    for st in streams:
+        by_type.setdefault(str(st["info"]["type"][0]).lower(), st)
+    eeg = by_type.get("eeg")
+    if eeg is None or len(eeg["time_stamps"]) == 0:
+        raise UserError(f"recording: {path} holds no EEG samples; record for longer or pick another session")
+    chans = _xdf_list(eeg["info"], "desc", "channels", "channel")
+    field = lambda key: [str((c.get(key) or [""])[0] or "") for c in chans]  # noqa: E731
+    ts = np.asarray(eeg["time_stamps"], dtype=np.float64)
+    sfreq = float(eeg["info"]["nominal_srate"][0])
+    events: list[tuple[int, str]] = []
+    mk = by_type.get("markers")
+    if mk is not None and len(mk["time_stamps"]):
+        codes = [str(v[0]) for v in mk["time_series"]]
+        idx, inside = nearest_samples(ts, np.asarray(mk["time_stamps"]), sfreq)
+        if not inside.all():
+            log.info("%s: %d markers lie outside the recorded data; dropped", path, int((~inside).sum()))
+        events = [(int(i), c) for i, c, ok in zip(idx, codes, inside) if ok]
+    pr = by_type.get("predictions")
+    preds = [dict(zip(PREDICTION_FIELDS, row)) for row in pr["time_series"]] if pr is not None else []
+    session = _xdf_list(eeg["info"], "desc", "hmavd_session")
+    meta = {
+        "format": "xdf", "ch_names": field("label"), "ch_types": field("type"), "ch_units": field("unit"),
+        "sfreq": sfreq, "n_samples": len(ts), "timestamps": ts, "stream": str(eeg["info"]["name"][0]),
+        "hmavd_session": session[0] if session else {}, "predictions": preds,
+    }  # fmt: skip
+    data = np.asarray(eeg["time_series"], dtype=np.float32).T  # (C, n)
+    return data, meta, events
+
+
+def _xdf_list(node: Any, *keys: str) -> list:
+    """``node[k1][0][k2][0]…[kn]`` of pyxdf's nested dict-of-lists, ``[]`` when a level is missing."""
+    for k in keys[:-1]:
+        try:
+            node = node[k][0]
+        except (KeyError, IndexError, TypeError):
+            return []
+    try:
+        return list(node[keys[-1]] or [])
+    except (KeyError, TypeError):
+        return []
 
 
 def recording_to_fif(path: str | Path, out: str | Path, overwrite: bool = False) -> Path:

@@ -310,6 +310,8 @@ def _read_xdf(path: Path):
         raise UserError(f"recording: {path} is not a readable XDF file ({type(err).__name__}); check it") from None
     eeg = [s for s in streams if float(s["info"]["nominal_srate"][0]) > 0 and np.ndim(s["time_series"]) == 2]
     markers = [s for s in streams if float(s["info"]["nominal_srate"][0]) == 0]
+    marker_typed = [s for s in markers if str(s["info"]["type"][0]).lower() in ("markers", "marker", "events")]
+    markers = marker_typed or [s for s in markers if str(s["info"]["type"][0]).lower() != "predictions"]
     typed = [s for s in eeg if str(s["info"]["type"][0]).lower() == "eeg"]
     eeg = typed or eeg
     if not eeg or not markers:

@@ -57,6 +57,16 @@ def test_headless_replay_writes_csv_recording_that_replays_and_reprepares(tmp_pa
     assert all(len(r["topk"].split("|")) == 5 and float(r["latency_ms"]) >= float(r["epoch_latency_ms"]) for r in rows)
     assert summary["running_top1"] == pytest.approx(np.mean([r["top1_correct"] == "1" for r in rows]))
     assert summary["running_top5"] == pytest.approx(np.mean([r["top5_correct"] == "1" for r in rows]))
+    # the session is an XDF file: EEG, markers (every code) and predictions, with the session's settings
+    import pyxdf
+
+    streams, _ = pyxdf.load_xdf(str(tmp_path / "out" / "session.xdf"))
+    by_type = {s["info"]["type"][0]: s for s in streams}
+    assert set(by_type) == {"EEG", "Markers", "Predictions"} and all("footer" in s for s in streams)
+    assert [int(r[-1]) for r in by_type["Predictions"]["time_series"]] == events[:, 0].tolist()
+    assert [int(v[0]) for v in by_type["Markers"]["time_series"]] == events[:, 2].tolist()
+    settings = by_type["EEG"]["info"]["desc"][0]["hmavd_session"][0]["settings"][0]
+    assert float(settings["replay_speed"][0]) == 20.0 and settings["record_format"][0] == "xdf"
     # the session replays (same samples, markers at their samples) and converts to FIF
     rec = load_replay(str(tmp_path / "out"))
     np.testing.assert_allclose(rec.data[:4], src.rec.data[:4], rtol=1e-6, atol=1e-12)
@@ -162,3 +172,58 @@ def test_every_format_replays_to_the_same_epochs(tmp_path, fmt):
     expected = preprocess_epoch(np.stack([data[:, s - 20 : s + 101] for s in events[:, 0]]), SFREQ_IN, PRESET)
     tol = 1e-3 if fmt == "edf" else 1e-5  # EDF stores 16-bit samples
     np.testing.assert_allclose(np.stack([e.data for e in eng.epoch_log]), expected, atol=tol * np.abs(expected).max())
+
+
+def _record_xdf(recording, out, chunk_s=0.05):
+    """Record ``recording`` as a live session would (source chunks → XDFSessionRecorder); returns the file."""
+    from bci.recorder import open_recorder
+
+    src = RecordingSource(load_replay(str(recording)), chunk_s=chunk_s, poll_interval=None)
+    src.connect()
+    rec = open_recorder(LiveConfig(), out, src, 0, {"stream": "test"}, src.markers)
+    done = 0
+    while not src.finished:
+        src.acquire()
+        rec.write_eeg(src.get_data(done, src.n_written), done)
+        done = src.n_written
+        for t_s, code in src.markers.pull():
+            rec.write_marker(t_s, code)
+        rec.maybe_flush()
+    rec.close()
+    return out / "session.xdf"
+
+
+def test_recorded_xdf_prepares_and_replays_like_the_original(tmp_path):
+    """hmavd-prepare on recorded XDF sessions == on the original ThingsEEG2 raw files; hmavd-replay reads them."""
+    from hmavd.channels import THINGS63
+    from hmavd.cli.prepare import main as prepare_main
+    from hmavd.data.thingseeg2 import load_split
+    from hmavd.preprocessing.raw_io import write_thingseeg2_raw
+
+    rng = np.random.default_rng(4)
+    sfreq, step = 500.0, 150
+    for part, n_img, shows in (("training", 4, 3), ("test", 3, 4)):
+        codes = rng.permutation(np.concatenate([np.repeat(np.arange(1, n_img + 1), shows), [99999, 99999]]))
+        onsets = 250 + step * np.arange(len(codes))
+        n = onsets[-1] + 700
+        data = rng.standard_normal((63, n)) * 5e-6 + np.cumsum(rng.standard_normal((63, n)), axis=1) * 2e-7
+        for s0, c in zip(onsets, codes):
+            data[:, s0 + 50 : s0 + 150] += np.sin(np.arange(63) * (c % 7 + 1))[:, None] * 3e-6
+        events = np.column_stack([onsets, np.zeros_like(onsets), codes])
+        npy = write_thingseeg2_raw(tmp_path / "npy" / "sub-01" / "ses-01" / f"raw_eeg_{part}.npy", data,
+                                   list(THINGS63), sfreq, events)  # fmt: skip
+        xdf = _record_xdf(npy, tmp_path / "rec" / part)
+        target = tmp_path / "xdf" / "sub-01" / "ses-01" / f"raw_eeg_{part}.xdf"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(xdf.read_bytes())
+        a, b = load_replay(str(npy)), load_replay(str(target))  # hmavd-replay's reader
+        assert b.ch_names == a.ch_names and b.sfreq == a.sfreq and b.events == a.events
+        np.testing.assert_allclose(b.data, a.data, rtol=1e-6, atol=1e-12)
+    common = ["--config", "prepare-nice", "max_reps_training=2", "max_reps_test=3", "progress=false"]
+    for name in ("npy", "xdf"):
+        assert prepare_main([*common, f"raw_dir={tmp_path / name}", f"out_dir={tmp_path / ('prep-' + name)}"]) == 0
+    for part in ("training", "test"):
+        ref = load_split(tmp_path / "prep-npy" / "sub-01" / f"preprocessed_eeg_{part}.npy")
+        got = load_split(tmp_path / "prep-xdf" / "sub-01" / f"preprocessed_eeg_{part}.npy")
+        assert got.ch_names == ref.ch_names and got.eeg.shape == ref.eeg.shape
+        np.testing.assert_allclose(got.eeg, ref.eeg, rtol=1e-3, atol=1e-3 * np.abs(ref.eeg).max())
