@@ -45,6 +45,14 @@ class FeaturesConfig:
     num_workers: int = 2  # image decoding processes
     device: str = "auto"
     normalize_import: bool = True  # L2-normalise imported image/text features
+    # target bank (docs/features.md "Target banks")
+    layer: str = "final"  # "final" projection, a block index ("-2") or a relative depth ("0.5")
+    pool: str = "auto"  # intermediate layers: "cls" | "mean" (ViT tokens) | "avg" (ResNet maps) | "auto"
+    variants: tuple[str, ...] = ()  # image transforms: none, blur:K, lowres:R, noise:S, mosaic:B
+    store_variants: bool = False  # also keep each variant's bank (the default bank is their mean)
+    collapse_check: bool = True  # refuse collapsed image banks (median pair cosine / effective rank)
+    max_median_cosine: float = 0.98
+    min_effective_rank: float = 2.0
 
     def validate(self) -> None:
         for name in ("batch_size", "chunk_size"):
@@ -54,6 +62,29 @@ class FeaturesConfig:
             raise UserError(f"num_workers: {self.num_workers} must be >= 0")
         if "{concept}" not in self.prompt_template:
             raise UserError(f"prompt_template: {self.prompt_template!r} lacks '{{concept}}'")
+        from ..features.banks import POOLS, parse_variants
+
+        if self.pool not in POOLS:
+            raise UserError(f"pool: {self.pool!r} is not one of {POOLS}")
+        parse_variants(self.variants)
+        if not 0.0 < self.max_median_cosine <= 1.0 or self.min_effective_rank < 0:
+            raise UserError(
+                f"max_median_cosine/min_effective_rank: {self.max_median_cosine}/{self.min_effective_rank}; "
+                "give a cosine in (0, 1] and a rank >= 0"
+            )
+
+    def bank_provenance(self) -> dict:
+        """The bank settings recorded in provenance.json (and read back by the load-time collapse check)."""
+        return {
+            "layer": self.layer,
+            "pool": self.pool if self.layer != "final" else "final projection",
+            "variants": list(self.variants),
+            "collapse_check": self.collapse_check,
+            "collapse_thresholds": {
+                "max_median_cosine": self.max_median_cosine,
+                "min_effective_rank": self.min_effective_rank,
+            },
+        }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,9 +133,9 @@ def _config(args: argparse.Namespace) -> FeaturesConfig:
 def _encoder(cfg: FeaturesConfig):
     from ..features.clip import load_clip
 
-    return load_clip(
-        cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu
-    )
+    enc = load_clip(cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu)
+    enc.set_layer(cfg.layer, cfg.pool)
+    return enc
 
 
 def _split_list(args: argparse.Namespace, split: str, meta):
@@ -141,10 +172,11 @@ def _extract(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
     partial = args.out.with_name(args.out.name + ".partial")
     arrays = extract_features(
         encoder, train, test, partial, cfg.prompt_template, centers, cfg.chunk_size, cfg.batch_size,
-        cfg.num_workers, progress=not args.no_progress,
+        cfg.num_workers, progress=not args.no_progress, variants=cfg.variants, store_variants=cfg.store_variants,
     )  # fmt: skip
     prov = {
         **encoder.info,
+        **cfg.bank_provenance(),
         "source": "extract",
         "prompt_template": cfg.prompt_template,
         "normalised": True,
@@ -200,6 +232,7 @@ def _import(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
     if bool(args.train_text) != bool(args.test_text):
         raise UserError("import: give both --train-text and --test-text, or neither (then text is computed)")
     prov = {"model": cfg.model, "pretrained": cfg.pretrained, "weights_file": cfg.weights, "prompt_template": None}
+    prov.update({k: v for k, v in cfg.bank_provenance().items() if k.startswith("collapse")})
     if args.train_text and args.test_text:
         feats["train_text"] = fi.load_feature_file(args.train_text, "--train-text")
         feats["test_text"] = fi.load_feature_file(args.test_text, "--test-text")

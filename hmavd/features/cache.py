@@ -17,6 +17,13 @@ name                     shape                  rows follow
 ``test_center_features`` (n_test_concepts, D)   optional: mean feature of *other* images of a concept
 ======================== ====================== ==========================================
 
+Optional per-variant image tensors (transformed images, see :mod:`hmavd.features.banks`) are named
+``variant/<name>/train_image_features`` and ``variant/<name>/test_image_features``. Image tensors share one
+dimension ``D``; text tensors share one (``D_text``, which differs from ``D`` for an intermediate layer).
+
+Every image tensor passes the collapse check (:mod:`hmavd.features.collapse`) when the cache is written and
+again when it is loaded; the statistics are kept in ``provenance["collapse"]``.
+
 Image ids are ``"<concept folder>/<file name>"``, e.g. ``"00001_aardvark/aardvark_01b.jpg"``.
 """
 
@@ -47,6 +54,7 @@ __all__ = [
     "save_feature_cache",
     "load_feature_cache",
     "check_against_metadata",
+    "variant_tensor",
 ]
 
 FORMAT_VERSION = 1
@@ -60,6 +68,22 @@ TENSOR_NAMES = (
     "test_center_features",
 )
 REQUIRED = TENSOR_NAMES[:4]
+VARIANT_PREFIX = "variant/"
+IMAGE_SPLIT_TENSORS = ("train_image_features", "test_image_features")
+
+
+def variant_tensor(variant: str, tensor: str) -> str:
+    """Name of a variant's image tensor: ``variant/<variant>/<tensor>``."""
+    return f"{VARIANT_PREFIX}{variant}/{tensor}"
+
+
+def _is_variant_tensor(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 3 and parts[0] + "/" == VARIANT_PREFIX and parts[2] in IMAGE_SPLIT_TENSORS and bool(parts[1])
+
+
+def _is_image_tensor(name: str) -> bool:
+    return "image" in name.rsplit("/", 1)[-1] or name == "test_center_features"
 
 
 def image_ids(meta: ImageMetadata, split: str) -> list[str]:
@@ -93,6 +117,23 @@ class FeatureCache:
         """(n_test_concepts, D) per-concept center features, when the cache has them."""
         return self.arrays.get("test_center_features")
 
+    @property
+    def text_dim(self) -> int:
+        return int(self.arrays["test_text_features"].shape[1])
+
+    def variants(self) -> list[str]:
+        """Names of the stored per-variant image banks, in provenance order."""
+        names = {k.split("/")[1] for k in self.arrays if _is_variant_tensor(k)}
+        order = [v for v in self.provenance.get("variants", []) if v in names]
+        return order + sorted(names - set(order))
+
+    def variant_features(self, variant: str, split: str) -> np.ndarray:
+        """(n_images, D) image features of one stored variant of ``split``."""
+        key = variant_tensor(variant, "train_image_features" if split == "training" else "test_image_features")
+        if key not in self.arrays:
+            raise UserError(f"variant: {variant!r} is not stored in {self.path} (has {self.variants()}); re-extract")
+        return self.arrays[key]
+
     def describe(self) -> str:
         p = self.provenance
         weights = p.get("pretrained") or p.get("weights_file") or "unknown weights"
@@ -111,9 +152,9 @@ def save_feature_cache(path: str | Path, arrays: Mapping[str, np.ndarray], prove
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise ValueError(f"feature cache needs tensors {missing}")
-    unknown = [k for k in arrays if k not in TENSOR_NAMES]
+    unknown = [k for k in arrays if k not in TENSOR_NAMES and not _is_variant_tensor(k)]
     if unknown:
-        raise ValueError(f"unknown feature tensors {unknown}; allowed {TENSOR_NAMES}")
+        raise ValueError(f"unknown feature tensors {unknown}; allowed {TENSOR_NAMES} and variant/<name>/<image tensor>")
     prov = dict(provenance)
     for key, tensor in (
         ("train_images", "train_image_features"),
@@ -123,11 +164,15 @@ def save_feature_cache(path: str | Path, arrays: Mapping[str, np.ndarray], prove
     ):
         if key not in prov or len(prov[key]) != len(arrays[tensor]):
             raise ValueError(f"provenance[{key!r}] must list one entry per row of {tensor}")
-    dims = {np.asarray(a).shape[1] for a in arrays.values()}
-    if len(dims) != 1:
-        raise ValueError(f"all feature tensors must share one dimension, got {sorted(dims)}")
+    dims = {np.asarray(a).shape[1] for k, a in arrays.items() if _is_image_tensor(k)}
+    text_dims = {np.asarray(a).shape[1] for k, a in arrays.items() if not _is_image_tensor(k)}
+    if len(dims) != 1 or len(text_dims) != 1:
+        raise ValueError(f"image tensors must share one dimension, text one: {sorted(dims)}, {sorted(text_dims)}")
+    if prov.get("collapse_check", True):
+        prov["collapse"] = _collapse_report(path, arrays, prov)
     prov["format_version"] = FORMAT_VERSION
     prov["dim"] = int(dims.pop())
+    prov["text_dim"] = int(text_dims.pop())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -148,8 +193,26 @@ def save_feature_cache(path: str | Path, arrays: Mapping[str, np.ndarray], prove
     return path
 
 
+def _collapse_report(path: Path, arrays: Mapping[str, np.ndarray], prov: Mapping[str, Any]) -> dict[str, Any]:
+    """Collapse statistics of every image tensor; a collapsed one raises a one-line UserError."""
+    from .collapse import MAX_MEDIAN_COSINE, MIN_EFFECTIVE_RANK, check_collapse
+
+    th = dict(prov.get("collapse_thresholds") or {})
+    max_cos = float(th.get("max_median_cosine", MAX_MEDIAN_COSINE))
+    min_rank = float(th.get("min_effective_rank", MIN_EFFECTIVE_RANK))
+    report = {}
+    for name in sorted(arrays):
+        if _is_image_tensor(name):
+            st = check_collapse(arrays[name], f"features: {path} {name}", max_cos, min_rank)
+            report[name] = st.as_dict()
+    return report
+
+
 def load_feature_cache(path: str | Path) -> FeatureCache:
-    """Load a cache folder; one-line errors for missing or malformed caches."""
+    """Load a cache folder; one-line errors for missing, malformed or collapsed caches.
+
+    A cache built with ``collapse_check=false`` (its provenance says so) is loaded with a warning.
+    """
     from safetensors.numpy import load_file
 
     path = Path(path)
@@ -173,6 +236,10 @@ def load_feature_cache(path: str | Path) -> FeatureCache:
             f"features: {pf} has format_version {prov.get('format_version')!r}, this version reads "
             f"{FORMAT_VERSION}; rebuild the cache"
         )
+    if prov.get("collapse_check", True):
+        _collapse_report(path, arrays, prov)
+    else:
+        log.warning("features: %s was built with collapse_check=false; its banks are not checked", path)
     return FeatureCache(path=path, arrays=arrays, provenance=prov)
 
 

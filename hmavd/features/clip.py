@@ -4,9 +4,10 @@ Nothing here downloads: a pretrained tag is resolved to a file already in the op
 (``~/.cache/clip``) or Hugging Face cache, or the user passes the weights file; otherwise a one-line
 :class:`~hmavd.errors.UserError` says where to put it. ``HF_HUB_OFFLINE=1`` is set while loading.
 
-Extraction (:func:`extract_features`) writes each chunk of embeddings to ``<cache>.partial/`` as a
-safetensors file listed in ``manifest.json``; a killed run started again with the same settings
-reuses those chunks and computes only the rest.
+Extraction (:func:`hmavd.features.extract.extract_features`, re-exported here) writes each chunk of
+embeddings to ``<cache>.partial/`` as a safetensors file listed in ``manifest.json``; a killed run started
+again with the same settings reuses those chunks and computes only the rest. Intermediate layers and image
+variants: :mod:`hmavd.features.banks`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,6 @@ import numpy as np
 
 from ..data.thingseeg2 import concept_name
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_json
-from .images import ImageList
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,6 @@ __all__ = [
     "resolve_device",
     "find_cached_weights",
     "load_clip",
-    "PartialStore",
-    "extract_features",
 ]
 
 DEFAULT_TEMPLATE = "This picture is of a {concept}."
@@ -159,7 +155,8 @@ class ClipEncoder:
     """A loaded open_clip model with its eval transform and tokenizer.
 
     ``info`` holds the provenance: model, pretrained, weights_file, weights_sha256, quick_gelu,
-    preprocessing (the transform's repr), open_clip_version, dim.
+    preprocessing (the transform's repr), open_clip_version, dim. ``layer``/``pool`` select an
+    intermediate vision block instead of the final embedding (:meth:`set_layer`, :mod:`hmavd.features.banks`).
     """
 
     model: Any
@@ -167,13 +164,36 @@ class ClipEncoder:
     tokenizer: Callable[[Sequence[str]], Any]
     device: str = "cpu"
     info: dict[str, Any] = field(default_factory=dict)
+    layer: int | None = None  # block index; None = the final image embedding
+    pool: str = "auto"
+
+    def set_layer(self, layer: str | int | None = "final", pool: str = "auto") -> None:
+        """Take image features from block ``layer`` (index, relative depth or "final"), pooled by ``pool``."""
+        from .banks import POOLS, resolve_layer, vision_blocks
+
+        if pool not in POOLS:
+            raise UserError(f"pool: {pool!r} is not one of {POOLS}")
+        idx = resolve_layer(layer, len(vision_blocks(self.model.visual))) if str(layer) != "final" else None
+        self.layer, self.pool = idx, pool
+        self.info.update(layer=str(layer), layer_index=idx, pool=pool if idx is not None else "final projection")
+
+    def _tap_features(self, pixels: Any) -> Any:
+        from .banks import LayerTap, pool_output, vision_blocks
+
+        visual = self.model.visual
+        trunk = getattr(visual, "transformer", None)
+        batch_first = bool(getattr(trunk, "batch_first", True))
+        with LayerTap(vision_blocks(visual)[self.layer], batch_first) as tap:
+            visual(pixels)
+        return pool_output(tap.output, self.pool)  # (B, W)
 
     def encode_image_batch(self, pixels: Any) -> np.ndarray:
         """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised float32 image features."""
         import torch
 
         with torch.no_grad():
-            feats = self.model.encode_image(pixels.to(self.device))  # (B, D)
+            pixels = pixels.to(self.device)  # (B, 3, H, W)
+            feats = self.model.encode_image(pixels) if self.layer is None else self._tap_features(pixels)  # (B, D)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return feats.cpu().numpy()
 
@@ -193,13 +213,17 @@ class ClipEncoder:
         return np.concatenate(out, axis=0)
 
     def iter_image_batches(
-        self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0
+        self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0, variant: Any = None, start: int = 0
     ) -> Iterator[np.ndarray]:
-        """Yield (b, D) L2-normalised features of consecutive batches of image files."""
+        """Yield (b, D) L2-normalised features of consecutive batches of image files.
+
+        ``variant`` (a :class:`~hmavd.features.banks.Variant`) transforms each image first; ``start`` is the
+        row index of ``paths[0]`` in its split (seeds the noise variant).
+        """
         import torch
 
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.preprocess),
+            _ImageFiles(paths, self.preprocess, variant, start),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,
@@ -212,17 +236,20 @@ class ClipEncoder:
             last = str(err).strip().splitlines()[-1]
             raise UserError(last.split("UserError: ", 1)[-1]) from None
 
-    def encode_images(self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
+    def encode_images(
+        self, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0, variant: Any = None
+    ) -> np.ndarray:
         """(N, D) L2-normalised image features of ``paths`` (no chunking, no progress)."""
-        return np.concatenate(list(self.iter_image_batches(paths, batch_size, num_workers)), axis=0)
+        return np.concatenate(list(self.iter_image_batches(paths, batch_size, num_workers, variant)), axis=0)
 
 
 class _ImageFiles:
-    """A map-style dataset of image files -> preprocessed (3, H, W) tensors."""
+    """A map-style dataset of image files -> (optionally transformed) preprocessed (3, H, W) tensors."""
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Any], Any]):
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Any], Any], variant: Any = None, start: int = 0):
         self.paths = list(paths)
         self.preprocess = preprocess
+        self.variant, self.start = variant, start
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -232,9 +259,14 @@ class _ImageFiles:
 
         try:
             with Image.open(self.paths[i]) as im:
-                return self.preprocess(im.convert("RGB"))
+                rgb = im.convert("RGB")
         except OSError as err:
             raise UserError(f"images: {self.paths[i]} is not a readable image ({err}); replace or remove it") from None
+        if self.variant is not None:
+            from .banks import apply_variant
+
+            rgb = apply_variant(rgb, self.variant, self.start + i)
+        return self.preprocess(rgb)
 
 
 def _check_model_name(open_clip: Any, name: str, model_config: str | None) -> None:
@@ -373,144 +405,10 @@ def load_clip(
     return ClipEncoder(model=model, preprocess=preprocess, tokenizer=tokenizer, device=dev, info=info)
 
 
-class PartialStore:
-    """Chunks of an unfinished extraction: ``<folder>/<name>.safetensors`` + ``manifest.json``.
+def __getattr__(name: str) -> Any:
+    """``PartialStore`` and ``extract_features`` live in :mod:`hmavd.features.extract` (re-exported here)."""
+    if name in ("PartialStore", "extract_features"):
+        from . import extract
 
-    The manifest records a fingerprint of everything that determines the numbers (model, weights,
-    preprocessing, prompts, image lists, chunk size); a store with another fingerprint is discarded.
-    """
-
-    def __init__(self, folder: str | Path, fingerprint: dict[str, Any]):
-        self.folder = Path(folder)
-        self.digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
-        self.manifest_path = self.folder / "manifest.json"
-        self.chunks: dict[str, int] = {}
-        if self.manifest_path.exists():
-            try:
-                man = json.loads(self.manifest_path.read_text())
-            except (OSError, ValueError):
-                man = {}
-            if man.get("fingerprint") == self.digest:
-                self.chunks = {k: int(v) for k, v in man.get("chunks", {}).items() if (self.folder / k).is_file()}
-                log.info("resuming from %s: %d chunks already done", self.folder, len(self.chunks))
-            else:
-                log.warning("%s was made with other settings; starting over", self.folder)
-                shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._write_manifest()
-
-    def _write_manifest(self) -> None:
-        atomic_write_json(self.manifest_path, {"fingerprint": self.digest, "chunks": self.chunks})
-
-    def _file(self, name: str) -> str:
-        return f"{name}.safetensors"
-
-    def has(self, name: str) -> bool:
-        return self._file(name) in self.chunks
-
-    def load(self, name: str) -> np.ndarray:
-        from safetensors.numpy import load_file
-
-        return load_file(str(self.folder / self._file(name)))["features"]
-
-    def save(self, name: str, features: np.ndarray) -> None:
-        """Write one chunk (N, D) atomically, then record it in the manifest."""
-        from safetensors.numpy import save_file
-
-        with atomic_path(self.folder / self._file(name)) as tmp:
-            save_file({"features": np.ascontiguousarray(features, dtype=np.float32)}, str(tmp))
-        self.chunks[self._file(name)] = int(len(features))
-        self._write_manifest()
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _image_chunks(
-    store: PartialStore,
-    encoder: ClipEncoder,
-    key: str,
-    paths: Sequence[Path],
-    chunk_size: int,
-    batch_size: int,
-    num_workers: int,
-    bar: Any,
-) -> np.ndarray:
-    parts = []
-    for c, start in enumerate(range(0, len(paths), chunk_size)):
-        name = f"{key}_{c:06d}"
-        chunk = paths[start : start + chunk_size]
-        if store.has(name):
-            parts.append(store.load(name))
-            continue
-        feats = []
-        for batch in encoder.iter_image_batches(chunk, batch_size, num_workers):
-            feats.append(batch)
-            bar.update(len(batch))
-        arr = np.concatenate(feats, axis=0)  # (n_chunk, D)
-        store.save(name, arr)
-        parts.append(arr)
-    return np.concatenate(parts, axis=0)
-
-
-def extract_features(
-    encoder: ClipEncoder,
-    train: ImageList,
-    test: ImageList,
-    partial_dir: str | Path,
-    prompt_template: str = DEFAULT_TEMPLATE,
-    centers: Sequence[Sequence[Path]] | None = None,
-    chunk_size: int = 1024,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Compute the cache tensors, resuming from (and filling) ``partial_dir``.
-
-    Returns
-    -------
-    dict
-        ``train_image_features`` (n_train, D), ``test_image_features`` (n_test, D),
-        ``train_text_features`` (n_train_concepts, D), ``test_text_features`` (n_test_concepts, D),
-        all L2-normalised; plus ``test_center_features`` (n_test_concepts, D) when ``centers`` (the
-        image files of each test concept, in ``test.concepts`` order) is given: the mean of those
-        images' normalised features (not re-normalised).
-    """
-    from tqdm import tqdm
-
-    if chunk_size < 1 or batch_size < 1:
-        raise UserError(f"chunk_size/batch_size: {chunk_size}/{batch_size} must be >= 1")
-    train_prompts = concept_prompts(train.concepts, prompt_template)
-    test_prompts = concept_prompts(test.concepts, prompt_template)
-    center_paths = [p for group in centers for p in group] if centers is not None else []
-    fingerprint = {
-        **{k: encoder.info.get(k) for k in ("model", "pretrained", "weights_sha256", "preprocessing", "quick_gelu")},
-        "model_config": encoder.info.get("model_config"),
-        "template": prompt_template,
-        "chunk_size": chunk_size,
-        "train": list(train.ids),
-        "test": list(test.ids),
-        "centers": [str(p) for p in center_paths],
-    }
-    store = PartialStore(partial_dir, fingerprint)
-    total = len(train) + len(test) + len(center_paths)
-    done = sum(n for k, n in store.chunks.items() if "_image_" in k)
-    arrays: dict[str, np.ndarray] = {}
-    with tqdm(total=total, initial=done, unit="img", desc="image features", disable=not progress) as bar:
-        arrays["train_image_features"] = _image_chunks(
-            store, encoder, "train_image", train.paths, chunk_size, batch_size, num_workers, bar
-        )
-        arrays["test_image_features"] = _image_chunks(
-            store, encoder, "test_image", test.paths, chunk_size, batch_size, num_workers, bar
-        )
-        if centers is not None:
-            flat = _image_chunks(store, encoder, "center_image", center_paths, chunk_size, batch_size, num_workers, bar)
-            bounds = np.cumsum([0] + [len(g) for g in centers])
-            arrays["test_center_features"] = np.stack(
-                [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
-            ).astype(np.float32)  # (n_test_concepts, D)
-    for key, prompts in (("train_text", train_prompts), ("test_text", test_prompts)):
-        if not store.has(key):
-            store.save(key, encoder.encode_texts(prompts, batch_size=max(batch_size, 64)))
-        arrays[f"{key}_features"] = store.load(key)
-    return arrays
+        return getattr(extract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,6 +32,22 @@ TRAIN = {"00001_apple": ["img_2.png", "img_10.png"], "00002_big_dog": ["a.png", 
 TEST = {"00001_car": ["car_1.png"], "00002_zebra_crossing": ["z.png"]}
 
 
+def spread_visual(model, seed=0):
+    """Re-draw the vision tower's matrices with std 2/sqrt(fan_in) and zero the class embedding.
+
+    open_clip's default init of a 1-layer tower maps every image to nearly one direction (median
+    cosine 0.99 between random images), which the collapse check rightly refuses; this gives a tiny
+    random tower whose images differ (median cosine ~0.5).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel() ** 0.5))
+            elif "class_embedding" in name:
+                p.zero_()
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model config path, weights path, encoder) of a tiny random open_clip model."""
@@ -40,6 +56,7 @@ def tiny(tmp_path_factory):
     cfg.write_text(json.dumps(TINY))
     torch.manual_seed(0)
     enc = fclip.load_clip(TINY_NAME, model_config=cfg, random_init=True, device="cpu")
+    spread_visual(enc.model)
     weights = d / "open_clip_pytorch_model.bin"
     torch.save(enc.model.state_dict(), weights)
     return cfg, weights, fclip.load_clip(TINY_NAME, model_config=cfg, weights=weights, device="cpu")
@@ -224,7 +241,8 @@ def test_extract_cli_flat_folders(tiny, tmp_path, capsys):
     for split, names in (("train", ["t1.png", "t2.png", "t3.png"]), ("test", ["s1.png", "s2.png"])):
         (tmp_path / split).mkdir()
         for i, n in enumerate(names):
-            Image.new("RGB", (20, 20), (40 * i, 10, 200)).save(tmp_path / split / n)
+            pix = np.random.default_rng(10 * i + len(split)).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pix).save(tmp_path / split / n)  # distinct images: a uniform set is a collapsed bank
     (tmp_path / "train.csv").write_text("t1.png,dog\nt2.png,cat\nt3.png,dog\n")
     (tmp_path / "test.csv").write_text("s1.png,zebra\ns2.png,cow\n")
     rc = main(
