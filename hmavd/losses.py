@@ -8,7 +8,7 @@ Total loss, exactly (``w`` = ``consistency_weight``)::
                           + w * adapter_consistency                      (only when adapters are on)
 
 ``alignment`` is the first line alone (Eq. 2, or NICE's mean). Eq. 7 is read as the loss
-``1 − cos(A_t(F), F)`` (SPEC §4: the paper *maximises* the cosine). The paper does not say how L_r enters
+``1 − cos(A_t(F), F)`` (the paper *maximises* the cosine, Eq. 7). The paper does not say how L_r enters
 the total; adding it with weight 1 is our choice (``consistency_weight``).
 """
 

@@ -3,8 +3,9 @@
 Per batch, with L2-normalised shared-space features ``F^(eeg)`` and ``F^(m)`` (B, D):
 
 * Eq. 10: ``S^(eeg,m) = softmax_rows(F^(eeg) F^(m)ᵀ / τ)`` (B, B).
-* Contribution score of modality m (SPEC §4, ``mode="matched"``): the softmax mass on the matched pairs,
-  ``c^(m) = Σ_i S^(eeg,m)_ii`` — the on-the-fly gradient modulation score of Peng et al. 2022 (ref. [20]).
+* Contribution score of modality m (``mode="matched"``, the project's reading; docs/model.md, "MCDB"):
+  the softmax mass on the matched pairs, ``c^(m) = Σ_i S^(eeg,m)_ii`` — the on-the-fly gradient
+  modulation score of Peng et al. 2022 (ref. [20]).
   ``mode="literal"`` is Eq. 11 as printed: ``s^(eeg,m) = Σ_j S_{:,j}``, ``c^(m) = ‖s^(eeg,m)‖₁``. Each row
   of a row-softmax sums to 1, so the literal score is always B, ρ ≡ B/(B+ε) ≤ 1 and κ ≡ 1: read literally,
   MCDB is a no-op (``tests/hmavd/test_mcdb.py`` shows it).

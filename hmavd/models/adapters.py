@@ -3,7 +3,7 @@
 * Eq. 5 (image): ``A_v(x) = x + α · W2(σ(W1 x))`` — no biases, reduction r = 8.
 * Eq. 6 (text):  ``A_t(x) = x + α · W2(σ(W1 x + b1)) + b2`` — biases, reduction r = 16.
 
-The hidden width is ``dim // r`` (SPEC §4: r is a compression *ratio*; the paper's "W1 ∈ R^{d×r}"
+The hidden width is ``dim // r`` (docs/model.md, "Adapters": r is a compression *ratio*; the paper's "W1 ∈ R^{d×r}"
 notation is read as d → d/r). σ is ReLU (the paper: "such as ReLU"). The paper's Figure 4 also shows a
 dropout; it is applied to the bottleneck branch (default 0). ``b2`` sits outside the α scaling, as written
 in Eq. 6, and starts at zero, so a fresh adapter with α = 0 is the identity.
