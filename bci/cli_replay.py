@@ -43,15 +43,20 @@ class ReplayConfig:
     wait_consumers_s: float = 0.0
     start_s: float = 0.0
     stop_s: float = 0.0
+    units: str = "V"
+    label_units: bool = True
 
     def validate(self) -> None:
+        from .replay import stream_units_key
+
+        stream_units_key(self.units)
         if self.speed <= 0:
             raise UserError(f"speed: {self.speed} must be > 0 (1 = real time, 10 = ten times faster)")
         if self.chunk_ms <= 0:
             raise UserError(f"chunk_ms: {self.chunk_ms} must be > 0 (e.g. 10)")
 
 
-_FLAGS = ("eeg_name", "marker_name", "speed", "chunk_ms", "wait_consumers_s", "start_s", "stop_s")
+_FLAGS = ("eeg_name", "marker_name", "speed", "chunk_ms", "wait_consumers_s", "start_s", "stop_s", "units")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait this long for a consumer before streaming")  # fmt: skip
     p.add_argument("--start-s", dest="start_s", type=float, help="start this far into the recording")
     p.add_argument("--stop-s", dest="stop_s", type=float, help="stop this far into the recording (0 = end)")
+    p.add_argument("--units", help="units of the streamed EEG channels: V (default), mV, uV, nV")
+    p.add_argument("--no-unit-label", dest="label_units", action="store_false", default=None,
+                   help="leave the channels' unit empty in the stream description (an unlabelled stream)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     add_config_arguments(p, default="replay")
     return p
@@ -78,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
-    flags = {k: getattr(args, k) for k in (*_FLAGS, "loop", "sample_index") if getattr(args, k) is not None}
+    keys = (*_FLAGS, "loop", "sample_index", "label_units")
+    flags = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     from hmavd.config import parse_overrides
 
     cfg = load_config(ReplayConfig, args.config, {**flags, **parse_overrides(args.overrides)})
@@ -91,8 +100,11 @@ def _body(argv: Sequence[str] | None) -> int:
     eeg_name, marker_name = unique_names()
     eeg_name, marker_name = cfg.eeg_name or eeg_name, cfg.marker_name or marker_name
     player = LSLPlayer(rec, eeg_name, marker_name, speed=cfg.speed, loop=cfg.loop, chunk_s=cfg.chunk_ms / 1e3,
-                       start_sample=int(cfg.start_s * rec.sfreq), stop_sample=int(cfg.stop_s * rec.sfreq))  # fmt: skip
-    print(f"EEG stream:    {eeg_name}  ({len(rec.ch_names)} ch at {rec.sfreq:g} Hz)", flush=True)
+                       start_sample=int(cfg.start_s * rec.sfreq), stop_sample=int(cfg.stop_s * rec.sfreq),
+                       units=cfg.units, label_units=cfg.label_units)  # fmt: skip
+    label = f"labelled {player.unit_label}" if player.unit_label else "unlabelled"
+    desc = f"{len(rec.ch_names)} ch at {rec.sfreq:g} Hz, {player.units}, {label}"
+    print(f"EEG stream:    {eeg_name}  ({desc})", flush=True)
     print(f"marker stream: {marker_name}  ({len(player._ev_codes)} markers)", flush=True)
     if cfg.wait_consumers_s > 0 and not player.wait_for_consumers(cfg.wait_consumers_s):
         log.warning("no consumer after %.1f s; streaming anyway", cfg.wait_consumers_s)

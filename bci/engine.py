@@ -42,10 +42,12 @@ from hmavd.preprocessing.transforms import epoch_window_samples, preprocess_epoc
 
 from .decoder import Decoder, checkpoint_whitening
 from .epocher import OnlineEpocher, RejectConfig, load_whitening
-from .markers import InMemoryMarkers, LSLMarkerSource, Marker, MarkerMap
+from .markers import InMemoryMarkers, LSLMarkerSource, Marker, build_marker_map, take_markers
+from .montage import match_montage
 from .quality import quality_message
 from .recorder import SessionRecorder, open_recorder
 from .sources import EEGSource, LSLSource
+from .stream_setup import AmplitudeCheck, plan_input
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,11 @@ class LiveConfig:
     of a core — and the other cores stay free for acquisition; 0 = the libraries' defaults).
     ``replay`` (a recording or session folder) replaces both LSL streams by an in-process replay of
     that file at ``replay_speed`` × real time (:class:`bci.replay.RecordingSource`).
+    Connecting an amplifier (docs/realtime.md, "Connect your amplifier"): ``stream_units`` (V, mV, uV,
+    nV; empty = the channels' ``unit`` labels), ``amplitude_check`` (refuse/warn/off: an unlabelled
+    stream's first seconds against the training data), ``interpolate_missing`` (up to N missing model
+    channels by spherical splines), ``marker_map`` (a code → image/concept file), ``marker_offset_s``
+    (display delay added to every marker, e.g. measured with a photodiode).
     """
 
     eeg_stream: str = ""
@@ -98,6 +105,11 @@ class LiveConfig:
     compute_threads: int = 1
     replay: str = ""
     replay_speed: float = 1.0
+    stream_units: str = ""
+    amplitude_check: str = "refuse"
+    interpolate_missing: int = 0
+    marker_map: str = ""
+    marker_offset_s: float = 0.0
     record_format: str = "xdf"
     quality_interval_s: float = 1.0
 
@@ -112,33 +124,16 @@ class LiveConfig:
             raise UserError(f"replay_speed: {self.replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
         if self.compute_threads < 0:
             raise UserError(f"compute_threads: {self.compute_threads} must be >= 0 (0 = the libraries' defaults)")
+        from .online_config import validate_online
+
+        validate_online(self)
         if self.record_format not in ("xdf", "folder"):
             raise UserError(f"record_format: {self.record_format!r} is not a format; use xdf (default) or folder")
 
 
-def _generic(names: tuple[str, ...]) -> bool:
-    return all(n == f"Ch{i + 1}" for i, n in enumerate(names))
-
-
 def match_channels(stream_names: tuple[str, ...], model_names: tuple[str, ...], stream: str) -> list[int]:
-    """Indices of the model's channels in the stream (by name, or positionally for unnamed streams)."""
-    if not model_names:
-        return list(range(len(stream_names)))
-    missing = [c for c in model_names if c not in stream_names]
-    if not missing:
-        return [stream_names.index(c) for c in model_names]
-    if _generic(stream_names):
-        if len(stream_names) == len(model_names):
-            log.warning("%s has unnamed channels; feeding them to the model in stream order", stream)
-            return list(range(len(model_names)))
-        raise UserError(
-            f"eeg_stream: {stream!r} has {len(stream_names)} unnamed channels, the model needs "
-            f"{len(model_names)}; stream exactly {len(model_names)} channels or label them in the stream's description"
-        )
-    raise UserError(
-        f"eeg_stream: {stream!r} has {len(stream_names)} channels and lacks {len(missing)} of the model's "
-        f"{len(model_names)} (e.g. {missing[:3]}); stream the channels the model was trained on"
-    )
+    """Indices of the model's channels in the stream (see :func:`bci.montage.match_montage`)."""
+    return list(match_montage(stream_names, model_names, stream).picks)
 
 
 def limit_compute_threads(n: int) -> None:
@@ -194,7 +189,7 @@ class LiveEngine:
         self.info: dict = {}
         self.outbox: deque[dict] = deque()
         self.epocher: OnlineEpocher | None = None
-        self.marker_map: MarkerMap | None = None
+        self.marker_map = None  # bci.markers.MarkerMap
         self.recorder: SessionRecorder | None = None
         self._rec_next = 0
         self.latencies_ms: deque[float] = deque(maxlen=1000)
@@ -207,6 +202,10 @@ class LiveEngine:
         self.connected = False
         self.epoch_log: list | None = None  # set to a list to keep every decoded Epoch (tests)
         self.whitening_path = ""  # the mvnn.npz used ("" when injected or none)
+        self.plan = self.amplitude = None  # bci.stream_setup.InputPlan / AmplitudeCheck, set at connect
+        self.model_units = "V"
+        self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
+        self.stale_markers = 0
 
     # -- connect ---------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -241,6 +240,7 @@ class LiveEngine:
             picks = self._check_stream(desc)
             if need_whitening:
                 self.whitening = self._load_whitening([desc.ch_names[i] for i in picks])
+            self.amplitude = AmplitudeCheck(self.plan, self.whitening, self.model_units, cfg.amplitude_check)
             if self.markers is None:
                 self.markers = (
                     InMemoryMarkers() if cfg.stride_s > 0 and not cfg.marker_stream
@@ -250,16 +250,19 @@ class LiveEngine:
         except BaseException:
             self.source.disconnect()
             raise
-        self.marker_map = MarkerMap(self.decoder.concepts, ignore=cfg.ignore_codes)
+        self.marker_map = build_marker_map(cfg, self.decoder)
         reject = RejectConfig(cfg.flat_ptp, cfg.clip_abs, cfg.clip_run)
         index_ch = desc.ch_names.index("sample_index") if "sample_index" in desc.ch_names else None
-        self.epocher = OnlineEpocher(self.source, self.preset, picks, self.whitening, cfg.marker_timeout_s,
-                                     reject, now=self.now, index_channel=index_ch)  # fmt: skip
+        self.epocher = OnlineEpocher(self.source, self.preset, picks, self.whitening, cfg.marker_timeout_s, reject,
+                                     now=self.now, index_channel=index_ch,
+                                     input_map=self.plan.apply if self.plan.scale is not None or self.plan.matrix
+                                     is not None else None)  # fmt: skip
+        self.t_session_s = max(self.source.t_connected_s, getattr(self.markers, "t_connected_s", float("-inf")))
         self.connected = True
         msg = {
             "type": "connected", "ch_names": list(desc.ch_names), "sfreq": desc.sfreq, "n_chans": desc.n_chans,
-            "concepts": list(self.decoder.concepts), "model_ch_names": [desc.ch_names[i] for i in picks],
-            "stream": desc.name,
+            "concepts": list(self.decoder.concepts), "model_ch_names": list(self.decoder.ch_names or
+            [desc.ch_names[i] for i in picks]), "stream": desc.name, "notes": list(self.plan.notes),
         }  # fmt: skip
         self.outbox.append(msg)
         if cfg.auto_record and cfg.record_dir:
@@ -301,8 +304,11 @@ class LiveEngine:
                 f"eeg_stream: {desc.name!r} runs at {desc.sfreq:g} Hz, below the model's {preset.sfreq:g} Hz "
                 f"(preset {preset.name}); stream at >= {preset.sfreq:g} Hz"
             )
-        picks = match_channels(desc.ch_names, dec.ch_names, desc.name)
-        if dec.n_chans and len(picks) != dec.n_chans:
+        self.model_units = str(self.info.get("units") or "V")  # checkpoints without a record: volts
+        self.plan = plan_input(desc, dec.ch_names, self.model_units, cfg.stream_units, cfg.interpolate_missing)
+        picks = self.plan.picks
+        n_model = len(dec.ch_names) if dec.ch_names else len(picks)
+        if dec.n_chans and n_model != dec.n_chans:
             raise UserError(
                 f"eeg_stream: {desc.name!r} has {desc.n_chans} channels, the model needs {dec.n_chans}; "
                 "stream the channels the model was trained on"
@@ -331,7 +337,7 @@ class LiveEngine:
         if self.cfg.stride_s > 0:
             new += self._stride_markers()
         self.epocher.add_markers(new)
-        epochs = self.epocher.poll()
+        epochs = self.epocher.poll() if self.amplitude.update(src, src.description.name) else []
         n = self._decode(epochs) if epochs else 0
         self._record()
         t = self.now()
@@ -343,7 +349,7 @@ class LiveEngine:
             self.outbox.append(self.status())
         if 0 < self.cfg.quality_interval_s <= t - self._t_quality:  # after decoding: never delays an epoch
             self._t_quality = t
-            self.outbox.extend(m for m in [quality_message(self.source)] if m is not None)
+            self.outbox.extend(m for m in [quality_message(self.source, self.cfg.stream_units)] if m is not None)
         return n
 
     _seen = 0
@@ -355,16 +361,7 @@ class LiveEngine:
         return bool(getattr(self.source, "finished", False)) and self.epocher is not None and not self.epocher.pending
 
     def _take_markers(self) -> list[Marker]:
-        out = []
-        for t_s, code in self.markers.pull():
-            hit = self.marker_map.lookup(code)
-            label, concept = hit if hit is not None else (code, None)
-            if self.recorder is not None:
-                self.recorder.write_marker(t_s, code, label, concept)
-            self._scope_markers.append((t_s, label))
-            if hit is not None:
-                out.append(Marker(t_s, code, label, concept))
-        return out
+        return take_markers(self, self.markers.pull())
 
     def _stride_markers(self) -> list[Marker]:
         clock, sfreq = self.source.clock, self.source.description.sfreq
@@ -439,7 +436,15 @@ class LiveEngine:
             "running_top1": self.hits["top1"] / n if n else None, "running_top5": self.hits["top5"] / n if n else None,
             "recording": self.recorder is not None,
             "unknown_markers": int(sum(self.marker_map.unknown.values())) if self.marker_map else 0,
+            "messages": self.messages(),
         }  # fmt: skip
+
+    def messages(self) -> list[str]:
+        """Connect-time notes (units, montage, interpolation) and the amplitude check's warning, if any."""
+        out = list(self.plan.notes) if self.plan is not None else []
+        if self.amplitude is not None and self.amplitude.message:
+            out.insert(0, self.amplitude.message)
+        return out
 
     # -- recording -------------------------------------------------------------------------------
     def record_start(self, path: str = "", from_start: bool = False) -> str:
@@ -455,7 +460,9 @@ class LiveEngine:
         desc = self.source.description
         self._rec_next = self.source.buffer.first_available if from_start else self.source.n_written
         meta = {"stream": desc.name, "checkpoint": self.cfg.checkpoint, "features": self.info.get("features_path", ""),
-                "whitening": self.whitening_path, "preset": self.preset.name if self.preset else ""}  # fmt: skip
+                "whitening": self.whitening_path, "preset": self.preset.name if self.preset else "",
+                "ch_units": list(desc.ch_units), "stream_units": self.cfg.stream_units,
+                "marker_offset_s": self.cfg.marker_offset_s}  # fmt: skip
         self.recorder = open_recorder(self.cfg, path, self.source, self._rec_next, meta, self.markers)
         log.info("recording to %s", path)
         return path

@@ -174,6 +174,10 @@ class OnlineEpocher:
     index_channel : int, optional
         Stream channel holding each sample's index in the recording (``sample_index``); its value at
         the onset goes to ``Epoch.extra["sample_index"]`` (proves no epoch is missed or duplicated).
+    input_map : callable, optional
+        ``(C_picks, T) -> (C_model, T)``: unit conversion and interpolation of missing channels
+        (:meth:`bci.stream_setup.InputPlan.apply`), applied before the quality checks, so
+        ``flat_ptp`` / ``clip_abs`` are in the model's units.
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class OnlineEpocher:
         reject: RejectConfig = RejectConfig(),
         now: Callable[[], float] = time.monotonic,
         index_channel: int | None = None,
+        input_map: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         assert source.description is not None, "connect the source first"
         self.source = source
@@ -203,6 +208,7 @@ class OnlineEpocher:
         self.reject = reject
         self.now = now
         self.index_channel = index_channel
+        self.input_map = input_map  # picked raw (C_picks, T) -> model channels in model units (bci.stream_setup)
         self.pending: list[tuple[Marker, float]] = []  # (marker, received at)
         self.rejected: Counter[str] = Counter()
         self.n_epochs = 0
@@ -259,6 +265,8 @@ class OnlineEpocher:
             except IndexError:
                 self._reject("too_old", marker)
                 continue
+            if self.input_map is not None:
+                raw = self.input_map(raw)
             reason = quality_reason(raw, self.reject)
             if reason is not None:
                 self._reject(reason, marker)

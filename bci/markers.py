@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,9 +23,12 @@ from .sources import ClockOffset, close_inlet, resolve_stream
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Marker", "MarkerMap", "InMemoryMarkers", "LSLMarkerSource"]
+__all__ = [
+    "Marker", "MarkerInfo", "MarkerMap", "marker_number", "load_marker_map", "build_marker_map", "take_markers",
+    "InMemoryMarkers", "LSLMarkerSource",
+]  # fmt: skip
 
-_TRAILING_INT = re.compile(r"(\d+)\s*$")
+_TRAILING_INT = re.compile(r"(\d+)(?:\.0+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -37,18 +41,55 @@ class Marker:
     concept: str | None  # true concept when the code identifies one
 
 
+def marker_number(code: str | int | float) -> int | None:
+    """The integer a marker code carries: ``17``, ``17.0``, ``"17"``, ``"S 17"``, ``"stim/17"``,
+    ``"image_00017"``, ``"Stimulus/S 17"`` → 17; ``None`` when it ends in no number."""
+    if isinstance(code, (int, np.integer)):
+        return int(code)
+    if isinstance(code, (float, np.floating)):
+        return int(code) if float(code).is_integer() else None
+    m = _TRAILING_INT.search(str(code).strip())
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class MarkerInfo:
+    """What a code means: ``kind`` is ``"image"`` (decoded), ``"catch"`` or ``"unknown"`` (never decoded)."""
+
+    kind: str
+    label: str  # shown in the scope and the recording: the code, "catch" or "unknown <code>"
+    concept: str | None  # the true concept when the code names one the templates know
+
+
+def _concept_of_target(target: str, concepts: Sequence[str]) -> str | None:
+    """A mapping file's target (a concept name or an image file) as one of ``concepts`` (None: none)."""
+    if target in concepts:
+        return target
+    path = Path(target)
+    for part in (path.parent.name, path.stem, path.name):
+        if part in concepts:
+            return part
+    stem = path.stem.lower()
+    for c in concepts:  # ThingsEEG2: concept "00001_aircraft_carrier", image "aircraft_carrier_06s.jpg"
+        name = c.split("_", 1)[1].lower() if "_" in c and c.split("_", 1)[0].isdigit() else c.lower()
+        if stem == name or stem.startswith(name + "_"):
+            return c
+    return None
+
+
 class MarkerMap:
     """Maps marker codes to image/concept ids.
 
     Parameters
     ----------
     concepts : sequence of str
-        Concept names; an integer code ``n`` (the trailing number of the code, as ThingsEEG2's test
-        image numbers 1…200) maps to ``concepts[n - 1]`` when ``mapping`` is not given.
+        Concept names; an integer code ``n`` (the number a code carries, see :func:`marker_number`, as
+        ThingsEEG2's test image numbers 1…200) maps to ``concepts[n - 1]`` when ``mapping`` has no entry.
     mapping : mapping of str to str, optional
-        Explicit ``code -> concept`` table (takes precedence).
+        Explicit ``code -> concept or image file`` table (takes precedence; keys are matched as given
+        and by their number). A target that is none of ``concepts`` is decoded without a true concept.
     ignore : sequence of str
-        Codes silently dropped (catch trials, ``99999``).
+        Catch-trial codes (``99999``): never decoded, shown as ``catch``.
     """
 
     def __init__(
@@ -58,30 +99,110 @@ class MarkerMap:
         ignore: Sequence[str] = ("99999",),
     ) -> None:
         self.concepts = tuple(concepts)
-        self.mapping = dict(mapping or {})
-        self.ignore = {str(c) for c in ignore}
+        self.mapping = {str(k).strip(): str(v) for k, v in (mapping or {}).items()}
+        self._by_number = {marker_number(k): v for k, v in self.mapping.items() if marker_number(k) is not None}
+        self.ignore = {str(c).strip() for c in ignore}
+        self._ignore_numbers = {marker_number(c) for c in self.ignore} - {None}
         self.unknown: Counter[str] = Counter()
         self.n_ignored = 0
 
-    def lookup(self, code: str) -> tuple[str, str | None] | None:
-        """``(label, concept)`` for a known code, ``None`` for an ignored or unknown one (counted)."""
-        code = str(code).strip()
-        m = _TRAILING_INT.search(code)
-        num = m.group(1).lstrip("0") or "0" if m else None
-        if code in self.ignore or (num is not None and num in self.ignore):
+    def classify(self, code: str | int | float) -> MarkerInfo:
+        """What ``code`` means (counts catch and unknown codes; an unknown one is logged once)."""
+        text = str(code).strip()
+        num = marker_number(code)
+        if text in self.ignore or (num is not None and num in self._ignore_numbers):
             self.n_ignored += 1
-            return None
-        if code in self.mapping:
-            return code, self.mapping[code]
-        if num is not None and num in self.mapping:
-            return code, self.mapping[num]
-        if num is not None and self.concepts and 1 <= int(num) <= len(self.concepts):
-            return code, self.concepts[int(num) - 1]
-        if self.unknown[code] == 0:
-            log.warning("unknown marker code %r (not in the mapping of %d concepts); skipped", code,
+            return MarkerInfo("catch", "catch", None)
+        target = self.mapping.get(text)
+        if target is None and num is not None:
+            target = self._by_number.get(num)
+        if target is not None:
+            return MarkerInfo("image", text, _concept_of_target(target, self.concepts) or None)
+        if num is not None and not self.mapping and self.concepts and 1 <= num <= len(self.concepts):
+            return MarkerInfo("image", text, self.concepts[num - 1])
+        if self.unknown[text] == 0:
+            log.warning("unknown marker code %r (not in the mapping of %d codes/concepts); not decoded", text,
                         len(self.mapping) or len(self.concepts))  # fmt: skip
-        self.unknown[code] += 1
-        return None
+        self.unknown[text] += 1
+        return MarkerInfo("unknown", f"unknown {text}", None)
+
+    def lookup(self, code: str) -> tuple[str, str | None] | None:
+        """``(label, concept)`` for a decoded code, ``None`` for a catch or unknown one (counted)."""
+        info = self.classify(code)
+        return (info.label, info.concept) if info.kind == "image" else None
+
+
+def load_marker_map(path: str) -> dict[str, str]:
+    """A ``code -> image file or concept`` table from ``.json``, ``.yaml``/``.yml`` or ``.csv``/``.tsv``.
+
+    CSV/TSV: two columns per row (``code,target``; a header row ``code,...`` is skipped; ``#`` comments).
+    One-line :class:`UserError` naming ``marker_map`` when the file cannot be read or holds no entry.
+    """
+    p = Path(path)
+    fix = "give a .json/.yaml mapping {code: image file or concept} or a two-column .csv/.tsv"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"marker_map: cannot read {path!r} ({type(err).__name__}); {fix}") from None
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".json", ".yaml", ".yml"):
+            import yaml
+
+            table = yaml.safe_load(text)  # JSON is YAML
+            if not isinstance(table, dict):
+                raise ValueError("not a mapping")
+            out = {str(k).strip(): str(v).strip() for k, v in table.items()}
+        elif suffix in (".csv", ".tsv", ".txt"):
+            out = {}
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                cells = [c.strip() for c in re.split(r"\t|,", line)] if line else []
+                if len(cells) < 2 or (not out and cells[0].lower() in ("code", "marker", "event")):
+                    continue
+                out[cells[0]] = cells[1]
+        else:
+            raise ValueError(f"unknown extension {suffix!r}")
+    except (ValueError, ImportError, Exception) as err:  # noqa: BLE001 - yaml errors of any kind
+        raise UserError(f"marker_map: {path!r} is not a readable mapping ({err}); {fix}") from None
+    if not out:
+        raise UserError(f"marker_map: {path!r} holds no code; {fix}")
+    return out
+
+
+def build_marker_map(cfg, decoder) -> MarkerMap:
+    """The session's :class:`MarkerMap` from a live config (``marker_map`` file, ``ignore_codes``)."""
+    mapping = load_marker_map(cfg.marker_map) if cfg.marker_map else None
+    mm = MarkerMap(decoder.concepts, mapping=mapping, ignore=cfg.ignore_codes)
+    if mapping:
+        known = sum(_concept_of_target(v, decoder.concepts) is not None for v in mapping.values())
+        log.info("marker map %s: %d codes, %d of them name a template concept", cfg.marker_map, len(mapping), known)
+    return mm
+
+
+def take_markers(engine, items: Sequence[tuple[float, str]]) -> list[Marker]:
+    """Apply ``marker_offset_s``, classify, record and scope every pulled marker; the decodable ones.
+
+    Markers stamped before the session started (``engine.t_session_s``: data an inlet held from before
+    it was opened) are recorded but not decoded as live ones (counted in ``engine.stale_markers``).
+    """
+    out = []
+    offset = float(engine.cfg.marker_offset_s)
+    for t_raw, code in items:
+        t_s = float(t_raw) + offset
+        info = engine.marker_map.classify(code)
+        if engine.recorder is not None:
+            engine.recorder.write_marker(t_s, code, info.label, info.concept)
+        engine._scope_markers.append((t_s, info.concept or info.label))
+        if info.kind != "image":
+            continue
+        if float(t_raw) < engine.t_session_s:
+            engine.stale_markers += 1
+            log.info("marker %r stamped %.3f s before the session started: not decoded", code,
+                     engine.t_session_s - float(t_raw))  # fmt: skip
+            continue
+        out.append(Marker(t_s, str(code), info.label, info.concept))
+    return out
 
 
 class InMemoryMarkers:
@@ -108,7 +229,10 @@ class InMemoryMarkers:
 
 
 class LSLMarkerSource:
-    """An LSL marker stream (string or integer codes, irregular rate), pulled without blocking.
+    """An LSL marker stream, pulled without blocking.
+
+    String, integer or float codes (``17.0`` → ``"17"``); of a multi-channel marker stream the first
+    channel is the code. Irregular or regular rate.
 
     Parameters
     ----------
@@ -124,6 +248,7 @@ class LSLMarkerSource:
         self.clock_refresh_s = clock_refresh_s
         self._inlet = None
         self._offset: ClockOffset | None = None
+        self.t_connected_s = float("-inf")
 
     def connect(self) -> None:
         import pylsl
@@ -135,6 +260,7 @@ class LSLMarkerSource:
         self._offset = ClockOffset(self._inlet, refresh_s=self.clock_refresh_s)
         self._offset.start()
         self._inlet.open_stream(timeout=self.resolve_timeout_s)
+        self.t_connected_s = pylsl.local_clock()
 
     def pull(self) -> list[tuple[float, str]]:
         """All markers received since the last call, as ``(t_s, code)`` on the consumer clock."""

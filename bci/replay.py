@@ -97,7 +97,22 @@ def unique_names(prefix: str = "hmavd") -> tuple[str, str]:
     return f"{prefix}-eeg-{tag}", f"{prefix}-markers-{tag}"
 
 
-def _eeg_info(name: str, ch_names: Sequence[str], ch_types: Sequence[str], sfreq: float):
+#: Unit label written into the stream description for each ``units`` setting (LSL's spelled-out convention).
+UNIT_LABELS = {"V": "volts", "mV": "millivolts", "uV": "microvolts", "nV": "nanovolts"}
+
+
+def stream_units_key(units: str) -> str:
+    """``units`` as one of :data:`UNIT_LABELS`' keys (case-insensitive, ``µV`` = ``uV``); one-line error else."""
+    from .units import unit_to_volts
+
+    scale = unit_to_volts(units, "units")
+    key = {1.0: "V", 1e-3: "mV", 1e-6: "uV", 1e-9: "nV"}.get(scale) if scale is not None else None
+    if key is None:
+        raise UserError(f"units: {units!r} is not one of V, mV, uV, nV; pick the units the stream should carry")
+    return key
+
+
+def _eeg_info(name: str, ch_names: Sequence[str], ch_types: Sequence[str], sfreq: float, unit_label: str = "volts"):
     import pylsl
 
     info = pylsl.StreamInfo(name, "EEG", len(ch_names), sfreq, pylsl.cf_float32, source_id=name)
@@ -106,7 +121,7 @@ def _eeg_info(name: str, ch_names: Sequence[str], ch_types: Sequence[str], sfreq
         ch = chans.append_child("channel")
         ch.append_child_value("label", n)
         ch.append_child_value("type", "EEG" if t == "eeg" else t)
-        ch.append_child_value("unit", "volts" if t == "eeg" else "")
+        ch.append_child_value("unit", unit_label if t == "eeg" else "")
     return info
 
 
@@ -132,12 +147,18 @@ class LSLPlayer:
     log_pushes : bool
         Keep ``(samples streamed after the chunk, time.perf_counter() just before pushing it)`` for
         every chunk in :attr:`push_log` (benchmarks: when the last sample of an epoch left the player).
+    units : str
+        Units the EEG channels are streamed in (``V``, ``mV``, ``uV``, ``nV``; the recording's volts are
+        converted), labelled in the description as LSL's ``volts`` / ``millivolts`` / ``microvolts`` /
+        ``nanovolts``.
+    label_units : bool
+        False: leave the channels' ``unit`` empty (an unlabelled stream, as some amplifier apps send).
     """
 
     def __init__(
         self, rec: ReplayData, eeg_name: str, marker_name: str = "", speed: float = 1.0, loop: bool = False,
         chunk_s: float = 0.01, start_sample: int = 0, stop_sample: int = 0, global_index: bool = False,
-        log_pushes: bool = False,
+        log_pushes: bool = False, units: str = "V", label_units: bool = True,
     ) -> None:  # fmt: skip
         if speed <= 0:
             raise UserError(f"--speed: {speed} must be > 0 (1 = real time)")
@@ -157,7 +178,11 @@ class LSLPlayer:
         self._index_ch = rec.ch_names.index("sample_index") if global_index else None
         self.push_log: list[tuple[int, float]] | None = [] if log_pushes else None
         self.chunk = max(1, int(round(chunk_s * rec.sfreq * self.speed)))
-        self._data = np.ascontiguousarray(rec.data.T, dtype=np.float32)  # (N, C)
+        self.units = stream_units_key(units)
+        self.unit_label = UNIT_LABELS[self.units] if label_units else ""
+        scale = np.array([1.0 / {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "nV": 1e-9}[self.units] if t == "eeg" else 1.0
+                          for t in rec.ch_types])  # fmt: skip
+        self._data = np.ascontiguousarray((rec.data * scale[:, None]).T, dtype=np.float32)  # (N, C)
         ev = sorted((s, c) for s, c in rec.events if self.start_sample <= s < self.stop_sample)
         self._ev_samples = np.array([s for s, _ in ev], dtype=np.int64)
         self._ev_codes = [c for _, c in ev]
@@ -173,8 +198,8 @@ class LSLPlayer:
     def _open(self) -> None:
         import pylsl
 
-        self.eeg_outlet = pylsl.StreamOutlet(_eeg_info(self.eeg_name, self.rec.ch_names, self.rec.ch_types,
-                                                       self.rec.sfreq), chunk_size=0, max_buffered=360)  # fmt: skip
+        info = _eeg_info(self.eeg_name, self.rec.ch_names, self.rec.ch_types, self.rec.sfreq, self.unit_label)
+        self.eeg_outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=360)
         if self.marker_name:
             info = pylsl.StreamInfo(self.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
                                     source_id=self.marker_name)  # fmt: skip
@@ -281,7 +306,8 @@ class RecordingSource(EEGSource):
     def _open(self) -> StreamDescription:
         self.pos = 0
         self._t_start = time.monotonic()
-        return StreamDescription(self.name, self.rec.ch_names, self.rec.sfreq, "float32")
+        units = tuple("V" if t == "eeg" else "" for t in self.rec.ch_types)  # the recording's volts
+        return StreamDescription(self.name, self.rec.ch_names, self.rec.sfreq, "float32", units, self.rec.ch_types)
 
     def _pull(self) -> tuple[np.ndarray | None, np.ndarray]:
         if self.finished:

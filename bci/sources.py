@@ -37,17 +37,24 @@ __all__ = [
     "LSLSource",
     "resolve_stream",
     "stream_channel_names",
+    "stream_channels",
 ]
 
 
 @dataclass(frozen=True)
 class StreamDescription:
-    """What a source delivers: channel names, nominal rate (Hz) and sample dtype."""
+    """What a source delivers: channel names, nominal rate (Hz), sample dtype, channel units and types.
+
+    ``ch_units`` / ``ch_types`` hold the stream description's ``unit`` / ``type`` per channel (``""`` where a
+    channel has none; empty tuples when the source labels nothing).
+    """
 
     name: str
     ch_names: tuple[str, ...]
     sfreq: float
     dtype: str = "float32"
+    ch_units: tuple[str, ...] = ()
+    ch_types: tuple[str, ...] = ()
 
     @property
     def n_chans(self) -> int:
@@ -81,6 +88,9 @@ class EEGSource:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.error: BaseException | None = None
+        #: Consumer-clock time (s) at which the stream was opened; markers stamped before it are stale
+        #: (sent before this session started). ``-inf`` for sources whose clock is not LSL's.
+        self.t_connected_s = float("-inf")
 
     # -- interface -------------------------------------------------------------------------------
     def connect(self) -> StreamDescription:
@@ -189,9 +199,11 @@ class InMemorySource(EEGSource):
         name: str = "in-memory",
         poll_interval: float | None = None,
         buffer_s: float = 60.0,
+        ch_units: Sequence[str] = (),
+        ch_types: Sequence[str] = (),
     ) -> None:
         super().__init__(poll_interval=poll_interval, buffer_s=buffer_s)
-        self._desc = StreamDescription(name, tuple(ch_names), float(sfreq), dtype)
+        self._desc = StreamDescription(name, tuple(ch_names), float(sfreq), dtype, tuple(ch_units), tuple(ch_types))
         self._queue: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._next_t = float(t_start_s)
         self._qlock = threading.Lock()
@@ -229,14 +241,28 @@ class InMemorySource(EEGSource):
 
 def stream_channel_names(info) -> list[str]:
     """Channel labels from an LSL ``StreamInfo`` description (``Ch1…`` when absent)."""
+    return stream_channels(info)[0]
+
+
+def stream_channels(info) -> tuple[list[str], list[str], list[str]]:
+    """``(labels, units, types)`` per channel from an LSL ``StreamInfo`` description.
+
+    Labels default to ``Ch1…`` and units/types to ``""`` when the description lacks them (also when it
+    describes another number of channels than the stream has).
+    """
     names: list[str] = []
+    units: list[str] = []
+    types: list[str] = []
+    n = info.channel_count()
     ch = info.desc().child("channels").child("channel")
-    while not ch.empty() and len(names) < info.channel_count():
+    while not ch.empty() and len(names) < n:
         names.append(ch.child_value("label") or f"Ch{len(names) + 1}")
+        units.append(ch.child_value("unit") or "")
+        types.append(ch.child_value("type") or "")
         ch = ch.next_sibling()
-    if len(names) != info.channel_count():
-        names = [f"Ch{i + 1}" for i in range(info.channel_count())]
-    return names
+    if len(names) != n:
+        return [f"Ch{i + 1}" for i in range(n)], [""] * n, [""] * n
+    return names, units, types
 
 
 def resolve_stream(name: str, stype: str, timeout_s: float, what: str):
@@ -355,14 +381,15 @@ class LSLSource(EEGSource):
             raise UserError(f"eeg_stream: {info.name()!r} has a non-numeric channel format; stream float32 EEG")
         self._inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True, processing_flags=0)
         full = self._inlet.info(timeout=self.resolve_timeout_s)  # with the channel description
-        ch_names = stream_channel_names(full)
+        ch_names, ch_units, ch_types = stream_channels(full)
         self._offset = ClockOffset(self._inlet, refresh_s=self.clock_refresh_s)
         self._offset.start()
         self._inlet.open_stream(timeout=self.resolve_timeout_s)
         self._dest = np.zeros((self.max_chunk, len(ch_names)), dtype=fmt)
         log.info("connected to %s: %d ch at %g Hz (offset %.4f s)", info.name(), len(ch_names), sfreq,
                  self._offset.offset_s)  # fmt: skip
-        return StreamDescription(info.name(), tuple(ch_names), sfreq, fmt)
+        self.t_connected_s = pylsl.local_clock()
+        return StreamDescription(info.name(), tuple(ch_names), sfreq, fmt, tuple(ch_units), tuple(ch_types))
 
     def _pull(self) -> tuple[np.ndarray | None, np.ndarray]:
         import pylsl

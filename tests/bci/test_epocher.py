@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bci.epocher import OnlineEpocher, RejectConfig, load_whitening, quality_reason
-from bci.markers import Marker, MarkerMap
+from bci.markers import Marker
 from bci.sources import InMemorySource
 from hmavd.errors import UserError
 from hmavd.preprocessing.presets import PRESETS
@@ -152,16 +152,6 @@ def test_marker_before_data_waits_then_times_out():
     now.t = 2.5  # the second's data never arrive
     assert ep.poll() == []
     assert ep.rejected == {"timeout": 1} and ep.pending == []
-
-
-def test_marker_map_codes_and_unknown_counted():
-    mm = MarkerMap(["aircraft carrier", "antelope"], mapping={"cat": "antelope"})
-    assert mm.lookup("1") == ("1", "aircraft carrier")
-    assert mm.lookup("Stimulus/S  2") == ("Stimulus/S  2", "antelope")
-    assert mm.lookup("cat") == ("cat", "antelope")
-    assert mm.lookup("99999") is None and mm.n_ignored == 1
-    assert mm.lookup("7") is None and mm.lookup("bogus") is None and mm.lookup("7") is None
-    assert mm.unknown == {"7": 2, "bogus": 1}
 
 
 def test_load_whitening_checks_shape(tmp_path):
