@@ -491,9 +491,8 @@ class MainWindow(QtWidgets.QMainWindow):
             log.debug("ignoring engine message %r", kind)
 
     def _marker_label(self, code: Any) -> str:
-        """The concept a marker code stands for (the engine's own code → concept rule), else the code."""
-        hit = self._marker_map.lookup(str(code)) if self._marker_map is not None else None
-        return str(hit[1]) if hit is not None and hit[1] else str(code)
+        """The engine already labels scope markers (concept, mapped label, ``catch``, ``unknown N``)."""
+        return str(code)
 
     def _on_connected(self, msg: Mapping[str, Any]) -> None:
         from bci.markers import MarkerMap
