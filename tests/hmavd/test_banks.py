@@ -1,0 +1,297 @@
+"""Target banks: image variants, intermediate layers and their pooling, the collapse check.
+
+Tiny randomly initialised open_clip models (a 2-block ViT and a ModifiedResNet, registered from JSON
+configs) on generated images; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hmavd.cli.features import main
+from hmavd.errors import UserError
+from hmavd.features import banks
+from hmavd.features import clip as fclip
+from hmavd.features.cache import load_feature_cache, save_feature_cache, variant_tensor
+from hmavd.features.collapse import check_collapse, effective_rank, median_pair_cosine
+
+TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+VIT = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": TEXT,
+}
+RN = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}, "text_cfg": TEXT}
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def _spread(model, seed=0):
+    """Vision matrices ~ N(0, (2/sqrt(fan_in))^2), class embedding 0: a random tower whose images differ."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel() ** 0.5))
+            elif "class_embedding" in name:
+                p.zero_()
+
+
+def _model(tmp_path, name, cfg, spread=True):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    enc = fclip.load_clip(name, model_config=path, random_init=True, device="cpu")
+    if spread:
+        _spread(enc.model)
+    weights = tmp_path / f"{name}.bin"
+    torch.save(enc.model.state_dict(), weights)
+    return path, weights, enc
+
+
+def _structured(seed, size=(48, 40)):
+    """A random low-frequency colour image (a set of these is not a collapsed bank)."""
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(size, Image.BILINEAR)
+    return Image.fromarray((0.5 * np.asarray(low) + 0.5 * rng.integers(0, 256, (1, 1, 3))).astype(np.uint8))
+
+
+# ---------------------------------------------------------------- variants
+def _blur_by_hand(img: np.ndarray, k: int) -> np.ndarray:
+    """Separable Gaussian blur with OpenCV's sigma for kernel k and reflect padding, in float."""
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    x = np.arange(k) - (k - 1) / 2
+    w = np.exp(-(x**2) / (2 * sigma**2))
+    w /= w.sum()
+    r = k // 2
+    pad = np.pad(img.astype(np.float64), ((r, r), (r, r), (0, 0)), mode="reflect")
+    rows = sum(w[i] * pad[i : i + img.shape[0]] for i in range(k))  # (H, W + 2r, 3)
+    return sum(w[i] * rows[:, i : i + img.shape[1]] for i in range(k))  # (H, W, 3)
+
+
+def test_variant_parsing_and_names():
+    assert banks.parse_variant("blur:9") == banks.Variant("blur", 9.0)
+    assert [v.name for v in banks.parse_variants(["none", "blur:3", "lowres:32", "noise:0.1", "mosaic:8"])] == [
+        "none",
+        "blur:3",
+        "lowres:32",
+        "noise:0.1",
+        "mosaic:8",
+    ]
+    assert banks.opencv_sigma(3) == pytest.approx(0.8) and banks.opencv_sigma(9) == pytest.approx(1.7)
+    for bad, match in (("blur:4", "odd"), ("swirl:2", "not a variant"), ("noise:x", "number"), ("lowres:0", "pos")):
+        with pytest.raises(UserError, match=match):
+            banks.parse_variant(bad)
+    with pytest.raises(UserError, match="given twice"):
+        banks.parse_variants(["blur:3", "blur:3"])
+
+
+def test_variants_against_hand_computations():
+    rng = np.random.default_rng(0)
+    pix = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    img = Image.fromarray(pix)
+    for k in (3, 5):
+        got = np.asarray(banks.apply_variant(img, banks.Variant("blur", k)), dtype=np.float64)
+        assert np.abs(got - _blur_by_hand(pix, k)).max() <= 1.0  # uint8 rounding
+    assert banks.apply_variant(img, banks.Variant("blur", 1)) is img
+    # mosaic:2 = the mean of each 2 x 2 block, repeated
+    mos = np.asarray(banks.apply_variant(img, banks.Variant("mosaic", 2)), dtype=np.float64)
+    block = pix.reshape(6, 2, 5, 2, 3).astype(np.float64).mean(axis=(1, 3))  # (6, 5, 3)
+    assert np.abs(mos - np.repeat(np.repeat(block, 2, 0), 2, 1)).max() <= 1.0
+    # lowres keeps the size and removes detail; noise is seeded by the row index
+    low = np.asarray(banks.apply_variant(img, banks.Variant("lowres", 2)), dtype=np.float64)
+    assert low.shape == pix.shape and np.abs(np.diff(low, axis=1)).mean() < np.abs(np.diff(pix, axis=1)).mean() / 2
+    grey = Image.fromarray(np.full((40, 40, 3), 128, np.uint8))
+    n1 = np.asarray(banks.apply_variant(grey, banks.Variant("noise", 0.1), index=1), dtype=np.float64)
+    n1b = np.asarray(banks.apply_variant(grey, banks.Variant("noise", 0.1), index=1), dtype=np.float64)
+    n2 = np.asarray(banks.apply_variant(grey, banks.Variant("noise", 0.1), index=2), dtype=np.float64)
+    np.testing.assert_array_equal(n1, n1b)
+    assert not np.array_equal(n1, n2) and (n1 - 128).std() == pytest.approx(25.5, rel=0.1)
+
+
+# ---------------------------------------------------------------- layers and pooling
+def test_resolve_layer_and_pool():
+    assert banks.resolve_layer("final", 12) is None and banks.resolve_layer(None, 12) is None
+    assert banks.resolve_layer("-1", 12) == 11 and banks.resolve_layer(3, 12) == 3
+    assert banks.resolve_layer("0.5", 12) == 5 and banks.resolve_layer("1.0", 12) == 11
+    assert banks.resolve_layer("0.01", 4) == 0
+    for bad in ("12", "-13", "1.5", "middle"):
+        with pytest.raises(UserError, match="layer"):
+            banks.resolve_layer(bad, 12)
+    x = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)  # (B, L, W)
+    torch.testing.assert_close(banks.pool_output(x, "cls"), x[:, 0])
+    torch.testing.assert_close(banks.pool_output(x, "mean"), (x[:, 1] + x[:, 2]) / 2)
+    m = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)  # (B, C, H, W)
+    torch.testing.assert_close(banks.pool_output(m, "avg"), torch.tensor([[7.5]]))
+    with pytest.raises(UserError, match="pool"):
+        banks.pool_output(m, "cls")
+
+
+def test_vit_intermediate_layer_by_hand(tmp_path):
+    _, _, enc = _model(tmp_path, "hmavd-bank-vit", VIT)
+    visual = enc.model.visual
+    pixels = torch.stack([enc.preprocess(_structured(i)) for i in range(4)])  # (4, 3, 32, 32)
+    with torch.no_grad():
+        x = visual.conv1(pixels).flatten(2).transpose(1, 2)  # (4, 16, 32) patch tokens
+        cls = visual.class_embedding.expand(4, 1, -1)
+        x = visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding)  # (4, 17, 32)
+        blocks = visual.transformer.resblocks
+        h0 = blocks[0](x)  # (4, 17, 32)
+    enc.set_layer("0", "cls")
+    np.testing.assert_allclose(
+        enc.encode_image_batch(pixels), torch.nn.functional.normalize(h0[:, 0]).numpy(), atol=1e-5
+    )
+    enc.set_layer("0.5", "mean")  # 2 blocks: relative depth 0.5 is block 0
+    want = torch.nn.functional.normalize(h0[:, 1:].mean(1)).numpy()
+    np.testing.assert_allclose(enc.encode_image_batch(pixels), want, atol=1e-5)
+    assert enc.info["layer_index"] == 0 and enc.info["pool"] == "mean"
+    enc.set_layer("final")
+    final = enc.encode_image_batch(pixels)
+    assert final.shape == (4, 16) and enc.layer is None
+    with torch.no_grad():
+        np.testing.assert_allclose(final, torch.nn.functional.normalize(enc.model.encode_image(pixels)), atol=1e-5)
+
+
+def test_resnet_attnpool_input_by_hand(tmp_path):
+    _, _, enc = _model(tmp_path, "hmavd-bank-rn", RN)
+    visual = enc.model.visual
+    pixels = torch.stack([enc.preprocess(_structured(i)) for i in range(4)])  # (4, 3, 32, 32)
+    with torch.no_grad():
+        fmap = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # (4, C, h, w)
+    enc.set_layer("-1", "auto")
+    got = enc.encode_image_batch(pixels)
+    assert got.shape == (4, fmap.shape[1])
+    np.testing.assert_allclose(got, torch.nn.functional.normalize(fmap.mean((2, 3))).numpy(), atol=1e-5)
+    with pytest.raises(UserError, match="pool"):
+        enc.set_layer("-1", "cls")
+        enc.encode_image_batch(pixels)
+
+
+# ---------------------------------------------------------------- collapse
+def test_collapse_statistics_by_hand():
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    # pair cosines 0, 1/sqrt2, 1/sqrt2 -> median 1/sqrt2
+    assert median_pair_cosine(x) == pytest.approx(2**-0.5)
+    assert effective_rank(np.eye(5)) == pytest.approx(5.0)
+    assert effective_rank(np.ones((6, 4))) == pytest.approx(1.0, abs=1e-6)
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((50, 32))
+    st = check_collapse(good, "bank")
+    assert abs(st.median_cosine) < 0.2 and st.effective_rank > 20
+    collapsed = np.ones((50, 32)) + 0.01 * good  # the published-cache failure: one shared direction
+    with pytest.raises(UserError, match=r"bank: collapsed bank \(median cosine") as err:
+        check_collapse(collapsed, "bank")
+    assert "\n" not in str(err.value)
+    flat = np.zeros((50, 32))
+    flat[:, 0], flat[:, 1] = rng.standard_normal(50), 0.001  # spread (cosines ~ +-1) but rank ~1
+    with pytest.raises(UserError, match="effective rank"):
+        check_collapse(flat, "bank", max_median_cosine=1.0)
+
+
+def _cache_arrays(rng, collapsed=False):
+    img = rng.standard_normal((6, 8)).astype(np.float32)
+    if collapsed:
+        img = (1 + 0.001 * img).astype(np.float32)
+    return {
+        "train_image_features": img[:4],
+        "test_image_features": img[4:],
+        "train_text_features": rng.standard_normal((2, 5)).astype(np.float32),
+        "test_text_features": rng.standard_normal((2, 5)).astype(np.float32),
+    }
+
+
+def test_cache_collapse_at_save_and_load(tmp_path, caplog):
+    from safetensors.numpy import save_file
+
+    prov = {"train_images": list("abcd"), "test_images": ["e", "f"], "train_concepts": ["x", "y"]}
+    prov["test_concepts"] = ["z", "w"]
+    rng = np.random.default_rng(0)
+    path = save_feature_cache(tmp_path / "ok", _cache_arrays(rng), prov)
+    cache = load_feature_cache(path)
+    assert cache.dim == 8 and cache.text_dim == 5  # an intermediate layer: image and text sizes differ
+    assert set(cache.provenance["collapse"]) == {"train_image_features", "test_image_features"}
+    with pytest.raises(UserError, match="train_image_features: collapsed bank"):
+        save_feature_cache(tmp_path / "bad", _cache_arrays(rng, collapsed=True), prov)
+    assert not (tmp_path / "bad").exists()
+    # a cache altered after it was written is refused at load
+    save_file(_cache_arrays(rng, collapsed=True), str(path / "features.safetensors"))
+    with pytest.raises(UserError, match="collapsed bank"):
+        load_feature_cache(path)
+    # built with collapse_check=false: written and loaded, with a warning
+    off = save_feature_cache(tmp_path / "off", _cache_arrays(rng, collapsed=True), {**prov, "collapse_check": False})
+    assert load_feature_cache(off).dim == 8 and "collapse_check=false" in caplog.text
+
+
+# ---------------------------------------------------------------- extraction
+def _image_set(root):
+    for split, spec in (
+        ("training_images", {"00001_a": 3, "00002_b": 3}),
+        ("test_images", {"00001_c": 2, "00002_d": 2}),
+    ):
+        for c, n in spec.items():
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                _structured(hash((split, c, i)) % 1000).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_extract_variants_and_layer_cli(tmp_path, capsys):
+    cfg, weights, enc = _model(tmp_path, "hmavd-bank-vit2", VIT)
+    images = _image_set(tmp_path / "image_set")
+    out = tmp_path / "bank"
+    common = ["--model", "hmavd-bank-vit2", "--model-config", str(cfg), "--weights", str(weights), "--no-progress"]
+    rc = main(
+        ["extract", "--images", str(images), "--out", str(out), *common, "device=cpu", "num_workers=0"]
+        + ["chunk_size=4", "variants=[none,blur:3,mosaic:4]", "store_variants=true", "layer=-1", "pool=mean"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    cache = load_feature_cache(out)
+    assert cache.variants() == ["none", "blur:3", "mosaic:4"]
+    assert cache.dim == 32 and cache.text_dim == 16  # trunk width vs text embedding
+    prov = cache.provenance
+    assert prov["layer"] == "-1" and prov["layer_index"] == 1 and prov["pool"] == "mean"
+    assert prov["variants"] == ["none", "blur:3", "mosaic:4"] and prov["collapse_check"] is True
+    assert variant_tensor("blur:3", "test_image_features") in prov["collapse"]
+    paths = sorted((images / "training_images").rglob("*.png"))
+    enc.set_layer("-1", "mean")
+    per = {}
+    for name in cache.variants():
+        per[name] = enc.encode_images(paths, variant=banks.parse_variant(name))
+        np.testing.assert_allclose(cache.variant_features(name, "training"), per[name], atol=1e-5)
+    mean = np.mean(list(per.values()), axis=0)
+    want = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    np.testing.assert_allclose(cache.image_features("training"), want, atol=1e-5)
+    assert not np.allclose(per["none"], per["blur:3"], atol=1e-3)
+    with pytest.raises(UserError, match="not stored"):
+        cache.variant_features("noise:0.1", "training")
+
+
+def test_extract_refuses_collapsed_tower(tmp_path, capsys, caplog):
+    """open_clip's default init of a tiny tower maps all images to one direction: refused, one line."""
+    cfg, weights, _ = _model(tmp_path, "hmavd-bank-flat", RN, spread=False)
+    images = _image_set(tmp_path / "image_set")
+    common = ["--model", "hmavd-bank-flat", "--model-config", str(cfg), "--weights", str(weights), "--no-progress"]
+    args = ["extract", "--images", str(images), *common]
+
+    def run(out, *over):
+        return main([*args, "--out", str(tmp_path / out), "device=cpu", "num_workers=0", *over])
+
+    assert run("a") == 2
+    err = capsys.readouterr().err.strip()
+    assert "collapsed bank (median cosine" in err and "collapse_check=false" in err and "\n" not in err
+    assert run("b", "collapse_check=false") == 0
+    assert load_feature_cache(tmp_path / "b").provenance["collapse_check"] is False
+    assert run("c", "pool=middle") == 2
+    assert "pool" in capsys.readouterr().err
