@@ -25,6 +25,7 @@ from .state import ThumbnailIndex
 from .streams import ReplayProcess, StreamEntry, discover_streams, split_streams, unique_stream_names
 from .widgets import ErrorBanner, HistoryWidget, ScopeWidget, StatusPanel, TopKPanel
 from .widgets.controls import ControlPanel, set_path_text
+from .widgets.quality import QualityPanel
 
 __all__ = ["MainWindow", "EngineLike", "default_engine_factory", "guarded"]
 
@@ -149,7 +150,9 @@ class MainWindow(QtWidgets.QMainWindow):
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.topk)
         right.addWidget(self.history)
-        right.setSizes([350, 410])
+        self.quality = QualityPanel()
+        right.addWidget(self.quality)
+        right.setSizes([330, 290, 140])
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         split.addWidget(self.scope)
         split.addWidget(right)
@@ -471,6 +474,8 @@ class MainWindow(QtWidgets.QMainWindow):
             if wanted is None or rec == wanted[0] or time.monotonic() - wanted[1] > 3.0:
                 self.recording, self._record_wanted = rec, None
             self._update_buttons()
+        elif kind == "quality":
+            self.quality.show_quality(msg)
         elif kind == "connected":
             self._on_connected(msg)
         elif kind == "error":
@@ -504,6 +509,7 @@ class MainWindow(QtWidgets.QMainWindow):
         concepts = list(msg.get("concepts") or [])
         self._marker_map = MarkerMap(concepts) if concepts else None
         self.history.reset(len(concepts) or None)
+        self.quality.clear()
         self.topk.clear(concepts)
         self.topk.set_thumbnails(ThumbnailIndex(self.image_dir_edit.text().strip() or None, concepts or None))
         self.status.nominal_sfreq = float(msg.get("sfreq") or 0) or None
