@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from .attention import SpatialBlock
+from .mlp_encoders import MLP_ENCODERS
 
 __all__ = [
     "ENCODERS",
@@ -228,6 +229,7 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "tsconv_sa": _tsconv_sa,
     "tsconv_ga": _tsconv_ga,
     "resmlp": _resmlp,
+    **MLP_ENCODERS,  # eeg_project (UBP/NeuroBridge), brain_mlp (BrainHIVE), blur_spatial_mlp: mlp_encoders.py
 }
 
 
