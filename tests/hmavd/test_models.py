@@ -301,7 +301,14 @@ def test_docs_parameter_table_matches_code():
     for name in ("tsconv", "tsconv_ga"):
         counts = [f"{count_parameters(build_encoder(name, c, 250)):,}" for c in (17, 63)]
         assert f"| `{name}` | {counts[0]} | {counts[1]} |" in text
-    for row, kw in (("NICE (Base)", dict(use_text=False, use_adapters=False)), ("HMAVD-63", {})):
+    nice = dict(use_text=False, use_adapters=False, image_projection=False)
+    for row, kw in (
+        ("NICE (Base): `nice`, `ablation-base`", nice),
+        ("NICE-SA: `nice-sa`", {**nice, "encoder": "tsconv_sa"}),
+        ("NICE with an image projection (`nice image_projection=true`)", {**nice, "image_projection": True}),
+        ("Base + Text: `ablation-text`", dict(use_adapters=False)),
+        ("HMAVD-63", {}),
+    ):
         c = HMAVD(ModelConfig(**kw)).parameter_counts()
         assert f"| {row} | 63×250 | 1440 | {c['eeg']:,} | {c['img']:,} | {c['text']:,} | {c['total']:,} |" in text
 
