@@ -1,7 +1,8 @@
 """Closed loop on real LSL (loopback, unique names): hmavd-present --dry-run -> virtual amp -> headless live decoding.
 
 The presenter runs as its own process (the command), the virtual amplifier and the live engine
-(``run_headless``, as ``hmavd-live --headless``) in this one. Checked: every shown image is answered by
+(``run_headless``, as ``hmavd-live --headless``) in this one; the amplifier streams µV with unit labels and
+the 64 actiCAP names, as a real one. Checked: every shown image is answered by
 the amplifier at the sample of its flip and decoded exactly once at that sample; the live epochs equal
 the offline epochs of the amplifier's own record; and the live single-trial accuracy of a
 nearest-template decoder matches the same decoder's offline accuracy on the simulated subject's
@@ -97,7 +98,7 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     subject = load_virtual_subject(sim)
-    settings = AmpSettings(unit="volts", montage="acticap64", sample_index=True, push_delay_s=0.1)
+    settings = AmpSettings(unit="microvolts", montage="acticap64", sample_index=True, push_delay_s=0.1)
     amp = VirtualAmp(subject, settings, markers=LSLMarkerSource(marker_name, resolve_timeout_s=30.0),
                      eeg_name=eeg_name, poll_interval=0.01, keep_record=True)  # fmt: skip
     messages: list[dict] = []
@@ -137,11 +138,11 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
     assert [int(p["sample_index"]) for p in preds] == image_onsets
     assert summary["n_predictions"] == n_images and summary["rejected"] == {}
     # -- live epochs == offline epochs of the amplifier's own record
-    record = amp.get_data()  # (C_stream, n) volts, sample s at column s
+    record = amp.get_data()  # (C_stream, n) µV as streamed, sample s at column s
     assert np.array_equal(record[-1], np.arange(record.shape[1], dtype=np.float32))
     picks = [amp.ch_names.index(c) for c in ch_names]
     off, n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, amp.sfreq)
-    raw = cut_epochs(record[picks].astype(np.float64), np.array(image_onsets), off, n_in)
+    raw = cut_epochs(record[picks].astype(np.float64) * 1e-6, np.array(image_onsets), off, n_in)  # volts
     w = load_whitening(str(mvnn), len(ch_names), ch_names=ch_names)
     offline = apply_whitening(preprocess_epoch(raw, amp.sfreq, preset), w)
     online = np.stack([e.data for e in engine.epoch_log])
