@@ -161,7 +161,12 @@ def model_at_rate(subject: VirtualSubject, sfreq: float) -> VirtualSubject:
     start = int(np.ceil(t0 * sfreq - 1e-9))
     t_new = np.arange(start, int(np.floor(t_src[-1] * sfreq + 1e-9)) + 1) / sfreq  # (L',)
 
+    pos = (t_new - t0) * subject.sfreq  # (L',) positions in the source waveform
+    exact = np.allclose(pos, np.round(pos), atol=1e-6)
+
     def interp(w: np.ndarray) -> np.ndarray:
+        if exact:
+            return w[np.round(pos).astype(np.int64)]
         return np.interp(t_new, t_src, w, left=0.0, right=0.0)
 
     model = SourceModel(
