@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from .config import config_from_dict, config_to_dict, save_config
 from .errors import UserError
+from .optim import apply_schedule
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,16 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     weight_decay: float = 0.0
+    # recipe knobs (hmavd/optim.py, docs/recipes.md); the defaults keep Adam / constant lr / fp32 / NICE heads
+    optimizer: str = "adam"  # "adam" | "adamw" (decoupled weight decay)
+    lr_schedule: str = "constant"  # "constant" | "cosine" (with warmup_steps, floored at min_lr_ratio)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast on CUDA)
+    eeg_projection: bool = True  # False: the encoder output is the EEG embedding (MLP recipes)
+    normalize_eeg: bool = True  # False: the loss sees unnormalised EEG embeddings (visual-blur, NeuroBridge)
+    init: str = "nice"  # "nice" (NICE's weights_init_normal) | "default" (PyTorch's)
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     out_dir: str = "runs"
@@ -125,6 +136,9 @@ class TrainConfig:
             log.debug("adapters without text: only the image adapter is used")
         if not self.device.startswith(("auto", "cpu", "cuda", "mps")):
             raise UserError(f"device: {self.device!r} is not auto, cpu, cuda[:N] or mps")
+        from .optim import validate_optim
+
+        validate_optim(self)
 
 
 #: Loss terms averaged into the checkpoint-selection validation loss, per ``TrainConfig.select_on``.
@@ -173,6 +187,11 @@ def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) 
         fusion_beta=cfg.fusion_beta,
         temperature=cfg.temperature,
         tau=cfg.tau,
+        eeg_projection=cfg.eeg_projection,
+        normalize_eeg=cfg.normalize_eeg,
+        init=cfg.init,
+        # [recipes] an encoder whose output is the embedding produces proj_dim features itself
+        encoder_kwargs=() if cfg.eeg_projection else (("out_features", cfg.proj_dim or feature_dim),),
     )
     return HMAVD(mc)
 
@@ -193,7 +212,9 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -
             total_steps=total_steps,
             seed=cfg.seed,
         )
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    from .optim import build_optimizer  # [recipes] "adam" is torch.optim.Adam exactly as before
+
+    return build_optimizer(params, cfg.optimizer, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
 
 
 class TrainStep:
@@ -221,7 +242,10 @@ class TrainStep:
         self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None, training: bool = False
     ) -> tuple[dict, dict]:
         model = self.forward_model if training else self.model  # [distributed] DDP forward when training
-        out = model(eeg, img, txt if self.cfg.use_text else None)  # dict of (B, D) features
+        from .optim import autocast  # [recipes] bf16 on CUDA when precision=bf16, else a no-op
+
+        with autocast(eeg.device, self.cfg.precision):
+            out = model(eeg, img, txt if self.cfg.use_text else None)  # dict of (B, D) features
         if training and self.dist is not None:
             out = self.dist.gather_outputs(out)  # [distributed] contrastive negatives from the global batch
         terms = self._loss(out, use_text=self.cfg.use_text, consistency_weight=self.cfg.consistency_weight)
@@ -240,6 +264,10 @@ class TrainStep:
                 self.mcdb.apply(self.model, stats)  # Eq. 14: κ on the gradients, before Adam
             logs.update(stats)
         logs.update(self._grad_norms(self.model))
+        if self.cfg.grad_clip > 0:  # [recipes] global norm clipping after κ, before the step
+            from .optim import clip_gradients
+
+            logs["grad_norm/preclip"] = clip_gradients(self.model.parameters(), self.cfg.grad_clip)
         current_sigma = getattr(self.optimizer, "current_sigma", None)
         if current_sigma is not None:
             logs["sigma"] = current_sigma()  # σ_t of Eq. 17 used by this step
@@ -442,6 +470,7 @@ def train(
         step_logs = []
         for idx in _batches(n, cfg.batch_size, perm, min_batch):
             idx = dctx.shard(idx)  # [distributed] this rank's contiguous part of the global batch
+            apply_schedule(optimizer, cfg, global_step, cfg.epochs * steps_per_epoch)  # [recipes] no-op if constant
             logs = step_fn(eeg[idx], img[idx], txt[idx])
             global_step += 1
             step_logs.append((global_step, logs))

@@ -80,6 +80,12 @@ class ModelConfig:
     sa_variant : {"fixed", "published"}
         Channel self-attention of the ``tsconv_sa`` encoder: the fixed block (default) or NICE-SA as
         published (see :mod:`hmavd.models.attention`). Ignored by the other encoders.
+    eeg_projection : bool
+        ``False``: no EEG projection; the encoder's output (its ``out_features`` must be ``proj_dim``) is the
+        EEG embedding, as in the MLP recipes (:mod:`hmavd.models.mlp_encoders`).
+    normalize_eeg : bool
+        ``False``: ``forward`` returns the EEG embedding unnormalised (the loss of the visual-blur method and
+        NeuroBridge normalises the image side only); ``encode_eeg`` and the templates stay normalised.
     encoder_kwargs : tuple of (str, value) pairs
         Extra keyword arguments for the encoder (kept hashable).
     """
@@ -105,6 +111,8 @@ class ModelConfig:
     image_projection: bool = True
     init: str = "nice"
     sa_variant: str = "fixed"
+    eeg_projection: bool = True
+    normalize_eeg: bool = True
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -158,7 +166,14 @@ class HMAVD(nn.Module):
         for m in self.encoder.modules():  # the SA switch (fixed block or NICE-SA as published)
             if isinstance(m, ChannelSelfAttention):
                 m.set_variant(cfg.sa_variant)
-        self.eeg_projection = Projection(self.encoder.out_features, cfg.proj_dim, cfg.dropout)
+        self.eeg_projection: nn.Module = (
+            Projection(self.encoder.out_features, cfg.proj_dim, cfg.dropout) if cfg.eeg_projection else nn.Identity()
+        )
+        if not cfg.eeg_projection and self.encoder.out_features != cfg.proj_dim:
+            raise UserError(
+                f"eeg_projection: False needs an encoder with {cfg.proj_dim} outputs, {cfg.encoder} has "
+                f"{self.encoder.out_features}; set encoder_kwargs out_features={cfg.proj_dim} or eeg_projection=True"
+            )
         self.image_projection: nn.Module = (
             Projection(cfg.feature_dim, cfg.proj_dim, cfg.proj_dropout) if cfg.image_projection else nn.Identity()
         )
@@ -236,7 +251,9 @@ class HMAVD(nn.Module):
             text and adapters); ``logit_scale`` scalar.
         """
         out = {
-            "eeg_features": self.encode_eeg(eeg),
+            "eeg_features": (
+                self.encode_eeg(eeg) if self.cfg.normalize_eeg else self.eeg_projection(self.encoder(eeg))
+            ),  # (B, D)
             "image_features": self._image(image_features),
             "logit_scale": self.logit_scale,
         }

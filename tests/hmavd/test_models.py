@@ -68,7 +68,8 @@ def test_variants_shapes(name, n_chans):
 
 
 def test_registry_names():
-    assert set(ENCODERS) == {"tsconv", "tsconv_sa", "tsconv_ga", "resmlp"}
+    mlp = {"eeg_project", "brain_mlp", "blur_spatial_mlp"}  # hmavd/models/mlp_encoders.py
+    assert set(ENCODERS) == {"tsconv", "tsconv_sa", "tsconv_ga", "resmlp", *mlp}
 
 
 def _two_channel_sa(n_times, variant):
