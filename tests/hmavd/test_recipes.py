@@ -1,0 +1,79 @@
+"""Recipe configs (ubp, neurobridge, visual-blur, brainhive-b32, hmavd-best): published settings, and one
+tiny epoch of each on a planted dataset (intra-subject and LOSO), evaluated from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hmavd.channels import VISUAL17
+from hmavd.checkpoint import load_checkpoint
+from hmavd.cli.train import main as train_main
+from hmavd.config import available_configs, load_config
+from hmavd.datasets import write_planted_dataset
+from hmavd.evaluate import evaluate_checkpoint
+from hmavd.train import TrainConfig
+
+# config: (encoder, channels, optimizer, lr, weight decay, betas, batch, epochs, seed, tau, temperature)
+PUBLISHED = {
+    "ubp": ("eeg_project", "visual17", "adamw", 1e-4, 1e-4, (0.9, 0.999), 1024, 50, 0, 0.3667, "learnable"),
+    "neurobridge": ("eeg_project", "visual17", "adamw", 1e-4, 1e-4, (0.9, 0.999), 1024, 50, 2025, 0.07, "fixed"),
+    "visual-blur": ("blur_spatial_mlp", "all", "adamw", 1e-3, 0.01, (0.9, 0.999), 1024, 150, 0, 1.0, "fixed"),
+    "brainhive-b32": ("brain_mlp", "visual17", "adamw", 5e-4, 0.05, (0.9, 0.995), 1024, 25, 2025, 0.07, "learnable"),
+}
+
+
+def test_recipe_configs_are_set_as_published():
+    assert set(PUBLISHED) | {"hmavd-best"} <= set(available_configs())
+    for name, want in PUBLISHED.items():
+        c = load_config(TrainConfig, name)
+        got = (c.encoder, c.channels, c.optimizer, c.lr, c.weight_decay, (c.beta1, c.beta2), c.batch_size,
+               c.epochs, c.seed, c.tau, c.temperature)  # fmt: skip
+        assert got == want, name
+        assert c.name == name and not c.eeg_projection and c.init == "default"
+        assert not (c.use_text or c.use_adapters or c.use_mcdb or c.use_spr)
+    bh = load_config(TrainConfig, "brainhive-b32")
+    assert (bh.lr_schedule, bh.warmup_steps, bh.grad_clip, bh.precision, bh.proj_dim) == (
+        "cosine",
+        10,
+        1.0,
+        "bf16",
+        1024,
+    )
+    assert bh.normalize_eeg and not load_config(TrainConfig, "visual-blur").normalize_eeg
+    best = load_config(TrainConfig, "hmavd-best")
+    assert best.encoder == "blur_spatial_mlp" and best.use_text and best.use_adapters and best.use_mcdb
+    assert not best.use_spr and best.optimizer == "adamw"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    chans = (*VISUAL17, "Cz", "Fz", "C3")
+    return write_planted_dataset(tmp_path_factory.mktemp("recipes"), n_train_concepts=10, images_per_concept=3,
+                                 n_test_concepts=8, n_subjects=2, n_times=40, dim=16, ch_names=chans)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, "hmavd-best"])
+def test_each_recipe_trains_a_tiny_epoch(name, data_dir, tmp_path):
+    out = tmp_path / "runs"
+    args = ["--config", name, "--data", str(data_dir), "--subject", "1", "epochs=1", "batch_size=8",
+            "device=cpu", f"out_dir={out}", "--no-progress"]  # fmt: skip
+    assert train_main(args) == 0
+    run = out / f"{name}_sub-01_seed{load_config(TrainConfig, name).seed}"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["type"] == "epoch" and lines[-1]["train_loss"] == lines[-1]["train_loss"]  # not NaN
+    ev = evaluate_checkpoint(run / "last.safetensors", templates=("image",), ways=(2,))
+    res = next(iter(ev["results"].values()))
+    assert 0.0 <= res["top1"] <= 100.0 and res["n_templates"] == 8
+    model, info = load_checkpoint(run / "last.safetensors")
+    assert len(info["ch_names"]) == (20 if name in ("visual-blur", "hmavd-best") else 17)
+    assert model.cfg.encoder == load_config(TrainConfig, name).encoder and not model.cfg.eeg_projection
+
+
+def test_recipe_loso(data_dir, tmp_path):
+    out = tmp_path / "runs"
+    args = ["--config", "ubp", "--data", str(data_dir), "--subject", "2", "protocol=loso", "epochs=1",
+            "batch_size=8", "device=cpu", f"out_dir={out}", "--no-progress"]  # fmt: skip
+    assert train_main(args) == 0
+    assert (out / "ubp_sub-02_seed0_loso" / "best.safetensors").exists()
