@@ -146,3 +146,24 @@ def test_nice_rows_train_nice_and_hmavd_rows_keep_their_projections():
         load_config(TrainConfig, "nice-sa", ["sa_variant=nice"])
     with pytest.raises(UserError, match="mcdb_apply"):
         load_config(TrainConfig, "hmavd-63", ["mcdb_apply=adam"])
+
+
+def test_measurement_sweeps_are_valid_training_overrides():
+    """sweep-sigma and sweep-mcdb-apply: every grid entry resolves to a TrainConfig of the demo row."""
+    from hmavd.analysis.common import AnalyzeConfig
+    from hmavd.analysis.sweeps import parse_grid_entry
+    from hmavd.train import TrainConfig
+
+    expected = {"sweep-sigma": (15, "spr_sigma_max"), "sweep-mcdb-apply": (6, "seed")}
+    for name, (n, key) in expected.items():
+        cfg = load_config(AnalyzeConfig, name)
+        assert len(cfg.sweep_grid) == len(cfg.sweep_labels) == n
+        for entry in cfg.sweep_grid:
+            ov = parse_grid_entry(entry)
+            tc = load_config(
+                TrainConfig, cfg.train_config, [*cfg.train_overrides, *(f"{k}={v}" for k, v in ov.items())]
+            )
+            assert tc.epochs == 20 and key in ov
+    sigmas = {load_config(TrainConfig, "demo", [e.split(";")[0]]).spr_sigma_max for e in load_config(
+        AnalyzeConfig, "sweep-sigma").sweep_grid}  # fmt: skip
+    assert sigmas == {0.0, 1e-5, 1e-4, 1e-3, 1e-2}
