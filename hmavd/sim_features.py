@@ -89,7 +89,7 @@ class GeometryParams:
     spectrum_decay: float = 0.8
     n_categories: int = 20
     category_share: float = 0.4
-    image_spread: float = 0.5
+    image_spread: float = 0.3
     center_images: int = 12
 
 

@@ -1,11 +1,13 @@
 """``hmavd-simulate``: write a simulated subject (dataset, raw recordings, replay FIF, oracle ceiling).
 
-The data are SIMULATED from a documented forward model (docs/simulated-subject.md), with real
-ThingsEEG2 concept names and real CLIP ViT-L/14 geometry. Examples::
+The data are SIMULATED from a documented forward model (docs/simulated-subject.md). Feature geometry and
+concept names are generated from the seed; real ones only come from files you name. Examples::
 
     hmavd-simulate --out data/sim                       # default: small, seconds on a CPU
     hmavd-simulate --out data/sim snr=0.01 n_subjects=3
     hmavd-simulate --out data/sim-paper --scale paper   # 16540 x 4 / 200 x 80 at 63 x 250 (large)
+    hmavd-simulate --out data/sim-real features_from=/data/features/vitl14 \
+        concepts_from=/data/things-eeg2/image_set/image_metadata.npy     # your real features and names
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def _body(argv: Sequence[str] | None) -> int:
             o = sub.get(key)
             score = f"{100 * o['top1']:5.1f} % / {100 * o['top5']:5.1f} %" if o else "skipped (too many images)"
             print(f"    {label:<44} {score}")
+    g = s["test_feature_statistics"]
+    print(f"  feature geometry: {s['feature_geometry']}; test images: mean pairwise cosine "
+          f"{g['pairwise_cosine_mean']:.2f}" + (f", image-centre {g['center_cosine_mean']:.2f}"
+                                                 if "center_cosine_mean" in g else ""))  # fmt: skip
     print(f"  features: {out / s['feature_cache']}; metadata: {out / 'image_set' / 'image_metadata.npy'}")
     if s["config"]["write_raw"]:
         print(f"  raw recordings: {out / 'raw_eeg'}; re-prepare with: hmavd-prepare raw_dir={out / 'raw_eeg'} "
