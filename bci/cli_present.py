@@ -5,6 +5,7 @@ Examples::
     hmavd-present --data hmavd_data/sim --block test --dry-run              # no display: markers on a 60 Hz grid
     hmavd-present --data /data/things-eeg2 --block training first_image=1 n_images=800 --target-image woody.png
     hmavd-present --images my_list.tsv reps=5 image_s=0.2 blank_s=0.3 photodiode=bottom-left
+    hmavd-present --measure-delay session.xdf photodiode_channel=Photo     # display delay from a photodiode
 
 Images come from a dataset's ``image_set/image_metadata.npy`` (image ``n`` of the block is the
 ``n``-th training or test image, its marker the code ``"n"``, ThingsEEG2's numbering) or from a list
@@ -68,6 +69,8 @@ class PresentConfig:
     background: float = 0.0
     photodiode: str = "none"
     photodiode_px: int = 60
+    photodiode_channel: str = "Photo"
+    display_delay_s: float = 0.0
     out_dir: str = ""
 
     def validate(self) -> None:
@@ -83,6 +86,10 @@ class PresentConfig:
         if self.refresh_hz <= 0:
             raise UserError(f"refresh_hz: {self.refresh_hz} must be > 0 (the display's rate, e.g. 60)")
         _ = self.timing().soa_frames  # durations on the frame grid
+        if not -0.5 <= self.display_delay_s <= 0.5:
+            raise UserError(
+                f"display_delay_s: {self.display_delay_s} s is implausible; give the measured delay, e.g. 0.02"
+            )
 
     def timing(self) -> Timing:
         return Timing(self.refresh_hz, self.image_s, self.blank_s, self.sequence_gap_s)
@@ -147,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--marker-name", dest="marker_name", help="marker stream name (default: unique)")
     p.add_argument("--target-image", dest="target_image", help="image of the target to detect")
     p.add_argument("--out-dir", dest="out_dir", help="folder for shown.tsv, presentation.json …")
+    p.add_argument("--measure-delay", dest="measure_delay", metavar="RECORDING",
+                   help="measure the display delay from a recording's photodiode channel and exit")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     add_config_arguments(p, default="present")
     return p
@@ -161,6 +170,8 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    if args.measure_delay:
+        return measure_delay(args.measure_delay, cfg.photodiode_channel)
     files, codes = block_images(cfg)
     schedule = build_schedule(files, cfg.resolved_reps(), cfg.sequence_length, cfg.target_fraction,
                               np.random.default_rng(cfg.seed), codes, cfg.target_image, cfg.block,
@@ -192,7 +203,7 @@ def _present(cfg: PresentConfig, schedule: Schedule, out: Path) -> int:
         display = PsychoPyDisplay(cfg, [t.file for t in schedule.trials])
     timing = Timing(display.refresh_hz, cfg.image_s, cfg.blank_s, cfg.sequence_gap_s)
     presenter = Presenter(schedule, timing, display, lambda code, t: outlet.push_sample([code], t),
-                          cfg.block_marker, cfg.rest_every, cfg.rest_s)  # fmt: skip
+                          cfg.block_marker, cfg.rest_every, cfg.rest_s, marker_delay_s=cfg.display_delay_s)  # fmt: skip
     time.sleep(cfg.lead_s)
     try:
         lg = presenter.run()
@@ -201,10 +212,41 @@ def _present(cfg: PresentConfig, schedule: Schedule, out: Path) -> int:
         lg = presenter.log
     finally:
         display.close()
-    summary = write_log(out, schedule, timing, lg, {"marker_stream": name, "dry_run": cfg.dry_run})
+    extra = {"marker_stream": name, "dry_run": cfg.dry_run, "display_delay_s": cfg.display_delay_s}
+    summary = write_log(out, schedule, timing, lg, extra)
     print(f"shown {summary['n_shown']}/{len(schedule)} images, {summary['n_dropped']} dropped frames, "
           f"responses {summary['responses']}; log in {out}", flush=True)  # fmt: skip
     time.sleep(0.5)  # let the last markers leave before the outlet closes
+    return 0
+
+
+def measure_delay(recording: str, channel: str) -> int:
+    """Print the display delay measured from ``recording``'s photodiode ``channel`` (any format
+    ``hmavd-prepare`` reads: XDF, FIF, BrainVision, EDF; the markers are its events)."""
+    from hmavd.preprocessing.raw_io import read_recording
+
+    from .present import photodiode_delays
+
+    raw, events = read_recording(recording)
+    if channel not in raw.ch_names:
+        raise UserError(f"photodiode_channel: {channel!r} is not in {recording} (channels e.g. {raw.ch_names[-5:]}); "
+                        "name the channel the photodiode was recorded on")  # fmt: skip
+    if not len(events):
+        raise UserError(f"--measure-delay: {recording} holds no markers; record the marker stream with the EEG")
+    signal = raw.get_data(picks=[raw.ch_names.index(channel)])[0]
+    delays = photodiode_delays(signal, events[:, 0], float(raw.info["sfreq"]))
+    ok = delays[np.isfinite(delays)]
+    if not len(ok):
+        raise UserError(f"--measure-delay: no photodiode edge within 250 ms of any of {len(delays)} markers; "
+                        "check the patch (photodiode=<corner>) and the sensor")  # fmt: skip
+    ms = ok * 1e3
+    print(
+        f"display delay over {len(ok)}/{len(delays)} markers: median {np.median(ms):.1f} ms "
+        f"(5-95 % {np.percentile(ms, 5):.1f} … {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms)",
+        flush=True,
+    )
+    print(f"set marker_offset_s={np.median(ok):.4f} in hmavd-live, or display_delay_s={np.median(ok):.4f} in "
+          "hmavd-present (then the recordings carry it too)", flush=True)  # fmt: skip
     return 0
 
 

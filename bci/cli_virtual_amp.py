@@ -49,6 +49,9 @@ class VirtualAmpConfig:
     push_delay_s: float = 0.02
     partition: str = "test"
     seed: int = 0
+    display_delay_s: float = 0.0
+    photodiode: bool = False
+    photodiode_on_s: float = 0.1
     duration_s: float = 0.0
     out_dir: str = ""
 
@@ -113,9 +116,9 @@ def _write_onsets(out: Path, amp: VirtualAmp, cfg: VirtualAmpConfig) -> None:
     save_config(cfg, out / "virtual_amp_config.yaml")
     with open(out / "onsets.tsv", "w", newline="") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        w.writerow(["code", "t_s", "sample", "partition", "image", "lost_samples"])
+        w.writerow(["code", "t_s", "sample", "partition", "image", "lost_samples", "shown_sample"])
         for o in amp.onsets:
-            w.writerow([o.code, f"{o.t_s:.6f}", o.sample, o.partition, o.image, o.lost])
+            w.writerow([o.code, f"{o.t_s:.6f}", o.sample, o.partition, o.image, o.lost, o.shown])
     (out / "stream.yaml").write_text(yaml.safe_dump({"t0_s": amp.t0, "sfreq": amp.sfreq, "n_samples": amp.n_written,
                                                      "ch_names": list(amp.ch_names)}, sort_keys=False))  # fmt: skip
 

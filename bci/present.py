@@ -11,7 +11,8 @@ pure or a thin loop around a *display*:
   timestamp *of the flip that showed it* (LSL ``local_clock`` seconds); it keeps the shown sequence,
   every flip time and the dropped frames (:class:`PresentationLog`, written by :func:`write_log`);
 - :class:`DryRunDisplay` — a clock-driven flip simulator on an exact ``refresh_hz`` grid (``--dry-run``,
-  CI): no window, the same markers at the same times. The PsychoPy window is :mod:`bci.present_window`.
+  CI): no window, the same markers at the same times. The PsychoPy window is :mod:`bci.present_window`;
+- :func:`photodiode_delays` — the display delay: from each marker's sample to the photodiode's edge.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
     "PresentationLog",
     "Presenter",
     "write_log",
+    "write_schedule",
+    "photodiode_delays",
 ]
 
 #: Marker code of a target image (ThingsEEG2's catch trials; dropped by the preprocessing).
@@ -276,6 +279,9 @@ class Presenter:
     ----------
     push : callable
         ``push(code, timestamp_s)``: sends a marker (an LSL outlet's ``push_sample``; a list in tests).
+    marker_delay_s : float
+        Added to every image marker's timestamp (the display delay measured with a photodiode, so that
+        every consumer and every recording gets the time the image really appeared); 0 = the flip time.
     block_marker : bool
         Send ``block:<partition>`` once before the first flip (lets a virtual subject know which image set
         the codes name; the live app counts it as an unknown code and skips it).
@@ -287,9 +293,10 @@ class Presenter:
 
     def __init__(self, schedule: Schedule, timing: Timing, display: Display, push: Callable[[str, float], None],
                  block_marker: bool = True, rest_every: int = 0, rest_s: float = 0.0,
-                 clock: Callable[[], float] | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] | None = None, marker_delay_s: float = 0.0) -> None:  # fmt: skip
         self.schedule, self.timing, self.display, self.push = schedule, timing, display, push
         self.block_marker, self.rest_every, self.rest_s = block_marker, rest_every, rest_s
+        self.marker_delay_s = float(marker_delay_s)
         if clock is None:
             import pylsl
 
@@ -319,9 +326,10 @@ class Presenter:
                 lg.flip_times.append(t)
                 if onset[f]:
                     trial = trials[seq[shown[f]]]
-                    self.push(trial.code, t)
+                    self.push(trial.code, t + self.marker_delay_s)
                     lg.push_lag_s.append(self.clock() - t)
-                    lg.shown.append({"trial": trial.index, "frame": len(lg.flip_times) - 1, "flip_time_s": t})
+                    lg.shown.append({"trial": trial.index, "frame": len(lg.flip_times) - 1, "flip_time_s": t,
+                                     "marker_s": t + self.marker_delay_s})  # fmt: skip
             lg.keys.extend(self.display.keys())
         lg.keys.extend(self.display.keys())
         return lg
@@ -331,7 +339,7 @@ class Presenter:
 
 
 _SHOWN_COLUMNS = ("trial", "sequence", "position", "image", "code", "target", "file", "frame", "flip_time_s",
-                  "frames_late")  # fmt: skip
+                  "marker_s", "frames_late")  # fmt: skip
 
 
 def write_log(out: str | Path, schedule: Schedule, timing: Timing, lg: PresentationLog,
@@ -349,7 +357,7 @@ def write_log(out: str | Path, schedule: Schedule, timing: Timing, lg: Presentat
             t = schedule.trials[row["trial"]]
             late = round((row["flip_time_s"] - flips[0]) / period) - row["frame"] if len(flips) else 0
             w.writerow([t.index, t.sequence, t.position, t.image, t.code, int(t.target), t.file, row["frame"],
-                        f"{row['flip_time_s']:.6f}", late])  # fmt: skip
+                        f"{row['flip_time_s']:.6f}", f"{row['marker_s']:.6f}", late])  # fmt: skip
     intervals = np.diff(flips) if len(flips) > 1 else np.zeros(0)
     target_s = [r["flip_time_s"] for r in lg.shown if schedule.trials[r["trial"]].target]
     lag = np.asarray(lg.push_lag_s) * 1e3
@@ -390,3 +398,38 @@ def write_schedule(out: str | Path, schedule: Schedule) -> Path:
         for t in schedule.trials:
             w.writerow([t.index, t.sequence, t.position, t.image, t.code, int(t.target), t.file])
     return path
+
+
+def photodiode_delays(signal: np.ndarray, onsets: Sequence[int], sfreq: float, max_delay_s: float = 0.25) -> np.ndarray:
+    """Display delay of every marker: seconds from its sample to the photodiode's rising edge.
+
+    Parameters
+    ----------
+    signal : ndarray, shape (n_samples,)
+        The photodiode channel (any units; high while the patch is white).
+    onsets : sequence of int
+        Sample of each image marker in the same recording.
+    sfreq : float
+        Rate (Hz).
+    max_delay_s : float
+        Edges later than this after a marker are not its own (NaN).
+
+    Returns
+    -------
+    ndarray, shape (n_markers,)
+        Delay in seconds (a multiple of ``1 / sfreq``), NaN where no edge follows within ``max_delay_s``.
+        The threshold is halfway between the signal's 5th and 95th percentiles.
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    lo, hi = np.percentile(x, [5, 95])
+    if not hi > lo:
+        raise UserError("photodiode_channel: the channel is flat; record the photodiode (photodiode=<corner>)")
+    above = x >= (lo + hi) / 2
+    n = int(round(max_delay_s * sfreq))
+    out = np.full(len(onsets), np.nan)
+    for i, s in enumerate(np.asarray(onsets, dtype=np.int64)):
+        seg = above[max(s, 0) : s + n + 1]
+        hit = np.flatnonzero(seg)
+        if len(hit):
+            out[i] = hit[0] / sfreq
+    return out

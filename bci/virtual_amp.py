@@ -10,6 +10,11 @@ its blocks a little late; a marker can therefore arrive up to ``push_delay_s`` p
 onset offset (100 ms) after its flip without losing any of the response (later ones lose the part
 already pushed; counted in :attr:`VirtualAmp.lost_samples`).
 
+A simulated display can be made slow: with ``display_delay_s`` the image reaches the subject (and the
+optional ``Photo`` photodiode channel, 1 while an image is on) that long after its marker, as a real
+screen's input lag; measuring it from the photodiode channel and setting the live app's
+``marker_offset_s`` realigns the epochs (docs/experiment.md).
+
 Follows ``connect / acquire / get_data / disconnect``: with ``poll_interval=None`` nothing runs in the
 background and every :meth:`VirtualAmp.acquire` produces the next ``chunk`` samples at once (tests);
 otherwise a thread produces the samples that are due, in real time.
@@ -60,6 +65,9 @@ class AmpSettings:
     push_delay_s: float = 0.02
     partition: str = "test"
     seed: int = 0
+    display_delay_s: float = 0.0
+    photodiode: bool = False
+    photodiode_on_s: float = 0.1
 
     def validate(self) -> None:
         if self.unit not in UNITS:
@@ -70,11 +78,17 @@ class AmpSettings:
             raise UserError(f"partition: {self.partition!r} is not 'training' or 'test'; pick the block's image set")
         if self.chunk_ms <= 0 or self.push_delay_s < 0:
             raise UserError(f"chunk_ms/push_delay_s: {self.chunk_ms}/{self.push_delay_s} must be > 0 / >= 0")
+        if not 0 <= self.display_delay_s <= 0.5 or self.photodiode_on_s <= 0:
+            raise UserError(
+                f"display_delay_s/photodiode_on_s: {self.display_delay_s}/{self.photodiode_on_s}; give a delay in "
+                "0 … 0.5 s (a screen's input lag, e.g. 0.02) and an on time > 0 (the image duration, 0.1)"
+            )
 
 
 @dataclass(frozen=True)
 class Onset:
-    """A marker the amplifier answered: its code, timestamp (s), onset sample, image and lost samples."""
+    """A marker the amplifier answered: its code, timestamp (s), onset sample (the marker's), image, lost
+    samples and ``shown``, the sample the simulated display showed the image (``sample`` + display delay)."""
 
     code: str
     t_s: float
@@ -82,6 +96,7 @@ class Onset:
     partition: str
     image: int
     lost: int
+    shown: int
 
 
 def montage_names(montage: str, subject_channels: tuple[str, ...]) -> tuple[str, ...]:
@@ -141,7 +156,9 @@ class VirtualAmp:
         self.sfreq = float(settings.sfreq)
         self.eeg_names = montage_names(settings.montage, subject.ch_names)
         self.rows = np.array([self.eeg_names.index(c) for c in subject.ch_names])  # subject channel -> stream row
-        self.ch_names = (*self.eeg_names, "sample_index") if settings.sample_index else self.eeg_names
+        extra = (("Photo",) if settings.photodiode else ()) + (("sample_index",) if settings.sample_index else ())
+        self.ch_names = (*self.eeg_names, *extra)
+        self.delay_samples = int(round(settings.display_delay_s * self.sfreq))
         self.scale = UNITS[settings.unit]
         self.chunk = max(1, int(round(settings.chunk_ms * 1e-3 * self.sfreq)))
         rng = np.random.default_rng([settings.seed, subject.subject, 18])
@@ -157,6 +174,7 @@ class VirtualAmp:
         self.lost_samples = 0
         self.n_unknown = 0
         self._pending: list[PendingResponse] = []
+        self._photo: list[PendingResponse] = []
         self._record: list[np.ndarray] = []
         self._signal: list[np.ndarray] = []
         self._outlet = None
@@ -196,9 +214,13 @@ class VirtualAmp:
         with self._lock:
             signal = render_chunk(self._pending, start, stop, len(self.subject.ch_names))  # (C_subj, n) volts
             self._pending = [p for p in self._pending if p.stop > stop]
+            photo = np.minimum(render_chunk(self._photo, start, stop, 1), 1.0)  # (1, n)
+            self._photo = [p for p in self._photo if p.stop > stop]
         eeg = self.noise.next(n)  # (C_stream, n) volts
         eeg[self.rows] += signal
         out = eeg * self.scale
+        if self.settings.photodiode:
+            out = np.vstack([out, photo])
         if self.settings.sample_index:
             out = np.vstack([out, np.arange(start, stop, dtype=np.float64)[None]])
         out32 = np.ascontiguousarray(out.T, dtype=np.float32)  # (n, C)
@@ -250,14 +272,18 @@ class VirtualAmp:
             self.n_unknown += 1
             return None
         sample = int(round((t_s - self.t0) * self.sfreq))
-        p = PendingResponse(sample + self.subject.model.window_offset, image_response(self.subject, lat))
+        shown = sample + self.delay_samples
+        p = PendingResponse(shown + self.subject.model.window_offset, image_response(self.subject, lat))
         with self._lock:
             lost = int(min(max(self.n_written - p.start, 0), p.data.shape[1]))
             self._pending.append(p)
+            if self.settings.photodiode:
+                n_on = max(1, int(round(self.settings.photodiode_on_s * self.sfreq)))
+                self._photo.append(PendingResponse(shown, np.ones((1, n_on))))
         self.lost_samples += lost
         if lost:
             log.warning("marker %r arrived %d samples too late; that part of its response is lost", code, lost)
-        onset = Onset(str(code), float(t_s), sample, self.partition, int(image), lost)
+        onset = Onset(str(code), float(t_s), sample, self.partition, int(image), lost, shown)
         self.onsets.append(onset)
         return onset
 
@@ -278,9 +304,9 @@ class VirtualAmp:
         for name in self.ch_names:
             ch = chans.append_child("channel")
             ch.append_child_value("label", name)
-            is_index = name == "sample_index"
-            ch.append_child_value("type", "MISC" if is_index else "EEG")
-            ch.append_child_value("unit", "" if is_index else self.settings.unit)
+            kind = {"sample_index": "MISC", "Photo": "AUX"}.get(name, "EEG")
+            ch.append_child_value("type", kind)
+            ch.append_child_value("unit", self.settings.unit if kind == "EEG" else "")
         return info
 
     def _start(self, target, name: str) -> None:

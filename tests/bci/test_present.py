@@ -228,3 +228,33 @@ def test_dry_run_pushes_markers_on_time_over_lsl(dataset, tmp_path):
     assert pres["push_lag_ms"]["p50"] < 20 and (out / "present_config.yaml").exists()
     saved = load_config(PresentConfig, str(out / "present_config.yaml"))
     assert saved.reps == 3 and saved.dry_run
+
+
+def test_photodiode_delays_and_measure_command(tmp_path, capsys):
+    import mne
+
+    from bci.present import photodiode_delays
+
+    sfreq, delay = 1000.0, 23
+    rng = np.random.default_rng(0)
+    onsets = np.arange(500, 9000, 200)
+    photo = 0.02 * rng.standard_normal(10000)
+    for s in onsets[:-1]:  # the last marker's image never reached the screen
+        photo[s + delay : s + delay + 100] += 1.0
+    d = photodiode_delays(photo, onsets, sfreq)
+    np.testing.assert_array_equal(d[:-1], delay / sfreq)
+    assert np.isnan(d[-1])
+    with pytest.raises(UserError, match="flat"):
+        photodiode_delays(np.zeros(100), [10], sfreq)
+    stim = np.zeros(10000)
+    stim[onsets] = 1 + np.arange(len(onsets)) % 8
+    eeg = 1e-5 * rng.standard_normal((2, 10000))
+    info = mne.create_info(["O1", "O2", "Photo", "STI"], sfreq, ["eeg", "eeg", "misc", "stim"])
+    path = tmp_path / "photo_raw.fif"
+    mne.io.RawArray(np.vstack([eeg, photo, stim]), info, verbose="error").save(path, verbose="error")
+    from bci.cli_present import main
+
+    assert main(["--measure-delay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"over {len(onsets) - 1}/{len(onsets)} markers: median 23.0 ms" in out and "marker_offset_s=0.0230" in out
+    assert main(["--measure-delay", str(path), "photodiode_channel=AUX1"]) == 2

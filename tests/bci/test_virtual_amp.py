@@ -232,3 +232,23 @@ def test_packaged_config_equals_defaults():
     from hmavd.config import load_config
 
     assert load_config(VirtualAmpConfig, "virtual-amp") == VirtualAmpConfig()
+
+
+def test_display_delay_and_photodiode(sim):
+    """A slow simulated screen: responses and the Photo channel start display_delay_s after each marker."""
+    from bci.present import photodiode_delays
+
+    subject = load_virtual_subject(sim)
+    amp, markers = manual_amp(subject, unit="microvolts", montage="subject", display_delay_s=0.031, photodiode=True)
+    onsets = [300, 500, 700, 1300]
+    for s in onsets:
+        markers.push(amp.time_of(s), "5")
+    while amp.n_written < 3000:
+        amp.acquire()
+    assert amp.ch_names[-1] == "Photo" and [(o.sample, o.shown) for o in amp.onsets] == [(s, s + 31) for s in onsets]
+    photo = amp.get_data()[-1]
+    np.testing.assert_array_equal(photodiode_delays(photo, onsets, amp.sfreq), 0.031)
+    assert photo.sum() == 4 * 100
+    ref = render_signal(3000, np.array(onsets) + 31, np.repeat(subject.latents["test"][4:5], 4, axis=0),
+                        subject.model, subject.gain_v, subject.erp_gain_v)  # fmt: skip
+    np.testing.assert_allclose(amp.get_data(signal=True), ref, atol=1e-6 * np.abs(ref).max())
