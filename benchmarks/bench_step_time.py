@@ -1,21 +1,30 @@
-"""Step-time ratio HMAVD (text + adapters + MCDB + SPR) / NICE baseline, measured in one run.
+"""Training step time: NICE's layer order vs the fused TSConv, and HMAVD / NICE, measured in one run.
 
-Both models train on the same random batch (default 1000 trials of 63 x 250, 768-d features) with
-the real :class:`hmavd.train.TrainStep` (forward, loss, backward, MCDB, gradient norms, optimiser).
-Steps alternate between the two models so machine load affects both alike; the median step time
-of each is reported with their ratio (target <= 1.10; the paper's Table 1 reports 1.59), plus the
-median of adjacent-pair ratios and the ratio of the fastest steps, which load bursts from other
-processes disturb less. Run it on a quiet machine::
+All models train on the same random batch (default 1000 trials of 63 x 250, 768-d features, resident on
+the device) with the real :class:`hmavd.train.TrainStep` (forward, loss, backward, MCDB, gradient norms,
+optimiser). Variants:
 
-    python benchmarks/bench_step_time.py                 # CPU, paper batch
-    python benchmarks/bench_step_time.py --device cuda --steps 50
+* ``nice-unfused``  NICE with the temporal conv (1, 25) followed by the avg-pool (1, 51)/5 (NICE's order)
+* ``nice``          NICE with the fused conv + pool (one stride-5 (1, 75) convolution; the default)
+* ``hmavd``         HMAVD (text + adapters + MCDB + SPR), fused
+* ``hmavd-unfused`` HMAVD with NICE's layer order
+
+Steps alternate between the variants so machine load affects all alike. It prints each variant's median
+step time, the fused speed-up (NICE unfused / NICE fused) and the HMAVD / NICE ratio on the fused path
+(target <= 1.10; the paper's Table 1 reports 1.59), each also as the median of adjacent-step ratios, which
+load bursts from other processes disturb less::
+
+    python benchmarks/bench_step_time.py                       # CPU, paper batch
+    python benchmarks/bench_step_time.py --device cuda --steps 50 --variants nice-unfused,nice,hmavd,hmavd-unfused
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
+import sys
 import time
 
 import torch
@@ -23,10 +32,64 @@ import torch
 from hmavd.config import load_config
 from hmavd.train import TrainConfig, TrainStep, build_model, make_optimizer, resolve_device
 
+#: variant -> (training config, fused TSConv)
+VARIANTS = {
+    "nice-unfused": ("nice", False),
+    "nice": ("nice", True),
+    "hmavd": ("hmavd-63", True),
+    "hmavd-unfused": ("hmavd-63", False),
+}
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def measure_step_times(
+    variants: list[str], device: torch.device, batch: int, n_chans: int, n_times: int, dim: int, steps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds per training step of each variant, steps interleaved across variants (one list per variant)."""
+    g = torch.Generator().manual_seed(0)
+    eeg = torch.randn(batch, n_chans, n_times, generator=g).to(device)  # (B, C, T)
+    img = torch.nn.functional.normalize(torch.randn(batch, dim, generator=g), dim=1).to(device)  # (B, D)
+    txt = torch.nn.functional.normalize(torch.randn(batch, dim, generator=g), dim=1).to(device)  # (B, D)
+    runners = {}
+    for label in variants:
+        name, fused = VARIANTS[label]
+        cfg = dataclasses.replace(load_config(TrainConfig, name), spr_sigma_max=1e-3)
+        torch.manual_seed(0)
+        model = build_model(cfg, n_chans, n_times, dim).to(device)
+        model.encoder.fused = fused
+        runners[label] = TrainStep(cfg, model, make_optimizer(cfg, model, total_steps=1000))
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for i in range(warmup + steps):
+        for label, step in runners.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            logs = step(eeg, img, txt)
+            float(logs["total"])  # one host sync per step, as the logger does
+            _sync(device)
+            if i >= warmup:
+                times[label].append(time.perf_counter() - t0)
+    return times
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, float]:
+    """Medians (s) and the ratios the benchmark reports, from :func:`measure_step_times` output."""
+    out = {f"{k}_median_s": statistics.median(v) for k, v in times.items()}
+
+    def ratio(a: str, b: str) -> None:
+        if a in times and b in times:
+            key = f"{a}/{b}".replace("-", "_")
+            out[key] = statistics.median(times[a]) / statistics.median(times[b])
+            out[key + "_pairs"] = statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+    ratio("nice-unfused", "nice")
+    ratio("hmavd-unfused", "hmavd")
+    ratio("hmavd", "nice")
+    ratio("hmavd-unfused", "nice-unfused")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,43 +99,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-chans", type=int, default=63)
     p.add_argument("--n-times", type=int, default=250)
     p.add_argument("--dim", type=int, default=768)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per model")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--variants", default="nice-unfused,nice,hmavd", help=f"comma list of {sorted(VARIANTS)}")
+    p.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        print(f"--variants: {bad or args.variants!r} not known; choose from {sorted(VARIANTS)}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     b, c, t, d = args.batch_size, args.n_chans, args.n_times, args.dim
-    g = torch.Generator().manual_seed(0)
-    eeg = torch.randn(b, c, t, generator=g).to(device)  # (B, C, T)
-    img = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1).to(device)  # (B, D)
-    txt = torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1).to(device)  # (B, D)
-    steps = {}
-    for label, name in (("NICE", "nice"), ("HMAVD", "hmavd-63")):
-        cfg = dataclasses.replace(load_config(TrainConfig, name), spr_sigma_max=1e-3)
-        torch.manual_seed(0)
-        model = build_model(cfg, c, t, d).to(device)
-        steps[label] = TrainStep(cfg, model, make_optimizer(cfg, model, total_steps=1000))
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for i in range(args.warmup + args.steps):
-        for label, step in steps.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            logs = step(eeg, img, txt)
-            float(logs["total"])  # one host sync per step, as the logger does
-            _sync(device)
-            if i >= args.warmup:
-                times[label].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = measure_step_times(variants, device, b, c, t, d, args.steps, args.warmup)
+    s = summarise(times)
     print(f"device={device} batch={b} eeg={c}x{t} dim={d} threads={torch.get_num_threads()} steps={args.steps}")
-    for label in steps:
-        print(f"{label:6s} step: median {med[label] * 1e3:8.1f} ms  (min {min(times[label]) * 1e3:.1f} ms)")
-    ratio = med["HMAVD"] / med["NICE"]
-    pairs = [h / n for h, n in zip(times["HMAVD"], times["NICE"])]  # adjacent steps share the machine's load
-    print(f"ratio HMAVD/NICE: {ratio:.3f}  (target <= 1.10; paper Table 1: 1.59)")
-    print(f"  per-pair ratios: median {statistics.median(pairs):.3f}, min-step ratio "
-          f"{min(times['HMAVD']) / min(times['NICE']):.3f} (less sensitive to load from other processes)")  # fmt: skip
+    for label in variants:
+        v = times[label]
+        print(f"{label:14s} step: median {statistics.median(v) * 1e3:8.1f} ms  (min {min(v) * 1e3:.1f} ms)")
+    if "nice_unfused/nice" in s:
+        print(f"fused speed-up NICE (conv -> pool) / NICE fused: {s['nice_unfused/nice']:.2f}x  "
+              f"(median of pair ratios {s['nice_unfused/nice_pairs']:.2f}x; expected >= 4 on a 2-core CPU)")  # fmt: skip
+    if "hmavd_unfused/hmavd" in s:
+        print(f"fused speed-up HMAVD: {s['hmavd_unfused/hmavd']:.2f}x (pairs {s['hmavd_unfused/hmavd_pairs']:.2f}x)")
+    if "hmavd/nice" in s:
+        print(f"ratio HMAVD/NICE (fused): {s['hmavd/nice']:.3f}  (median of pair ratios {s['hmavd/nice_pairs']:.3f}; "
+              f"target <= 1.10; paper Table 1: 1.59)")  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": str(device), "batch": b, "steps": args.steps, **s}, f, indent=1)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import islice
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -89,7 +90,47 @@ def temporal_conv_pool(x: Tensor, weight: Tensor, bias: Tensor | None, pool: int
     Tensor
         (B, F, C, (T − K − P + 1) // stride + 1), equal to the two-layer form to float rounding.
     """
-    return F.conv2d(x, fused_temporal_kernel(weight, pool), bias, stride=(1, stride))  # (B, F, C, T')
+    kernel = fused_temporal_kernel(weight, pool)  # (F, 1, 1, K + P − 1)
+    if x.device.type == "cpu":
+        return _StridedTemporalConv.apply(x, kernel, bias, stride)  # (B, F, C, T')
+    return F.conv2d(x, kernel, bias, stride=(1, stride))  # (B, F, C, T')
+
+
+class _StridedTemporalConv(torch.autograd.Function):
+    """``F.conv2d(x, kernel, bias, stride=(1, s))`` for one input map, with a faster CPU kernel gradient.
+
+    oneDNN's weight gradient of a single-input-channel strided convolution is several times slower than
+    its forward pass; the same gradient as a matrix product of the output gradient with the unfolded
+    input windows (in batch chunks, so the unfolded copy stays small) is equal to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+        ctx.save_for_backward(x, kernel)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return F.conv2d(x, kernel, bias, stride=(1, stride))  # (B, F, C, T')
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # grad_out (B, F, C, T')
+        x, kernel = ctx.saved_tensors
+        s, length = ctx.stride, kernel.shape[-1]
+        grad_x = grad_k = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, kernel, grad_out, stride=(1, s))  # (B, 1, C, T)
+        if ctx.needs_input_grad[1]:
+            n_out = grad_out.shape[-1]
+            grad_k = kernel.new_zeros(kernel.shape[0], length)  # (F, L)
+            for i in range(0, x.shape[0], _GRAD_CHUNK):
+                win = x[i : i + _GRAD_CHUNK, 0].unfold(-1, length, s)[..., :n_out, :]  # (b, C, T', L)
+                grad_k += torch.einsum("bfct,bctl->fl", grad_out[i : i + _GRAD_CHUNK], win)
+            grad_k = grad_k.view_as(kernel)  # (F, 1, 1, L)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))  # (F,)
+        return grad_x, grad_k, grad_b, None
+
+
+#: Trials per chunk of the kernel gradient (an unfolded chunk of 63 × 36 × 75 windows is ~27 MB).
+_GRAD_CHUNK = 100
 
 
 def nice_init(module: nn.Module) -> None:

@@ -72,6 +72,52 @@ def test_spatial_variants_share_the_fused_front_end(name):
     torch.testing.assert_close(fused(x), ref(x), **TOL[torch.float64])
 
 
+@pytest.mark.parametrize("name", ["tsconv_sa", "tsconv_ga"])
+def test_spatial_variants_same_gradients(name):
+    """SA/GA put parameters in front of the conv: the fused path's input gradient reaches them unchanged."""
+    torch.manual_seed(0)
+    fused = build_encoder(name, 6, 90).to(torch.float64).eval()
+    ref = build_encoder(name, 6, 90, fused=False).to(torch.float64).eval()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 6, 90, dtype=torch.float64)  # (B, C, T)
+    fused(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    grads = dict(fused.named_parameters())
+    spatial = [n for n, _ in ref.named_parameters() if n.startswith("spatial.")]
+    assert spatial
+    for n, p in ref.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n].grad, p.grad, **TOL[torch.float64], msg=n)
+    assert all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in spatial[:1])
+
+
+def test_autograd_gradcheck_of_the_fused_conv():
+    """Input, kernel and bias gradients of the custom backward against finite differences (float64)."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 1, 3, 40, dtype=torch.float64, requires_grad=True)  # (B, 1, C, T)
+    w = torch.randn(4, 1, 1, 6, dtype=torch.float64, requires_grad=True)  # (F, 1, 1, K)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)  # (F,)
+    assert torch.autograd.gradcheck(lambda x, w, b: temporal_conv_pool(x, w, b, 9, 3), (x, w, b))
+
+
+def test_kernel_gradient_over_several_chunks(monkeypatch):
+    """The kernel gradient accumulated over batch chunks equals the one-shot reference."""
+    import hmavd.models.encoders as enc_mod
+
+    monkeypatch.setattr(enc_mod, "_GRAD_CHUNK", 3)
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(1, 5, (1, 25)).to(torch.float64)
+    pool = torch.nn.AvgPool2d((1, 51), (1, 5))
+    x = torch.randn(8, 1, 4, 130, dtype=torch.float64)  # (B, 1, C, T): 3 chunks of 3, 3, 2
+    g = torch.randn(8, 5, 4, 12, dtype=torch.float64)  # (B, F, C, T')
+    want = torch.autograd.grad((pool(conv(x)) * g).sum(), [conv.weight, conv.bias])
+    got = torch.autograd.grad(
+        (temporal_conv_pool(x, conv.weight, conv.bias, 51, 5) * g).sum(), [conv.weight, conv.bias]
+    )
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
 def test_training_mode_batchnorm_statistics_agree():
     fused, ref = _pair(17, 250, torch.float64)
     fused.train(), ref.train()
