@@ -136,7 +136,8 @@ class VirtualAmp:
         LSL stream name of the EEG outlet ("" = no outlet: only :meth:`get_data`).
     marker_stream : str or None
         Name of the marker stream to answer when ``markers`` is ``None`` ("" = the first stream of type
-        ``Markers``; ``None`` = no markers).
+        ``Markers``; ``None`` = no markers). It is looked up once the EEG outlet has a reader, so a
+        presenter waiting for its first consumer starts only when the EEG is being recorded/decoded.
     poll_interval : float or None
         ``None`` = manual :meth:`acquire` (no thread); else the longest the thread sleeps (s).
     keep_record : bool
@@ -323,6 +324,9 @@ class VirtualAmp:
     def _find_markers(self) -> None:
         from .markers import LSLMarkerSource
 
+        while self._outlet is not None and not self._outlet.have_consumers():  # nobody reads the EEG yet
+            if self._stop.wait(0.1):
+                return
         while not self._stop.is_set():
             src = LSLMarkerSource(self.marker_stream, resolve_timeout_s=1.0)
             try:

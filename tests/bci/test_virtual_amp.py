@@ -180,6 +180,7 @@ def test_command_streams_labelled_microvolts_and_answers_markers(sim, tmp_path):
         found = pylsl.resolve_byprop("name", eeg, 1, 30.0)
         assert found, "the amplifier's stream did not appear"
         inlet = pylsl.StreamInlet(found[0], max_buflen=60)
+        inlet.open_stream(timeout=10.0)  # the amplifier answers markers once its EEG has a reader
         info = inlet.info()
         ch = info.desc().child("channels").child("channel")
         labels, units = [], []
