@@ -112,6 +112,9 @@ class TrainConfig:
     eeg_projection: bool = True  # False: the encoder output is the EEG embedding (MLP recipes)
     normalize_eeg: bool = True  # False: the loss sees unnormalised EEG embeddings (visual-blur, NeuroBridge)
     init: str = "nice"  # "nice" (NICE's weights_init_normal) | "default" (PyTorch's)
+    image_head: str = ""  # "" | "linear" | "mlp_adapter" | "blur_levels" | "sum_fusion" (models/image_heads.py)
+    image_levels: int = 0  # blur_levels: levels stored side by side in the bank (variant_mode=concat); 0/1 = one
+    image_bank_dims: tuple[int, ...] = ()  # sum_fusion: sizes of the banks concatenated in the cache
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     out_dir: str = "runs"
@@ -170,13 +173,15 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) -> torch.nn.Module:
     """The :class:`HMAVD` of a config (Base = NICE when text and adapters are off)."""
     from .models.hmavd_model import HMAVD, ModelConfig
+    from .models.image_heads import default_proj_dim, head_kwargs  # [recipes]
 
+    proj_dim = default_proj_dim(cfg.proj_dim, feature_dim, cfg.image_head, cfg.image_levels)
     mc = ModelConfig(
         encoder=cfg.encoder,
         n_chans=n_chans,
         n_times=n_times,
         feature_dim=feature_dim,
-        proj_dim=cfg.proj_dim or feature_dim,
+        proj_dim=proj_dim,
         image_projection=cfg.image_projection,
         sa_variant=cfg.sa_variant,
         use_text=cfg.use_text,
@@ -191,7 +196,9 @@ def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) 
         normalize_eeg=cfg.normalize_eeg,
         init=cfg.init,
         # [recipes] an encoder whose output is the embedding produces proj_dim features itself
-        encoder_kwargs=() if cfg.eeg_projection else (("out_features", cfg.proj_dim or feature_dim),),
+        encoder_kwargs=() if cfg.eeg_projection else (("out_features", proj_dim),),
+        image_head=cfg.image_head,
+        image_head_kwargs=head_kwargs(cfg.image_head, cfg.image_levels, cfg.image_bank_dims),
     )
     return HMAVD(mc)
 

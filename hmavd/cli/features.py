@@ -49,7 +49,8 @@ class FeaturesConfig:
     layer: str = "final"  # "final" projection, a block index ("-2") or a relative depth ("0.5")
     pool: str = "auto"  # intermediate layers: "cls" | "mean" (ViT tokens) | "avg" (ResNet maps) | "auto"
     variants: tuple[str, ...] = ()  # image transforms: none, blur:K, lowres:R, noise:S, mosaic:B
-    store_variants: bool = False  # also keep each variant's bank (the default bank is their mean)
+    store_variants: bool = False  # also keep each variant's bank
+    variant_mode: str = "mean"  # the bank: "mean" over the variants, or "concat" (V x D side by side, for heads)
     collapse_check: bool = True  # refuse collapsed image banks (median pair cosine / effective rank)
     max_median_cosine: float = 0.98
     min_effective_rank: float = 2.0
@@ -67,6 +68,8 @@ class FeaturesConfig:
         if self.pool not in POOLS:
             raise UserError(f"pool: {self.pool!r} is not one of {POOLS}")
         parse_variants(self.variants)
+        if self.variant_mode not in ("mean", "concat"):
+            raise UserError(f"variant_mode: {self.variant_mode!r} is not 'mean' or 'concat'")
         if not 0.0 < self.max_median_cosine <= 1.0 or self.min_effective_rank < 0:
             raise UserError(
                 f"max_median_cosine/min_effective_rank: {self.max_median_cosine}/{self.min_effective_rank}; "
@@ -79,6 +82,7 @@ class FeaturesConfig:
             "layer": self.layer,
             "pool": self.pool if self.layer != "final" else "final projection",
             "variants": list(self.variants),
+            "variant_mode": self.variant_mode if self.variants else None,
             "collapse_check": self.collapse_check,
             "collapse_thresholds": {
                 "max_median_cosine": self.max_median_cosine,
@@ -173,6 +177,7 @@ def _extract(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
     arrays = extract_features(
         encoder, train, test, partial, cfg.prompt_template, centers, cfg.chunk_size, cfg.batch_size,
         cfg.num_workers, progress=not args.no_progress, variants=cfg.variants, store_variants=cfg.store_variants,
+        variant_mode=cfg.variant_mode,
     )  # fmt: skip
     prov = {
         **encoder.info,

@@ -108,15 +108,27 @@ def _image_chunks(
 
 
 def _split_banks(
-    store: PartialStore, encoder: ClipEncoder, split: str, paths: Sequence[Path], variants: Sequence[Any], opts: tuple
+    store: PartialStore,
+    encoder: ClipEncoder,
+    split: str,
+    paths: Sequence[Path],
+    variants: Sequence[Any],
+    opts: tuple,
+    mode: str = "mean",
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(default bank, {variant name: bank}) of one split; the default is the normalised variant mean."""
+    """(default bank, {variant name: bank}) of one split.
+
+    The default is the L2-normalised mean over the variants (``mode="mean"``), or the variants side by side,
+    (N, V·D) level-major (``mode="concat"``, for the ``blur_levels`` / ``sum_fusion`` image heads).
+    """
     if not variants:
         return _image_chunks(store, encoder, f"{split}_image", paths, *opts), {}
     per = {
         v.name: _image_chunks(store, encoder, f"{split}_image_{v.name.replace(':', '-')}", paths, *opts, variant=v)
         for v in variants
     }  # name -> (N, D)
+    if mode == "concat":
+        return np.concatenate(list(per.values()), axis=1), per  # (N, V·D)
     return l2_normalize(np.mean(np.stack(list(per.values())), axis=0)), per
 
 
@@ -133,6 +145,7 @@ def extract_features(
     progress: bool = True,
     variants: Sequence[str] = (),
     store_variants: bool = False,
+    variant_mode: str = "mean",
 ) -> dict[str, np.ndarray]:
     """Compute the cache tensors, resuming from (and filling) ``partial_dir``.
 
@@ -143,6 +156,9 @@ def extract_features(
         With variants the image banks are the L2-normalised mean over variants.
     store_variants : bool
         Also return each variant's banks as ``variant/<name>/{train,test}_image_features``.
+    variant_mode : {"mean", "concat"}
+        How the variants make the default banks: their normalised mean (N, D), or side by side (N, V·D),
+        each block normalised (centres then concatenated the same way, from the transformed images).
 
     Returns
     -------
@@ -160,6 +176,8 @@ def extract_features(
 
     if chunk_size < 1 or batch_size < 1:
         raise UserError(f"chunk_size/batch_size: {chunk_size}/{batch_size} must be >= 1")
+    if variant_mode not in ("mean", "concat"):
+        raise UserError(f"variant_mode: {variant_mode!r} is not 'mean' or 'concat'")
     parsed = parse_variants(variants)
     train_prompts = concept_prompts(train.concepts, prompt_template)
     test_prompts = concept_prompts(test.concepts, prompt_template)
@@ -170,6 +188,7 @@ def extract_features(
         "layer": encoder.layer,
         "pool": encoder.pool,
         "variants": [v.name for v in parsed],
+        "variant_mode": variant_mode,
         "template": prompt_template,
         "chunk_size": chunk_size,
         "train": list(train.ids),
@@ -177,21 +196,24 @@ def extract_features(
         "centers": [str(p) for p in center_paths],
     }
     store = PartialStore(partial_dir, fingerprint)
-    total = (len(train) + len(test)) * max(1, len(parsed)) + len(center_paths)
+    concat = variant_mode == "concat" and bool(parsed)
+    total = (len(train) + len(test)) * max(1, len(parsed)) + len(center_paths) * (len(parsed) if concat else 1)
     done = sum(n for k, n in store.chunks.items() if "_image" in k)
     arrays: dict[str, np.ndarray] = {}
     with tqdm(total=total, initial=done, unit="img", desc="image features", disable=not progress) as bar:
         opts = (chunk_size, batch_size, num_workers, bar)
         for split, images in (("train", train), ("test", test)):
-            arrays[f"{split}_image_features"], per = _split_banks(store, encoder, split, images.paths, parsed, opts)
+            arrays[f"{split}_image_features"], per = _split_banks(
+                store, encoder, split, images.paths, parsed, opts, variant_mode
+            )
             for name, bank in per.items() if store_variants else ():
                 arrays[variant_tensor(name, f"{split}_image_features")] = bank
         if centers is not None:
-            flat = _image_chunks(store, encoder, "center_image", center_paths, *opts)
+            flat = _split_banks(store, encoder, "center", center_paths, parsed if concat else [], opts, "concat")[0]
             bounds = np.cumsum([0] + [len(g) for g in centers])
             arrays["test_center_features"] = np.stack(
                 [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
-            ).astype(np.float32)  # (n_test_concepts, D)
+            ).astype(np.float32)  # (n_test_concepts, D) or (n_test_concepts, V·D)
     for key, prompts in (("train_text", train_prompts), ("test_text", test_prompts)):
         if not store.has(key):
             store.save(key, encoder.encode_texts(prompts, batch_size=max(batch_size, 64)))

@@ -86,6 +86,10 @@ class ModelConfig:
     normalize_eeg : bool
         ``False``: ``forward`` returns the EEG embedding unnormalised (the loss of the visual-blur method and
         NeuroBridge normalises the image side only); ``encode_eeg`` and the templates stay normalised.
+    image_head : str
+        ``""``: the image side is ``image_projection``'s; otherwise a trainable head of
+        :data:`hmavd.models.image_heads.IMAGE_HEADS` (``linear``, ``mlp_adapter``, ``blur_levels``,
+        ``sum_fusion``) mapping (B, feature_dim) to (B, proj_dim), built with ``image_head_kwargs``.
     encoder_kwargs : tuple of (str, value) pairs
         Extra keyword arguments for the encoder (kept hashable).
     """
@@ -113,6 +117,8 @@ class ModelConfig:
     sa_variant: str = "fixed"
     eeg_projection: bool = True
     normalize_eeg: bool = True
+    image_head: str = ""  # "" = image_projection as above; else a head of hmavd.models.image_heads.IMAGE_HEADS
+    image_head_kwargs: tuple[tuple[str, Any], ...] = ()
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -177,6 +183,12 @@ class HMAVD(nn.Module):
         self.image_projection: nn.Module = (
             Projection(cfg.feature_dim, cfg.proj_dim, cfg.proj_dropout) if cfg.image_projection else nn.Identity()
         )
+        if cfg.image_head:  # [recipes] a trainable head as the image side (hmavd/models/image_heads.py)
+            from .image_heads import build_image_head
+
+            self.image_projection = build_image_head(
+                cfg.image_head, cfg.feature_dim, cfg.proj_dim, **dict(cfg.image_head_kwargs)
+            )
         self.image_adapter: nn.Module | None = None
         self.text_adapter: nn.Module | None = None
         self.text_projection: nn.Module | None = None

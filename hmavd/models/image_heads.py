@@ -147,3 +147,21 @@ def build_image_head(name: str, in_features: int, out_features: int, **kwargs) -
         return IMAGE_HEADS[name](in_features, out_features, **kwargs)
     except TypeError as err:
         raise UserError(f"image_head: {kwargs} not accepted by {name!r} ({err}); fix the keys") from None
+
+
+def head_kwargs(image_head: str, image_levels: int = 0, image_bank_dims: Sequence[int] = ()) -> tuple:
+    """``ModelConfig.image_head_kwargs`` of the train-config keys ``image_levels`` / ``image_bank_dims``."""
+    if image_head == "blur_levels":
+        return (("n_levels", int(image_levels) or 1),)
+    if image_head == "sum_fusion" and image_bank_dims:
+        return (("bank_dims", tuple(int(d) for d in image_bank_dims)),)
+    return ()
+
+
+def default_proj_dim(proj_dim: int, feature_dim: int, image_head: str = "", image_levels: int = 0) -> int:
+    """Shared-space size when ``proj_dim`` is 0: the size of one level for ``blur_levels``, else the bank's."""
+    if proj_dim:
+        return proj_dim
+    if image_head == "blur_levels" and image_levels > 1:
+        return feature_dim // image_levels
+    return feature_dim

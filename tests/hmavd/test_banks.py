@@ -295,3 +295,27 @@ def test_extract_refuses_collapsed_tower(tmp_path, capsys, caplog):
     assert load_feature_cache(tmp_path / "b").provenance["collapse_check"] is False
     assert run("c", "pool=middle") == 2
     assert "pool" in capsys.readouterr().err
+
+
+def test_extract_concat_levels_for_heads(tmp_path, capsys):
+    """variant_mode=concat: the levels side by side (N, V·D), centres likewise; text keeps its own size."""
+    cfg, weights, enc = _model(tmp_path, "hmavd-bank-vit3", VIT)
+    images = _image_set(tmp_path / "image_set")
+    out = tmp_path / "bank"
+    common = ["--model", "hmavd-bank-vit3", "--model-config", str(cfg), "--weights", str(weights), "--no-progress"]
+    rc = main(
+        ["extract", "--images", str(images), "--centers", str(images / "test_images"), "--out", str(out), *common]
+        + ["device=cpu", "num_workers=0", "variants=[blur:1,blur:5]", "variant_mode=concat"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    cache = load_feature_cache(out)
+    assert cache.dim == 32 and cache.text_dim == 16 and cache.provenance["variant_mode"] == "concat"
+    levels = [banks.parse_variant(v) for v in ("blur:1", "blur:5")]
+    for split, folder in (("training", "training_images"), ("test", "test_images")):
+        paths = sorted((images / folder).rglob("*.png"))
+        want = np.concatenate([enc.encode_images(paths, variant=v) for v in levels], axis=1)  # (N, 2·16)
+        np.testing.assert_allclose(cache.image_features(split), want, atol=1e-5)
+    paths = sorted((images / "test_images").rglob("*.png"))  # 2 concepts x 2 images, concept-major
+    per = np.concatenate([enc.encode_images(paths, variant=v) for v in levels], axis=1)
+    np.testing.assert_allclose(cache.center_features(), per.reshape(2, 2, 32).mean(1), atol=1e-5)
+    assert main(["extract", "--images", str(images), "--out", str(tmp_path / "x"), *common, "variant_mode=stack"]) == 2

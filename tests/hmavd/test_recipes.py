@@ -42,6 +42,9 @@ def test_recipe_configs_are_set_as_published():
         1024,
     )
     assert bh.normalize_eeg and not load_config(TrainConfig, "visual-blur").normalize_eeg
+    heads = {n: (load_config(TrainConfig, n).image_head, load_config(TrainConfig, n).image_levels) for n in PUBLISHED}
+    assert heads == {"ubp": ("", 0), "neurobridge": ("", 0), "visual-blur": ("blur_levels", 12),
+                     "brainhive-b32": ("sum_fusion", 0)}  # fmt: skip
     best = load_config(TrainConfig, "hmavd-best")
     assert best.encoder == "blur_spatial_mlp" and best.use_text and best.use_adapters and best.use_mcdb
     assert not best.use_spr and best.optimizer == "adamw"
@@ -55,10 +58,14 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [*PUBLISHED, "hmavd-best"])
-def test_each_recipe_trains_a_tiny_epoch(name, data_dir, tmp_path):
+def test_each_recipe_trains_a_tiny_epoch(name, data_dir, tmp_path, capsys):
     out = tmp_path / "runs"
-    args = ["--config", name, "--data", str(data_dir), "--subject", "1", "epochs=1", "batch_size=8",
-            "device=cpu", f"out_dir={out}", "--no-progress"]  # fmt: skip
+    args = ["--config", name, "--data", str(data_dir), "--subject", "1", "--no-progress", "epochs=1",
+            "batch_size=8", "device=cpu", f"out_dir={out}"]  # fmt: skip
+    if load_config(TrainConfig, name).image_head == "blur_levels":
+        assert train_main([*args, f"out_dir={tmp_path / 'bad'}"]) == 2  # 12 levels cannot split a 16-d bank
+        assert "image_levels: 12 does not divide the bank's 16 features" in capsys.readouterr().err
+        args.append("image_levels=1")  # the planted bank has one level
     assert train_main(args) == 0
     run = out / f"{name}_sub-01_seed{load_config(TrainConfig, name).seed}"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -69,6 +76,8 @@ def test_each_recipe_trains_a_tiny_epoch(name, data_dir, tmp_path):
     model, info = load_checkpoint(run / "last.safetensors")
     assert len(info["ch_names"]) == (20 if name in ("visual-blur", "hmavd-best") else 17)
     assert model.cfg.encoder == load_config(TrainConfig, name).encoder and not model.cfg.eeg_projection
+    head = {"visual-blur": "BlurLevelHead", "hmavd-best": "BlurLevelHead", "brainhive-b32": "SumFusion"}
+    assert type(model.image_projection).__name__ == head.get(name, "Identity")
 
 
 def test_recipe_loso(data_dir, tmp_path):
