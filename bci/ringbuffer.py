@@ -143,6 +143,7 @@ class Segment:
     sxx: float = 0.0
     sxy: float = 0.0
     t_last: float = float("nan")  # raw timestamp of the newest sample
+    jitter_s: float = 0.0  # largest |timestamp - fitted line| seen once the line is fitted (gap tolerance)
 
     @property
     def stop(self) -> int:
@@ -198,33 +199,74 @@ class SampleClock:
         self._starts: list[int] = []
         self._lock = threading.Lock()
         self.gap_samples_estimate = 0  # samples estimated lost in gaps
+        self.jitter_s = 0.0  # the stream's timestamp jitter: largest residual of a segment with >= 1 s of data
 
     def add(self, first_index: int, timestamps: np.ndarray) -> None:
-        """Register the timestamps (consumer clock, s) of samples ``first_index …``."""
+        """Register the timestamps (consumer clock, s) of samples ``first_index …``.
+
+        A gap (new segment) is judged from the data received: a sample later than its segment's
+        fitted time line by more than ``0.5 period + jitter_tol_s + 3 × the segment's own timestamp
+        jitter`` (largest residual seen), or a chunk that does not continue the newest segment's
+        indices. Jittery stamps (packet-stamped amplifiers, 1 ms rounding) therefore do not split a
+        stream; in the first second of a segment, before its jitter is known, only jumps over
+        :attr:`cold_gap_s` count.
+        """
         ts = np.asarray(timestamps, dtype=np.float64)
         if ts.size == 0:
             return
         with self._lock:
-            pieces: list[tuple[int, int]] = []
-            seg = self.segments[-1] if self.segments else None
-            period = seg.line()[1] if seg is not None else self.period_s
-            thr = 1.5 * period + self.jitter_tol_s
-            # break inside the chunk where consecutive stamps jump, and at its start
-            cuts = list(np.flatnonzero(np.diff(ts) > thr) + 1)
-            bounds = [0, *cuts, len(ts)]
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                pieces.append((a, b))
-            for k, (a, b) in enumerate(pieces):
+            a, n = 0, len(ts)
+            while a < n:
+                seg = self.segments[-1] if self.segments else None
                 idx = first_index + a
-                new = seg is None or seg.stop != idx or k > 0 or (ts[a] - seg.t_last) > thr
-                if new:
-                    if seg is not None and seg.n:
-                        lost = round((ts[a] - seg.t_last) / period) - 1
-                        self.gap_samples_estimate += max(0, int(lost))
-                    seg = Segment(start=idx, nominal_period_s=self.period_s)
-                    self.segments.append(seg)
-                    self._starts.append(idx)
-                seg.add(ts[a:b])
+                if seg is None or seg.stop != idx:
+                    seg = self._new_segment(idx, seg, ts[a])
+                    seg.add(ts[a : a + 1])
+                    a += 1
+                    continue
+                b = a + self._first_late(seg, ts[a:])
+                if b > a:
+                    self._extend(seg, ts[a:b])
+                if b < n:  # a gap before sample b: it starts the next segment
+                    self._new_segment(first_index + b, seg, ts[b]).add(ts[b : b + 1])
+                    b += 1
+                a = b
+
+    #: Gap tolerance (s) of the stream's first segment until it has a second of data (its jitter unknown).
+    cold_gap_s = 0.1
+
+    def _tolerance(self, seg: Segment) -> float:
+        base = 0.5 * seg.line()[1] + self.jitter_tol_s
+        jitter = max(seg.jitter_s, self.jitter_s)  # this segment's, or the stream's earlier segments'
+        if seg is self.segments[0] and seg.n < max(16, int(self.sfreq)):
+            return max(base + 3.0 * jitter, self.cold_gap_s)
+        return base + 3.0 * jitter
+
+    def _first_late(self, seg: Segment, ts: np.ndarray) -> int:
+        """Position of the first sample of ``ts`` (continuing ``seg``) that starts a gap (``len(ts)``: none)."""
+        t0, period = seg.line()
+        pred = t0 + (seg.stop - seg.start + np.arange(len(ts))) * period
+        late = np.flatnonzero(ts - pred > self._tolerance(seg))
+        return int(late[0]) if late.size else len(ts)
+
+    def _extend(self, seg: Segment, ts: np.ndarray) -> None:
+        seg.add(ts)
+        if seg.n >= 16:
+            t0, period = seg.line()
+            resid = ts - (t0 + (seg.n - len(ts) + np.arange(len(ts))) * period)
+            seg.jitter_s = max(seg.jitter_s, float(np.abs(resid).max()))
+            if seg.n >= self.sfreq:
+                self.jitter_s = max(self.jitter_s, seg.jitter_s)
+
+    def _new_segment(self, idx: int, prev: Segment | None, t_first: float) -> Segment:
+        if prev is not None and prev.n:
+            t0, period = prev.line()
+            lost = round((t_first - (t0 + (idx - prev.start) * period)) / period)
+            self.gap_samples_estimate += max(0, int(lost))
+        seg = Segment(start=idx, nominal_period_s=self.period_s)
+        self.segments.append(seg)
+        self._starts.append(idx)
+        return seg
 
     def segment_of(self, index: int) -> Segment | None:
         """The segment holding absolute sample ``index`` (None before the first)."""
