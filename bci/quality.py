@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "QualityConfig", "channel_rms", "flat_channels", "railed_channels", "line_noise_ratio", "assess",
-    "quality_message", "quality_summary", "quality_changes", "FLAGS",
+    "quality_message", "quality_summary", "quality_changes", "unit_scale", "FLAGS",
 ]  # fmt: skip
 
 #: Flags in the order they are reported (the first that applies colours a channel in the window).
@@ -193,12 +193,17 @@ def assess(x: np.ndarray, sfreq: float, ch_names: Sequence[str], cfg: QualityCon
     }  # fmt: skip
 
 
+def unit_scale(label: str) -> float | None:
+    """Volts per ``label`` unit (``"microvolts"``/``"µV"`` → 1e-6); ``None`` for no or a non-voltage label."""
+    return _UNIT_VOLTS.get(str(label or "").strip().lower().replace("μ", "µ").replace(" ", ""))
+
+
 def _volts_per_unit(ch_units: Sequence[str], n: int, stream_units: str) -> tuple[np.ndarray, bool]:
     """Per-channel factor to volts from ``stream_units`` or the channels' labels; unknown → 1 (volts)."""
     out, known = np.ones(n), True
     for i in range(n):
         label = stream_units or (ch_units[i] if i < len(ch_units) else "")
-        scale = _UNIT_VOLTS.get(str(label).strip().lower().replace("μ", "µ").replace(" ", ""))
+        scale = unit_scale(label)
         if scale is None:
             known = False
         else:

@@ -37,6 +37,7 @@ import numpy as np
 from hmavd.errors import UserError
 from hmavd.io import atomic_write_json
 
+from .quality import unit_scale
 from .ringbuffer import SampleClock
 from .xdf import CHANNEL_FORMATS, XDFWriter
 
@@ -388,14 +389,17 @@ def read_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tup
     return data, meta, events
 
 
-def read_xdf_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
+def read_xdf_session(
+    path: str | Path, to_volts: bool = True
+) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
     """Read an XDF session: the EEG stream (C, n) float32, meta, and markers as ``(sample, code)``.
 
     ``pyxdf.load_xdf`` with clock synchronisation (the ClockOffset chunks) and the timestamps as
     written; each marker goes to the nearest EEG sample, markers outside the data are dropped. The
     Predictions stream is returned in ``meta["predictions"]`` as a list of dicts (one per epoch).
     ``meta`` has ``ch_names``, ``ch_types``, ``ch_units``, ``sfreq``, ``n_samples``, ``format``
-    (``"xdf"``), ``timestamps`` (n,) and the header's ``hmavd_session`` settings.
+    (``"xdf"``), ``timestamps`` (n,) and the header's ``hmavd_session`` settings. With ``to_volts``
+    channels labelled in mV, µV or nV are converted to volts (as the FIF export and replays expect).
     """
     import pyxdf
 
@@ -432,6 +436,12 @@ def read_xdf_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list
         "hmavd_session": session[0] if session else {}, "predictions": preds,
     }  # fmt: skip
     data = np.asarray(eeg["time_series"], dtype=np.float32).T  # (C, n)
+    if to_volts:  # channels labelled in a voltage unit other than volts
+        for i, unit in enumerate(meta["ch_units"]):
+            scale = unit_scale(unit)
+            if scale is not None and scale != 1.0:
+                data[i] *= np.float32(scale)
+                meta["ch_units"][i] = "volts"
     return data, meta, events
 
 

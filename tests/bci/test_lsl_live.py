@@ -190,7 +190,8 @@ def test_engine_process_end_to_end(tmp_path):
     assert any(m["type"] == "scope" and m["data"].shape[0] == 64 for m in msgs)
     assert [m["message"] for m in msgs if m["type"] == "error"] == ["unknown command 'bogus'"]
     assert msgs[-1]["type"] == "stopped"
-    assert (tmp_path / "session" / "meta.json").exists() and (tmp_path / "session" / "eeg.f32").stat().st_size > 0
+    data, _, rec_events = read_session(tmp_path / "session")  # an XDF session (bci.recorder)
+    assert data.shape[0] == 64 and data.shape[1] > 0 and rec_events
 
 
 def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):

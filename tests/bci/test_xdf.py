@@ -166,14 +166,22 @@ def test_kill_minus_nine_loses_at_most_a_second(tmp_path):
             k += 1
             time.sleep(0.04)
     """)
+    import threading
+
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    guard = threading.Timer(120.0, proc.kill)  # a stuck child ends the loop below instead of hanging the test
+    guard.start()
     written = 0
-    for line in proc.stdout:
-        written = int(line)
-        if written >= 250 * 3:  # ~3 s recorded
-            break
-    proc.kill()  # SIGKILL: no close(), no footer, no flush
-    proc.wait(10)
+    try:
+        for line in proc.stdout:
+            written = int(line)
+            if written >= 250 * 3:  # ~3 s recorded
+                break
+    finally:
+        guard.cancel()
+        proc.kill()  # SIGKILL: no close(), no footer, no flush
+        proc.wait(10)
+    assert written >= 750, "the recording process did not get going"
     streams, _ = pyxdf.load_xdf(str(out / "session.xdf"))
     eeg = next(s for s in streams if s["info"]["type"][0] == "EEG")
     got = eeg["time_series"][:, 0]
@@ -184,3 +192,71 @@ def test_kill_minus_nine_loses_at_most_a_second(tmp_path):
     np.testing.assert_array_equal(got, np.arange(len(got)))  # every sample that was read is intact, in order
     data, _, events = read_session(out)
     assert data.shape[1] == len(got) and events[0] == (0, "0") and len(events) >= len(got) // 50 - 1
+
+
+@pytest.mark.lsl
+def test_live_lsl_session_recorded_as_xdf_aligns_markers_exactly(tmp_path):
+    """Real LSL streams → LiveEngine recording: in the XDF every marker sits on its own sample."""
+    import time
+    import uuid
+
+    from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, make_recording, tiny_model
+
+    from bci.decoder import Decoder
+    from bci.engine import LiveConfig, LiveEngine
+    from bci.markers import LSLMarkerSource
+    from bci.replay import LSLPlayer, load_replay
+    from bci.sources import LSLSource
+
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0)
+    tag = uuid.uuid4().hex[:8]
+    eeg_name, marker_name = f"test-eeg-{tag}", f"test-markers-{tag}"
+    player = LSLPlayer(load_replay(str(path)), eeg_name, marker_name, speed=4.0)
+    templates = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
+    dec = Decoder.from_model(tiny_model(), templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
+    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval=0.02)
+    marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
+    eng = LiveEngine(LiveConfig(stream_units="V"), source=src, markers=marks, decoder=dec, preset=PRESET)
+    eng.connect()
+    eng.record_start(str(tmp_path / "s"))
+    player.start()
+    n_pred, t_end = 0, time.monotonic() + 15.0
+    while time.monotonic() < t_end and not (player.done.is_set() and not eng.epocher.pending):
+        eng.acquire(0.05)
+        n_pred += sum(m["type"] == "prediction" for m in eng.get_data())
+    eng.disconnect()  # stops the recording: footers
+    player.close()
+    streams, _ = pyxdf.load_xdf(str(tmp_path / "s" / "session.xdf"))
+    by = {s["info"]["type"][0]: s for s in streams}
+    eeg, mk, pr = by["EEG"], by["Markers"], by["Predictions"]
+    idx = eeg["time_series"][:, -1]  # the recording's sample_index channel
+    np.testing.assert_array_equal(np.diff(idx), 1.0)  # no sample lost or repeated
+    assert all(len(s["clock_times"]) >= 2 and "footer" in s for s in (eeg, mk, pr))
+    assert eeg["info"]["name"][0] == eeg_name and mk["info"]["name"][0] == marker_name
+    # every marker's synchronised time lands on the sample it was sent with (0 samples misaligned)
+    nearest = np.abs(eeg["time_stamps"][None, :] - mk["time_stamps"][:, None]).argmin(axis=1)
+    sent = dict(zip(events[:, 0].tolist(), events[:, 2].tolist()))
+    got = [(int(idx[k]), int(v[0])) for k, v in zip(nearest, mk["time_series"]) if int(idx[k]) in sent]
+    assert got == [(s, sent[s]) for s in sorted(sent) if idx[0] <= s <= idx[-1]] and len(got) >= len(sent) - 1
+    assert len(pr["time_series"]) == n_pred > 0
+
+
+def test_microvolt_session_reads_back_in_volts(tmp_path):
+    """A µV stream is recorded as received (labelled microvolts); read_session and hmavd-prepare's reader give volts."""
+    from hmavd.preprocessing.raw_io import read_recording
+
+    clock, ts = _clock(200.0, 10.0, 600)
+    data = np.random.default_rng(2).standard_normal((2, 600)).astype(np.float32) * 10  # µV
+    rec = XDFSessionRecorder(tmp_path / "u", ["Oz", "Pz"], 200.0, clock, ch_units=["microvolts", "µV"])
+    rec.write_eeg(data, 0)
+    rec.write_marker(float(ts[100]), "7")
+    rec.close()
+    streams, _ = pyxdf.load_xdf(str(tmp_path / "u" / "session.xdf"))
+    eeg = next(s for s in streams if s["info"]["type"][0] == "EEG")
+    np.testing.assert_array_equal(eeg["time_series"].T, data)  # stored as received
+    volts, meta, events = read_session(tmp_path / "u")
+    np.testing.assert_allclose(volts, data * 1e-6, rtol=1e-6)
+    assert meta["ch_units"] == ["volts", "volts"] and events == [(100, "7")]
+    raw, ev = read_recording(tmp_path / "u" / "session.xdf")
+    np.testing.assert_allclose(raw.get_data(picks=["Oz", "Pz"]), data * 1e-6, rtol=1e-6)
+    assert ev[:, [0, 2]].tolist() == [[100, 7]]
