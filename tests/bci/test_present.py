@@ -258,3 +258,31 @@ def test_photodiode_delays_and_measure_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"over {len(onsets) - 1}/{len(onsets)} markers: median 23.0 ms" in out and "marker_offset_s=0.0230" in out
     assert main(["--measure-delay", str(path), "photodiode_channel=AUX1"]) == 2
+
+
+def test_window_path_when_psychopy_and_a_display_exist(tmp_path):
+    """The PsychoPy shell end to end (skipped on CI: no PsychoPy, no display). Run it under a display, e.g.
+    ``xvfb-run`` with a venv holding ``hmavd[present]``; Xvfb has no vertical sync, so only the plumbing
+    (images drawn, one marker per image, logs written) is checked, not frame timing."""
+    import os
+
+    pytest.importorskip("psychopy")
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no display")
+    from PIL import Image
+
+    files = []
+    for i in range(4):
+        f = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((32, 32, 3), 60 * i, dtype=np.uint8)).save(f)
+        files.append(f.name)
+    (tmp_path / "list.txt").write_text("\n".join(files[:3]) + "\n")
+    from bci.cli_present import main
+
+    out = tmp_path / "out"
+    args = ["--images", str(tmp_path / "list.txt"), "--target-image", str(tmp_path / files[3]), "reps=2",
+            "target_fraction=0.2", "fullscreen=false", "photodiode=bottom-left", "lead_s=0",
+            "--out-dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    pres = json.loads((out / "presentation.json").read_text())
+    assert pres["n_shown"] == pres["n_trials_planned"] == 7 and pres["n_targets"] == 1
