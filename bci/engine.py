@@ -47,7 +47,7 @@ from .montage import match_montage
 from .quality import quality_message
 from .recorder import SessionRecorder, open_recorder
 from .sources import EEGSource, LSLSource
-from .stream_setup import AmplitudeCheck, plan_input
+from .stream_setup import AmplitudeCheck, model_time_axis, plan_input
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class LiveEngine:
         self.whitening_path = ""  # the mvnn.npz used ("" when injected or none)
         self.plan = self.amplitude = None  # bci.stream_setup.InputPlan / AmplitudeCheck, set at connect
         self.model_units = "V"
+        self.epoch_preset = None  # the preset with its crop on the model's time axis at the stream rate
         self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
         self.stale_markers = 0
 
@@ -253,10 +254,10 @@ class LiveEngine:
         self.marker_map = build_marker_map(cfg, self.decoder)
         reject = RejectConfig(cfg.flat_ptp, cfg.clip_abs, cfg.clip_run)
         index_ch = desc.ch_names.index("sample_index") if "sample_index" in desc.ch_names else None
-        self.epocher = OnlineEpocher(self.source, self.preset, picks, self.whitening, cfg.marker_timeout_s, reject,
-                                     now=self.now, index_channel=index_ch,
-                                     input_map=self.plan.apply if self.plan.scale is not None or self.plan.matrix
-                                     is not None else None)  # fmt: skip
+        linear = self.plan.scale is not None or self.plan.matrix is not None
+        self.epocher = OnlineEpocher(self.source, self.epoch_preset or self.preset, picks, self.whitening,
+                                     cfg.marker_timeout_s, reject, now=self.now, index_channel=index_ch,
+                                     input_map=self.plan.apply if linear else None)  # fmt: skip
         self.t_session_s = max(self.source.t_connected_s, getattr(self.markers, "t_connected_s", float("-inf")))
         self.connected = True
         msg = {
@@ -315,7 +316,10 @@ class LiveEngine:
             )
         _, n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, desc.sfreq)
         n_out = preprocess_epoch(np.zeros((1, n_in)), desc.sfreq, preset).shape[-1]
+        self.epoch_preset = preset
         if dec.n_times and n_out != dec.n_times:
+            self.epoch_preset = model_time_axis(preset, desc.sfreq, self.info, dec.n_times, self.plan.notes)
+        if self.epoch_preset is None:
             raise UserError(
                 f"eeg_stream: {desc.name!r} at {desc.sfreq:g} Hz gives {n_out} samples per epoch after preset "
                 f"{preset.name!r}, the model needs {dec.n_times}; use the rate/preset the model was trained with"

@@ -22,7 +22,7 @@ from .units import amplitude_verdict, channel_scales, expected_std
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InputPlan", "plan_input", "AmplitudeCheck"]
+__all__ = ["InputPlan", "plan_input", "AmplitudeCheck", "model_time_axis"]
 
 
 @dataclass
@@ -131,3 +131,26 @@ class AmplitudeCheck:
             raise UserError(verdict)
         log.warning("UNITS? %s", verdict)
         return True
+
+
+def model_time_axis(preset, sfreq_in: float, info: dict, n_times: int, notes: list[str]):
+    """The preset cropped onto the model's time axis at ``sfreq_in`` (:func:`bci.rates.align_to_model`).
+
+    The model's times come from the checkpoint (``info["times"]``), else the preset's own output at a
+    rate that is a multiple of its ``sfreq``. ``None`` when they cannot be matched within half a sample.
+    """
+    from hmavd.preprocessing.transforms import preprocessed_times
+
+    from .rates import align_to_model
+
+    times = np.asarray(info.get("times") or preprocessed_times(preset, 4 * preset.sfreq), dtype=np.float64)
+    if len(times) != n_times:
+        return None
+    hit = align_to_model(preset, sfreq_in, times)
+    if hit is None:
+        return None
+    aligned, offset = hit
+    notes.append(f"epochs at {sfreq_in:g} Hz cropped onto the model's {n_times}-sample time axis "
+                 f"(largest time offset {offset * 1e3:.2f} ms)")  # fmt: skip
+    log.info("%s", notes[-1])
+    return aligned
