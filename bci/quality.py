@@ -16,7 +16,7 @@ A channel is
 * **noisy** when its RMS (about its mean) exceeds ``noisy_rms_v`` (200 µV: a loose electrode,
   movement);
 * **line** when the power within ±1 Hz of the line frequency is ≥ ``line_ratio_max`` (30 %) of
-  its power between 1 Hz and min(100 Hz, Nyquist) (Welch, 1 s segments). The line frequency is 50
+  its power between 1 Hz and min(100 Hz, Nyquist) (Welch, 1 s Hann segments, in numpy). The line frequency is 50
   or 60 Hz, the one with more power over all channels, unless ``line_freq`` is set.
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "QualityConfig", "channel_rms", "flat_channels", "railed_channels", "line_noise_ratio", "assess",
+    "QualityConfig", "channel_rms", "flat_channels", "railed_channels", "power_spectrum", "line_noise_ratio", "assess",
     "quality_message", "quality_summary", "quality_changes", "unit_scale", "FLAGS",
 ]  # fmt: skip
 
@@ -120,11 +120,38 @@ def railed_channels(x: np.ndarray, fraction: float = 0.05, abs_max: float = 0.0)
     return out
 
 
-def line_noise_ratio(x: np.ndarray, sfreq: float, freq: float, half_width: float = 1.0) -> np.ndarray:
-    """Share of each channel's 1…min(100 Hz, Nyquist) power within ``freq ± half_width`` Hz.
+def power_spectrum(x: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
+    """Welch power spectrum: 1 s Hann segments, 50 % overlap, each segment's mean removed.
 
-    Welch's method with 1 s segments (50 % overlap, Hann); a window shorter than 1 s uses one
-    segment of its length.
+    Parameters
+    ----------
+    x : ndarray (C, n)
+    sfreq : float
+        Sampling rate (Hz); a window shorter than 1 s is one segment of its length.
+
+    Returns
+    -------
+    freqs : ndarray (F,) in Hz
+    power : ndarray (C, F), unnormalised (only ratios are used)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    nper = int(min(x.shape[1], round(sfreq)))
+    if nper < 8:
+        return np.zeros(0), np.zeros((x.shape[0], 0))
+    win = np.hanning(nper)
+    starts = range(0, x.shape[1] - nper + 1, max(1, nper // 2))
+    power = np.zeros((x.shape[0], nper // 2 + 1))
+    for a in starts:
+        seg = x[:, a : a + nper]
+        power += np.abs(np.fft.rfft((seg - seg.mean(axis=1, keepdims=True)) * win, axis=1)) ** 2
+    return np.fft.rfftfreq(nper, 1.0 / sfreq), power / len(starts)
+
+
+def line_noise_ratio(
+    x: np.ndarray, sfreq: float, freq: float, half_width: float = 1.0,
+    spectrum: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Share of each channel's 1…min(100 Hz, Nyquist) power within ``freq ± half_width`` Hz.
 
     Parameters
     ----------
@@ -133,25 +160,25 @@ def line_noise_ratio(x: np.ndarray, sfreq: float, freq: float, half_width: float
         Sampling rate (Hz).
     freq : float
         Line frequency (Hz): 50 or 60.
+    spectrum : (freqs, power), optional
+        :func:`power_spectrum` of ``x``, when already computed.
 
     Returns
     -------
     ndarray (C,) in [0, 1]; 0 where the band lies above Nyquist or the channel has no power
     """
-    from scipy.signal import welch
-
-    x = np.asarray(x, dtype=np.float64)
-    nper = int(min(x.shape[1], round(sfreq)))
-    if nper < 8 or freq + half_width >= sfreq / 2:
+    x = np.asarray(x)
+    if freq + half_width >= sfreq / 2:
         return np.zeros(x.shape[0])
-    f, pxx = welch(x, fs=sfreq, nperseg=nper, axis=-1, detrend="constant")
+    f, pxx = spectrum if spectrum is not None else power_spectrum(x, sfreq)
+    if len(f) == 0:
+        return np.zeros(x.shape[0])
     top = min(100.0, sfreq / 2 - half_width)
     band = (f >= 1.0) & (f <= max(top, freq + half_width))
     line = (f >= freq - half_width) & (f <= freq + half_width)
     total = pxx[:, band].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(total > 0, pxx[:, line].sum(axis=1) / total, 0.0)
-    return ratio
+        return np.where(total > 0, pxx[:, line].sum(axis=1) / np.where(total > 0, total, 1.0), 0.0)
 
 
 def assess(x: np.ndarray, sfreq: float, ch_names: Sequence[str], cfg: QualityConfig = QualityConfig()) -> dict:
@@ -172,10 +199,11 @@ def assess(x: np.ndarray, sfreq: float, ch_names: Sequence[str], cfg: QualityCon
         list per flag of :data:`FLAGS`; ``bad`` maps each flagged channel to its flags. Plain lists.
     """
     x = np.asarray(x, dtype=np.float64)
+    spec = power_spectrum(x, sfreq)
     if cfg.line_freq > 0:
-        line_freq, ratio = float(cfg.line_freq), line_noise_ratio(x, sfreq, cfg.line_freq)
+        line_freq, ratio = float(cfg.line_freq), line_noise_ratio(x, sfreq, cfg.line_freq, spectrum=spec)
     else:
-        r50, r60 = (line_noise_ratio(x, sfreq, f) for f in (50.0, 60.0))
+        r50, r60 = (line_noise_ratio(x, sfreq, f, spectrum=spec) for f in (50.0, 60.0))
         line_freq, ratio = (60.0, r60) if r60.sum() > r50.sum() else (50.0, r50)
     flags = {
         "flat": flat_channels(x, cfg.flat_ptp_v),
