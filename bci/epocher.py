@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +27,7 @@ from hmavd.preprocessing.transforms import (
     preprocessed_times,
 )
 
+from .early_transform import EarlyTransform, LateEpoch, Prepared, split_quality_reason
 from .markers import Marker
 from .sources import EEGSource
 
@@ -203,6 +204,11 @@ class OnlineEpocher:
         self._pick_slice = slice(int(p[0]), int(p[-1]) + 1) if run else None
         self.first_offset, self.n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, self.sfreq)
         self.transform = make_transform(preset, self.sfreq, whitening)
+        # the same transform split in two: the part not needing an epoch's tail runs before the tail arrives
+        self.early_transform = EarlyTransform(preset, self.sfreq, whitening)
+        self._prepared: dict[int, Prepared] = {}  # window's first sample -> its early part
+        self._steps: deque[int] = deque(maxlen=50)  # samples arrived between recent polls (chunk sizes)
+        self._seen_written = 0
         self.times = preprocessed_times(preset, self.sfreq)
         self.marker_timeout_s = marker_timeout_s
         self.reject = reject
@@ -254,10 +260,7 @@ class OnlineEpocher:
                 self._reject("straddles_gap" if first >= 0 else "before_stream", marker)
                 continue
             try:
-                if self._pick_slice is not None:
-                    raw = buf.read_channels(first, stop, self._pick_slice)  # (C, n_in) float64
-                else:
-                    raw = buf.read(first, stop)[self.picks].astype(np.float64)  # (C, n_in)
+                raw = self._read_window(first, stop)  # (C, n_in) model units, or the tail of a prepared epoch
                 extra = {}
                 if self.index_channel is not None:  # the recording's own index of the onset sample
                     idx = buf.read_channels(onset, onset + 1, slice(self.index_channel, self.index_channel + 1))
@@ -265,21 +268,87 @@ class OnlineEpocher:
             except IndexError:
                 self._reject("too_old", marker)
                 continue
-            if self.input_map is not None:
-                raw = self.input_map(raw)
-            reason = quality_reason(raw, self.reject)
+            reason = self._quality(raw)
             if reason is not None:
                 self._reject(reason, marker)
                 continue
             raws.append(raw)
             metas.append((marker, onset, seg.time_of(onset), buf.arrival(stop - 1), extra))
         self.pending = keep
+        self._prepare_early(n_written, finalised=bool(raws))
         if not raws:
             return []
-        data = self.transform(np.stack(raws))  # (B, C, T_out)
+        data = self._transform_all(raws)  # (B, C, T_out)
         ready = time.perf_counter()
         self.n_epochs += len(raws)
         return [
             Epoch(marker=m, onset_index=i, onset_s=t, data=data[k], last_arrival_s=a, ready_s=ready, extra=x)
             for k, (m, i, t, a, x) in enumerate(metas)
         ]
+
+    # -- the per-epoch transform, split early / tail (bci/early_transform.py) ----------------------
+    def _read_raw(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` of the picked channels, float64, in model units: (C, stop − start)."""
+        buf = self.source.buffer
+        if self._pick_slice is not None:
+            raw = buf.read_channels(start, stop, self._pick_slice)  # (C, n) float64
+        else:
+            raw = buf.read(start, stop)[self.picks].astype(np.float64)  # (C, n)
+        return raw if self.input_map is None else self.input_map(raw)
+
+    def _read_window(self, first: int, stop: int) -> np.ndarray | LateEpoch:
+        """The whole window, or only its tail when its early part was prepared; ``IndexError`` if not held."""
+        prep = self._prepared.get(first)
+        if prep is None:
+            return self._read_raw(first, stop)  # (C, n_in)
+        if first < self.source.buffer.first_available:  # as the full read would: the window is gone
+            raise IndexError(f"samples from {first} overwritten")
+        return LateEpoch(prep, self._read_raw(first + prep.k, stop))  # tail (C, n_in − k)
+
+    def _quality(self, raw: np.ndarray | LateEpoch) -> str | None:
+        if isinstance(raw, LateEpoch):
+            return split_quality_reason(raw.prep, raw.late, self.reject)
+        return quality_reason(raw, self.reject)
+
+    def _transform_all(self, raws: list) -> np.ndarray:
+        """``(B, C, T_out)`` float32: whole windows in one batch, prepared ones from their tails."""
+        whole = [r for r in raws if not isinstance(r, LateEpoch)]
+        done = iter(self.transform(np.stack(whole)) if whole else ())  # (B_whole, C, T_out)
+        return np.stack([self.early_transform.finish(r) if isinstance(r, LateEpoch) else next(done) for r in raws])
+
+    def _prepare_early(self, n_written: int, finalised: bool) -> None:
+        """Prepare the early part of every pending epoch whose tail is all that is missing.
+
+        Runs only in polls that cut no epoch, so it never delays one. The tail is the transform's
+        default (50 ms) or two of the largest recent chunks, whichever is longer, so a poll falls
+        between the early part's arrival and the last sample's; epochs whose tail would exceed a
+        quarter of the window (huge chunks) take the whole-window path.
+        """
+        if n_written > self._seen_written:
+            self._steps.append(n_written - self._seen_written)
+        self._seen_written = n_written
+        et = self.early_transform
+        if finalised:
+            return
+        tail = max(et.default_tail, 2 * max(self._steps, default=0))
+        if tail > min(et.max_tail, self.n_in // 4):
+            self._prepared.clear()
+            return
+        clock, kept = self.source.clock, {}
+        for marker, _ in self.pending:
+            status, onset = clock.locate(marker.t_s)
+            first = onset + self.first_offset
+            k = self.n_in - tail
+            if status != "ok" or first < 0:
+                continue
+            if first in self._prepared:
+                kept[first] = self._prepared[first]
+                continue
+            seg = clock.segment_of(onset)
+            if not first + k <= n_written < first + self.n_in or seg is None or first < seg.start:
+                continue
+            try:
+                kept[first] = et.prepare(first, self._read_raw(first, first + k))
+            except IndexError:
+                continue
+        self._prepared = kept

@@ -153,8 +153,12 @@ def baseline_correct(
 
 
 def _is_resample_noop(sfreq_in: float, sfreq_out: float) -> bool:
-    """``mne.Epochs.resample``'s no-op rule: rates equal to a relative 1e-6 return the data unmodified."""
-    return bool(np.isclose(float(sfreq_out), float(sfreq_in), atol=0.0, rtol=1e-6))
+    """``mne.Epochs.resample``'s no-op rule: rates equal to a relative 1e-6 return the data unmodified.
+
+    ``np.isclose(sfreq_out, sfreq_in, atol=0, rtol=1e-6)`` on two finite floats, without its ~20 µs of
+    array overhead (this runs on the live epoch path).
+    """
+    return abs(float(sfreq_out) - float(sfreq_in)) <= 1e-6 * abs(float(sfreq_in))
 
 
 def resampled_length(n_times: int, sfreq_in: float, sfreq_out: float) -> int:
