@@ -170,8 +170,14 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) / name
 
 
-def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) -> torch.nn.Module:
-    """The :class:`HMAVD` of a config (Base = NICE when text and adapters are off)."""
+def build_model(
+    cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int, text_dim: int | None = None
+) -> torch.nn.Module:
+    """The :class:`HMAVD` of a config (Base = NICE when text and adapters are off).
+
+    ``text_dim``: size of the text features when it differs from the image bank's (intermediate layers,
+    level banks); ``None`` = ``feature_dim``.
+    """
     from .models.hmavd_model import HMAVD, ModelConfig
     from .models.image_heads import default_proj_dim, head_kwargs  # [recipes]
 
@@ -192,6 +198,7 @@ def build_model(cfg: TrainConfig, n_chans: int, n_times: int, feature_dim: int) 
         fusion_beta=cfg.fusion_beta,
         temperature=cfg.temperature,
         tau=cfg.tau,
+        text_dim=text_dim if text_dim != feature_dim else None,
         eeg_projection=cfg.eeg_projection,
         normalize_eeg=cfg.normalize_eeg,
         init=cfg.init,
@@ -422,7 +429,7 @@ def train(
     n_chans, n_times = data.eeg.shape[1:]
     feature_dim = data.image_features.shape[1]
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, n_chans, n_times, feature_dim).to(device)
+    model = build_model(cfg, n_chans, n_times, feature_dim, data.text_features.shape[1]).to(device)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
 
     def dev(x: np.ndarray) -> torch.Tensor:

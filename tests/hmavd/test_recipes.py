@@ -86,3 +86,22 @@ def test_recipe_loso(data_dir, tmp_path):
             "batch_size=8", "device=cpu", f"out_dir={out}", "--no-progress"]  # fmt: skip
     assert train_main(args) == 0
     assert (out / "ubp_sub-02_seed0_loso" / "best.safetensors").exists()
+
+
+def test_hmavd_best_on_a_level_bank_with_smaller_text():
+    """3 levels of 8-d image features side by side (24-d rows) and 8-d text: shared space of one level."""
+    import dataclasses
+
+    import torch
+
+    from hmavd.train import TrainStep, build_model, make_optimizer
+
+    cfg = dataclasses.replace(load_config(TrainConfig, "hmavd-best"), image_levels=3, batch_size=4, txt_reduction=4)
+    model = build_model(cfg, 5, 30, 24, text_dim=8)
+    assert model.cfg.proj_dim == 8 and model.cfg.text_dim == 8 and model.encoder.out_features == 8
+    step = TrainStep(cfg, model, make_optimizer(cfg, model, 10))
+    logs = step(torch.randn(4, 5, 30), torch.randn(4, 24), torch.randn(4, 8))
+    assert torch.isfinite(logs["total"]) and "kappa/text" in logs
+    model.eval()
+    templates = model.encode_templates(torch.randn(6, 24), torch.randn(6, 8), kind="fused")  # (K, D)
+    assert templates.shape == (6, 8)
