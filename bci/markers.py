@@ -180,11 +180,17 @@ def build_marker_map(cfg, decoder) -> MarkerMap:
     return mm
 
 
+#: A marker stamped more than this before the session started (both inlets open) is stale; a live one is
+#: stamped at most a transport delay before it arrives.
+STALE_MARGIN_S = 0.5
+
+
 def take_markers(engine, items: Sequence[tuple[float, str]]) -> list[Marker]:
     """Apply ``marker_offset_s``, classify, record and scope every pulled marker; the decodable ones.
 
-    Markers stamped before the session started (``engine.t_session_s``: data an inlet held from before
-    it was opened) are recorded but not decoded as live ones (counted in ``engine.stale_markers``).
+    Markers stamped more than :data:`STALE_MARGIN_S` before the session started (``engine.t_session_s``:
+    queued or replayed by the sender from before the inlets were open) are recorded but not decoded as
+    live ones (counted in ``engine.stale_markers``).
     """
     out = []
     offset = float(engine.cfg.marker_offset_s)
@@ -196,7 +202,7 @@ def take_markers(engine, items: Sequence[tuple[float, str]]) -> list[Marker]:
         engine._scope_markers.append((t_s, info.concept or info.label))
         if info.kind != "image":
             continue
-        if float(t_raw) < engine.t_session_s:
+        if float(t_raw) < engine.t_session_s - STALE_MARGIN_S:
             engine.stale_markers += 1
             log.info("marker %r stamped %.3f s before the session started: not decoded", code,
                      engine.t_session_s - float(t_raw))  # fmt: skip

@@ -120,3 +120,45 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     # nothing cut across the outage
     assert not any(s + first < gap_start <= s + first + n_in - 1 for s in decoded)
     assert len(src.clock.segments) >= 2
+
+
+def test_markers_from_before_the_session_are_not_decoded_as_live():
+    """An EEG outlet with history and a marker app that sends its queued, old-stamped markers at connect."""
+    import pylsl
+
+    name = f"test-stale-{uuid.uuid4().hex[:8]}"
+    player = GapPlayer(name, duration_s=6.0, gap_at_s=99.0, jitter_s=0.0)
+    dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
+                             CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    player.start()
+    time.sleep(2.5)  # the outlets have streamed ~1.5 s before the session starts
+    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval=0.02)
+    eng = LiveEngine(LiveConfig(), source=src, markers=LSLMarkerSource(name + "-mk", 5.0), decoder=dec,
+                     preset=PRESET, whitening=None)  # fmt: skip
+    eng.epoch_log = []
+    eng.connect()
+    assert eng.t_session_s > pylsl.local_clock() - 5.0
+    queued = pylsl.StreamOutlet(pylsl.StreamInfo(name + "-late", "Markers", 1, 0.0, pylsl.cf_string, name + "-late"))
+    late = LSLMarkerSource(name + "-late", 5.0)
+    late.connect()
+    t_old = eng.t_session_s - 3.0
+    queued.push_sample(["3"], t_old)  # stamped 3 s before the session started
+    time.sleep(0.3)
+    stale = late.pull()
+    assert [c for _, c in stale] == ["3"] and stale[0][0] < eng.t_session_s
+    live_pull = eng.markers.pull
+
+    def pull_with_queued():  # the queued marker arrives once, with the live ones
+        out = live_pull() + stale
+        stale.clear()
+        return out
+
+    eng.markers.pull = pull_with_queued
+    t_end = time.monotonic() + 15
+    while time.monotonic() < t_end and not (player.done.is_set() and not eng.epocher.pending):
+        eng.acquire(0.05)
+        eng.get_data()
+    eng.disconnect()
+    late.disconnect()
+    assert eng.stale_markers == 1
+    assert len(eng.epoch_log) >= 10 and all(e.marker.t_s > t_old + 1.0 for e in eng.epoch_log)
