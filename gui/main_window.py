@@ -288,6 +288,7 @@ class MainWindow(QtWidgets.QMainWindow):
             # scope data twice per frame, so every frame has new samples to draw (the engine's loop
             # only sends when an interval has passed, which rounds the rate down)
             "scope_interval_s": self.frame_interval_s / 2,
+            **self.settings.amplifier_values(),  # stream_units, interpolate_missing, marker_map, marker_offset_s
         }
 
     @guarded
@@ -516,6 +517,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status.show_state(
             f"connected to {msg.get('stream', self.eeg_name())}: {len(ch_names)} ch @ "
             f"{float(msg.get('sfreq') or 0):g} Hz, {len(concepts)} concepts"
+            + "".join(f"; {note}" for note in msg.get("notes") or ())  # units, montage, interpolation
         )
         self._last_scope_s = time.monotonic()
         self.banner.dismiss()

@@ -58,6 +58,12 @@ class LiveSettings:
     scope_window_s: float = 5.0
     scope_scale_uv: float = 50.0
     scope_channels: list[str] = field(default_factory=list)  # empty = all
+    # the amplifier's stream (bci.engine.LiveConfig fields; docs/realtime.md, "Connect your amplifier")
+    stream_units: str = ""  # V, mV, uV, nV; empty = the channels' unit labels
+    amplitude_check: str = "refuse"  # an unlabelled stream's amplitude vs the training data: refuse/warn/off
+    interpolate_missing: int = 0  # up to this many missing model channels interpolated (spherical splines)
+    marker_map: str = ""  # code -> image file or concept (.json/.yaml/.csv)
+    marker_offset_s: float = 0.0  # display delay added to every marker (photodiode)
     geometry: str = ""  # hex of QMainWindow.saveGeometry()
 
     @classmethod
@@ -70,6 +76,8 @@ class LiveSettings:
             value, current = values[f.name], getattr(out, f.name)
             if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
                 setattr(out, f.name, float(value))
+            elif type(current) is int and type(value) is int:
+                setattr(out, f.name, value)
             elif isinstance(current, list) and isinstance(value, list):
                 setattr(out, f.name, [str(v) for v in value])
             elif isinstance(current, str) and isinstance(value, str):
@@ -77,6 +85,11 @@ class LiveSettings:
             else:
                 log.warning("settings: ignoring %s=%r (expected %s)", f.name, value, type(current).__name__)
         return out
+
+    def amplifier_values(self) -> dict[str, Any]:
+        """The ``LiveConfig`` fields that describe the amplifier's stream, as remembered."""
+        keys = ("stream_units", "amplitude_check", "interpolate_missing", "marker_map", "marker_offset_s")
+        return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

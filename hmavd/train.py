@@ -449,6 +449,7 @@ def train(
         "ch_names": list(data.ch_names),
         "times": [float(t) for t in data.times],
         "sfreq": data.sfreq,
+        "units": "V",  # hmavd-prepare writes volts; the live engine converts streams to these units
         "features": cache_summary(data.cache),
         "train_subjects": list(data.subjects),
         "n_train": n,

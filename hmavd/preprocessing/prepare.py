@@ -417,6 +417,7 @@ def save_mvnn(
                 preset=np.array(preset.name),
                 sfreq_in=np.array(float(sfreq_in)),
                 sfreq=np.array(float(preset.sfreq)),
+                units=np.array("V"),  # the EEG's units: MNE reads every format in volts
                 times=np.asarray(times, dtype=np.float64),
             )
     return path

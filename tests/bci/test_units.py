@@ -141,3 +141,23 @@ def test_unlabelled_microvolt_stream_is_caught(tmp_path):
         _decode_over_lsl(rec, ckpt, cache, "uV", label_units=False)
     preds, _ = _decode_over_lsl(rec, ckpt, cache, "uV", label_units=False, stream_units="uV")  # the fix works
     assert len(preds) >= 15
+
+
+def test_model_units_from_checkpoint_and_prepared_data(tmp_path):
+    """A checkpoint's recorded units drive the conversion; old checkpoints without them mean volts."""
+    from bci_testkit import CONCEPTS, N_TIMES, PRESET, tiny_model
+
+    from bci.decoder import Decoder
+
+    def engine(info):
+        dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
+                                 CH_NAMES, device="cpu")  # fmt: skip
+        src = InMemorySource(CH_NAMES, 200.0, ch_units=["microvolts"] * 4)
+        eng = LiveEngine(LiveConfig(stride_s=1.0), source=src, decoder=dec, preset=PRESET, whitening=None)
+        eng.info = info
+        eng.connect()
+        return eng
+
+    assert np.allclose(engine({}).plan.scale, 1e-6)  # no record: volts
+    assert engine({"units": "uV"}).plan.scale is None  # µV model, µV stream: nothing to convert
+    assert np.allclose(engine({"units": "mV"}).plan.scale, 1e-3)
