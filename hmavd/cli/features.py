@@ -46,6 +46,9 @@ class FeaturesConfig:
     device: str = "auto"
     normalize_import: bool = True  # L2-normalise imported image/text features
     # target bank (docs/features.md "Target banks")
+    backend: str = "open_clip"  # "open_clip" | "timm" (optional package; image only, needs text_from)
+    timm_kwargs: tuple[str, ...] = ()  # "key=value" arguments of timm.create_model (e.g. img_size=518)
+    text_from: str | None = None  # reuse the text features of this feature cache (same concepts)
     layer: str = "final"  # "final" projection, a block index ("-2") or a relative depth ("0.5")
     pool: str = "auto"  # intermediate layers: "cls" | "mean" (ViT tokens) | "avg" (ResNet maps) | "auto"
     variants: tuple[str, ...] = ()  # image transforms: none, blur:K, lowres:R, noise:S, mosaic:B
@@ -68,6 +71,10 @@ class FeaturesConfig:
         if self.pool not in POOLS:
             raise UserError(f"pool: {self.pool!r} is not one of {POOLS}")
         parse_variants(self.variants)
+        if self.backend not in ("open_clip", "timm"):
+            raise UserError(f"backend: {self.backend!r} is not 'open_clip' or 'timm'")
+        if self.backend == "timm" and not self.text_from:
+            raise UserError("text_from: a timm backbone has no text tower; pass text_from=/path/to/a/feature/cache")
         if self.variant_mode not in ("mean", "concat"):
             raise UserError(f"variant_mode: {self.variant_mode!r} is not 'mean' or 'concat'")
         if not 0.0 < self.max_median_cosine <= 1.0 or self.min_effective_rank < 0:
@@ -137,9 +144,36 @@ def _config(args: argparse.Namespace) -> FeaturesConfig:
 def _encoder(cfg: FeaturesConfig):
     from ..features.clip import load_clip
 
-    enc = load_clip(cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu)
+    if cfg.backend == "timm":
+        from ..features.timm_backend import load_timm
+
+        enc = load_timm(cfg.model, cfg.weights, cfg.device, dict(_kv(t, "timm_kwargs") for t in cfg.timm_kwargs))
+    else:
+        enc = load_clip(
+            cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu
+        )
     enc.set_layer(cfg.layer, cfg.pool)
     return enc
+
+
+def _kv(token: str, key: str) -> tuple[str, object]:
+    name, sep, value = str(token).partition("=")
+    if not sep or not name:
+        raise UserError(f"{key}: {token!r} is not key=value (e.g. img_size=518)")
+    return name, yaml.safe_load(value)
+
+
+def _text_from(cfg: FeaturesConfig, train, test):
+    """Text features of another cache (``text_from``), checked to list the same concepts; None without it."""
+    if not cfg.text_from:
+        return None
+    from ..features import cache as fc
+
+    other = fc.load_feature_cache(cfg.text_from)
+    for key, lst in (("train_concepts", train.concepts), ("test_concepts", test.concepts)):
+        if list(other.provenance.get(key, [])) != list(lst):
+            raise UserError(f"text_from: {cfg.text_from} lists other {key} than these images; use a cache of this set")
+    return {k: other.arrays[k] for k in ("train_text_features", "test_text_features")}
 
 
 def _split_list(args: argparse.Namespace, split: str, meta):
@@ -177,11 +211,12 @@ def _extract(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
     arrays = extract_features(
         encoder, train, test, partial, cfg.prompt_template, centers, cfg.chunk_size, cfg.batch_size,
         cfg.num_workers, progress=not args.no_progress, variants=cfg.variants, store_variants=cfg.store_variants,
-        variant_mode=cfg.variant_mode,
+        variant_mode=cfg.variant_mode, text_arrays=_text_from(cfg, train, test),
     )  # fmt: skip
     prov = {
         **encoder.info,
         **cfg.bank_provenance(),
+        "text_from": str(Path(cfg.text_from).resolve()) if cfg.text_from else None,
         "source": "extract",
         "prompt_template": cfg.prompt_template,
         "normalised": True,

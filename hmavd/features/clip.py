@@ -185,7 +185,7 @@ class ClipEncoder:
         batch_first = bool(getattr(trunk, "batch_first", True))
         with LayerTap(vision_blocks(visual)[self.layer], batch_first) as tap:
             visual(pixels)
-        return pool_output(tap.output, self.pool)  # (B, W)
+        return pool_output(tap.output, self.pool, int(getattr(visual, "num_prefix_tokens", 1)))  # (B, W)
 
     def encode_image_batch(self, pixels: Any) -> np.ndarray:
         """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised float32 image features."""

@@ -146,6 +146,7 @@ def extract_features(
     variants: Sequence[str] = (),
     store_variants: bool = False,
     variant_mode: str = "mean",
+    text_arrays: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Compute the cache tensors, resuming from (and filling) ``partial_dir``.
 
@@ -159,6 +160,9 @@ def extract_features(
     variant_mode : {"mean", "concat"}
         How the variants make the default banks: their normalised mean (N, D), or side by side (N, V·D),
         each block normalised (centres then concatenated the same way, from the transformed images).
+    text_arrays : dict, optional
+        ``train_text_features`` / ``test_text_features`` taken as they are (``text_from``: another cache, e.g.
+        for a timm backbone without a text tower) instead of encoding the prompts.
 
     Returns
     -------
@@ -214,6 +218,8 @@ def extract_features(
             arrays["test_center_features"] = np.stack(
                 [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
             ).astype(np.float32)  # (n_test_concepts, D) or (n_test_concepts, V·D)
+    if text_arrays is not None:
+        return {**arrays, **{k: text_arrays[k] for k in ("train_text_features", "test_text_features")}}
     for key, prompts in (("train_text", train_prompts), ("test_text", test_prompts)):
         if not store.has(key):
             store.save(key, encoder.encode_texts(prompts, batch_size=max(batch_size, 64)))

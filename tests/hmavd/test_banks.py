@@ -319,3 +319,46 @@ def test_extract_concat_levels_for_heads(tmp_path, capsys):
     per = np.concatenate([enc.encode_images(paths, variant=v) for v in levels], axis=1)
     np.testing.assert_allclose(cache.center_features(), per.reshape(2, 2, 32).mean(1), atol=1e-5)
     assert main(["extract", "--images", str(images), "--out", str(tmp_path / "x"), *common, "variant_mode=stack"]) == 2
+
+
+def test_timm_backbone_bank(tmp_path, capsys):
+    """A tiny random timm ViT (weights saved to a file, loaded offline) as an image bank, text from another cache."""
+    timm = pytest.importorskip("timm")
+    kw = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **kw)
+    _spread(type("M", (), {"visual": net})())
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    images = _image_set(tmp_path / "image_set")
+    cfg, weights, _ = _model(tmp_path, "hmavd-bank-text", VIT)
+    clip_args = ["--model", "hmavd-bank-text", "--model-config", str(cfg), "--weights", str(weights)]
+    base = ["extract", "--images", str(images), "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "text"), *clip_args, "device=cpu", "num_workers=0"]) == 0
+    timm_args = ["--model", "vit_tiny_patch16_224", "--weights", str(tmp_path / "vit.safetensors")]
+    over = ["device=cpu", "num_workers=0", "backend=timm", f"text_from={tmp_path / 'text'}"]
+    over.append("timm_kwargs=[img_size=32,patch_size=8,depth=2,embed_dim=32,num_heads=2]")
+    assert main([*base, "--out", str(tmp_path / "timm"), *timm_args, *over]) == 0, capsys.readouterr().err
+    cache = load_feature_cache(tmp_path / "timm")
+    assert cache.dim == 32 and cache.provenance["backend"] == "timm" and cache.provenance["timm_version"]
+    np.testing.assert_array_equal(
+        cache.text_features("test"), load_feature_cache(tmp_path / "text").text_features("test")
+    )
+    net.eval()
+    paths = sorted((images / "test_images").rglob("*.png"))
+    from hmavd.features.timm_backend import load_timm
+
+    enc = load_timm("vit_tiny_patch16_224", tmp_path / "vit.safetensors", "cpu", kw)
+    with torch.no_grad():
+        px = torch.stack([enc.preprocess(Image.open(p).convert("RGB")) for p in paths])  # (N, 3, 32, 32)
+        want = torch.nn.functional.normalize(net(px), dim=-1).numpy()
+    np.testing.assert_allclose(cache.image_features("test"), want, atol=1e-5)
+    enc.set_layer("0", "mean")  # block 0, mean of the patch tokens (timm's prefix tokens excluded)
+    with torch.no_grad():
+        tokens = net.blocks[0](net.norm_pre(net._pos_embed(net.patch_embed(px))))  # (N, 1 + 16, 32)
+    np.testing.assert_allclose(
+        enc.encode_image_batch(px), torch.nn.functional.normalize(tokens[:, 1:].mean(1), dim=-1).numpy(), atol=1e-5
+    )
+    assert main([*base, "--out", str(tmp_path / "t2"), *timm_args, "device=cpu", "backend=timm"]) == 2
+    assert "text_from" in capsys.readouterr().err
