@@ -426,6 +426,9 @@ def train(
     main = dctx.is_main  # [distributed] only rank 0 writes files
     device = dctx.device if dctx.is_distributed or dist_ctx is not None else resolve_device(cfg.device)
     data = _load_data(cfg)
+    from .models.image_heads import check_bank_levels  # [recipes] blur_levels needs the bank's level count
+
+    check_bank_levels(cfg.image_head, cfg.image_levels, data.cache.provenance, str(data.cache.path))
     n_chans, n_times = data.eeg.shape[1:]
     feature_dim = data.image_features.shape[1]
     torch.manual_seed(cfg.seed)

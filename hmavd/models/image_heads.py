@@ -165,3 +165,21 @@ def default_proj_dim(proj_dim: int, feature_dim: int, image_head: str = "", imag
     if image_head == "blur_levels" and image_levels > 1:
         return feature_dim // image_levels
     return feature_dim
+
+
+def check_bank_levels(image_head: str, image_levels: int, provenance: dict, where: str = "the bank") -> None:
+    """Refuse a ``blur_levels`` head whose ``image_levels`` is not the number of levels the bank stores.
+
+    A bank stores V levels side by side only when extracted with ``variant_mode=concat`` (its provenance
+    lists them); any other bank is one level. Without this check a 768-d bank would split into 12 "levels".
+    """
+    if image_head != "blur_levels":
+        return
+    variants = list(provenance.get("variants") or [])
+    stored = len(variants) if provenance.get("variant_mode") == "concat" and variants else 1
+    if (image_levels or 1) != stored:
+        raise UserError(
+            f"image_levels: {image_levels or 1} but {where} stores {stored} level(s) side by side "
+            f"({'variants ' + ', '.join(variants) if stored > 1 else 'no variant_mode=concat levels'}); "
+            f"pass image_levels={stored} or extract the bank with variant_mode=concat"
+        )

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from hmavd.errors import UserError
-from hmavd.models.image_heads import BlurLevelHead, LevelWeighting, MLPAdapter, SumFusion, build_image_head
+from hmavd.models.image_heads import (
+    BlurLevelHead,
+    LevelWeighting,
+    MLPAdapter,
+    SumFusion,
+    build_image_head,
+    check_bank_levels,
+)
 
 RNG = np.random.default_rng(1)
 
@@ -101,3 +108,14 @@ def test_registry():
         build_image_head("conv", 4, 3)
     with pytest.raises(UserError, match="not accepted"):
         build_image_head("linear", 4, 3, hidden=2)
+
+
+def test_bank_level_count_is_checked():
+    concat = {"variants": ["blur:1", "blur:3", "blur:9"], "variant_mode": "concat"}
+    check_bank_levels("blur_levels", 3, concat)
+    check_bank_levels("blur_levels", 0, {"variants": ["blur:1", "blur:3"], "variant_mode": "mean"})  # one level
+    check_bank_levels("linear", 12, {})
+    with pytest.raises(UserError, match="pass image_levels=1"):
+        check_bank_levels("blur_levels", 12, {})  # a plain 768-d bank is not 12 levels of 64
+    with pytest.raises(UserError, match="pass image_levels=3"):
+        check_bank_levels("blur_levels", 2, concat)
