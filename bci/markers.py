@@ -116,8 +116,9 @@ class MarkerMap:
         target = self.mapping.get(text)
         if target is None and num is not None:
             target = self._by_number.get(num)
-        if target is not None:
-            return MarkerInfo("image", text, _concept_of_target(target, self.concepts) or None)
+        if target is not None:  # a target that names no template concept is shown by its name
+            concept = _concept_of_target(target, self.concepts)
+            return MarkerInfo("image", text if concept else Path(target).stem, concept)
         if num is not None and not self.mapping and self.concepts and 1 <= num <= len(self.concepts):
             return MarkerInfo("image", text, self.concepts[num - 1])
         if self.unknown[text] == 0:

@@ -497,8 +497,13 @@ class MainWindow(QtWidgets.QMainWindow):
             log.debug("ignoring engine message %r", kind)
 
     def _marker_label(self, code: Any) -> str:
-        """The engine already labels scope markers (concept, mapped label, ``catch``, ``unknown N``)."""
-        return str(code)
+        """The engine labels scope markers (concept, mapped label, ``catch``, ``unknown N``); a bare
+        number (an engine that sends codes) is mapped by the engine's code → concept rule."""
+        text = str(code)
+        if self._marker_map is None or not text.strip().isdigit():
+            return text
+        hit = self._marker_map.lookup(text)
+        return str(hit[1]) if hit is not None and hit[1] else text
 
     def _on_connected(self, msg: Mapping[str, Any]) -> None:
         from bci.markers import MarkerMap
