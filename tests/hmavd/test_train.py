@@ -311,3 +311,19 @@ def test_every_epoch_is_a_fresh_permutation_of_the_training_set(data_dir, tmp_pa
     keys = [[tuple(row.tolist()) for row in e] for e in epochs]
     assert all(len(set(k)) == 32 for k in keys)  # 32 distinct samples per epoch (33 minus the dropped tail)
     assert keys[0] != keys[1] and keys[0] != sorted(keys[0])  # shuffled, and differently each epoch
+
+
+def test_validation_loss_is_the_sample_weighted_mean_over_batches():
+    from hmavd.train import validation_loss
+
+    cfg, model, (eeg, img, txt), TrainStep = _step_setup()
+    step = TrainStep(cfg, model, torch.optim.SGD(model.parameters(), lr=0.0))
+    model.eval()
+    with torch.no_grad():
+        whole = {k: float(v) for k, v in step.loss_terms(eeg, img, txt)[1].items()}
+        first = step.loss_terms(eeg[:8], img[:8], txt[:8])[1]
+        rest = step.loss_terms(eeg[8:], img[8:], txt[8:])[1]
+    assert validation_loss(step, eeg, img, txt, batch_size=12) == pytest.approx(whole)
+    batched = validation_loss(step, eeg, img, txt, batch_size=8)  # batches of 8 and 4
+    for k in whole:
+        assert batched[k] == pytest.approx((8 * float(first[k]) + 4 * float(rest[k])) / 12), k
