@@ -2,16 +2,16 @@
 
 :class:`LiveEngine` runs in the caller's thread (plus the source's acquisition thread);
 :class:`EngineProcess` runs it in a separate ``spawn`` process and exchanges plain-dict messages
-through queues, so a GUI in the parent never slows acquisition down (SPEC §5).
+through queues, so a GUI in the parent never slows acquisition down (docs/gui.md, "Design").
 
 Messages (picklable dicts; numpy arrays allowed)::
 
-    {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream"}
+    {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream", "notes"}
     {"type": "scope", "data": (C, n) float32 at ~scope_sfreq, "t0_s", "sfreq", "markers": [(t_s, label)]}
     {"type": "prediction", "onset_s", "onset_index", "marker", "true_concept", "topk": [(concept, score)],
      "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", "last_arrival_s", ["sample_index"]}
     {"type": "status", "sfreq_measured", "latency_p50_ms", "latency_p99_ms", "dropped_samples", "n_epochs",
-     "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers"}
+     "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers", "messages"}
     {"type": "error", "message"}          {"type": "stopped"}
 
 Scope and marker times ``t_s`` are seconds since the stream's first received sample; ``latency_ms`` /
