@@ -341,7 +341,7 @@ class LiveEngine:
         if self.cfg.stride_s > 0:
             new += self._stride_markers()
         self.epocher.add_markers(new)
-        epochs = self.epocher.poll() if self.amplitude.update(src, src.description.name) else []
+        epochs = self.epocher.poll() if self._amplitude_ok() else []
         n = self._decode(epochs) if epochs else 0
         self._record()
         t = self.now()
@@ -357,6 +357,16 @@ class LiveEngine:
         return n
 
     _seen = 0
+
+    def _amplitude_ok(self) -> bool:
+        """The unlabelled-units check (bci.stream_setup.AmplitudeCheck); its warning goes to the banner once."""
+        amp = self.amplitude
+        was_done = amp.done
+        ok = amp.update(self.source, self.source.description.name)
+        if amp.done and not was_done and amp.message:  # amplitude_check=warn: loud, but decoding goes on
+            self.outbox.append({"type": "error", "message": f"warning: {amp.message}"})
+        return ok
+
     _t_quality = float("-inf")
 
     @property

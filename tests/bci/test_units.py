@@ -161,3 +161,28 @@ def test_model_units_from_checkpoint_and_prepared_data(tmp_path):
     assert np.allclose(engine({}).plan.scale, 1e-6)  # no record: volts
     assert engine({"units": "uV"}).plan.scale is None  # µV model, µV stream: nothing to convert
     assert np.allclose(engine({"units": "mV"}).plan.scale, 1e-3)
+
+
+def test_warn_mode_reaches_the_banner_and_decodes():
+    from bci_testkit import CONCEPTS, N_TIMES, PRESET, tiny_model
+
+    from bci.decoder import Decoder
+    from bci.markers import InMemoryMarkers
+
+    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
+                             CH_NAMES, device="cpu")  # fmt: skip
+    src, marks = InMemorySource(CH_NAMES, 200.0), InMemoryMarkers()
+    eng = LiveEngine(LiveConfig(amplitude_check="warn", status_interval_s=0.0), source=src, markers=marks,
+                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng.connect()
+    marks.push(0.5, 1)
+    msgs = []
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        src.push(rng.standard_normal((4, 100)) * 20.0)  # µV, unlabelled
+        eng.acquire()
+        msgs += eng.get_data()
+    errors = [m["message"] for m in msgs if m["type"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("warning: eeg_stream:") and "stream_units=uV" in errors[0]
+    assert sum(m["type"] == "prediction" for m in msgs) == 1  # decoded anyway, after the check
+    assert "stream_units=uV" in eng.status()["messages"][0]
