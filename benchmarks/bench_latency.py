@@ -1,4 +1,4 @@
-"""Latency, missed epochs and dropped samples of the live pipeline over real LSL on loopback (SPEC §6).
+"""Latency, missed epochs and dropped samples of the live pipeline over real LSL on loopback (docs/realtime.md).
 
 A player process (:class:`bci.replay.LSLPlayer`, looping a random recording) streams ``--chans``
 channels at ``--sfreq`` Hz plus a ``sample_index`` channel (the number of samples streamed before
@@ -11,10 +11,18 @@ initialised HMAVD checkpoint (TSConv encoder, ``--chans`` × 250 input at 1000 H
   the moment the player pushed that sample (includes LSL transport), p50/p99/max in ms;
 * missed and duplicated epochs (each epoch's ``sample_index`` at its onset against the markers sent),
   samples of alignment error, dropped samples (holes in the received ``sample_index`` sequence);
-* CPU use (% of one core) of the acquisition thread, of epoching, of decoding, and of this process.
+* CPU use (% of one core) of the acquisition thread, of epoching, of decoding, and of this process;
+* beside it, in the same run, an independent minimal pylsl consumer (its own process, only pylsl,
+  numpy and ``mne.filter.resample``: pull_chunk into a numpy array, cut each window, baseline,
+  resample, crop, whiten), so the figures come with a same-machine, same-moment reference: its
+  last sample pushed → received (the transport floor) and → epoch ready, and our ratio to it;
+* with ``--compare`` (default), epochs alternate between the previous live path (whole-window epoch
+  transform, TSConv in NICE's layer order conv → pool) and the current one (epoch transform split
+  early / tail, fused TSConv), so before / after come from one run under the same load.
 
 Targets (64 ch × 1000 Hz, 2-core CPU, 10 minutes): epoch ready p50 ≤ 1 ms, p99 ≤ 3 ms; prediction
-p99 ≤ 20 ms; zero missed, duplicated or dropped; acquisition + epoching ≤ 10 % of one core::
+p99 ≤ 20 ms; zero missed, duplicated or dropped; acquisition + epoching ≤ 10 % of one core (run with
+``--no-compare`` for the CPU figure of the current path alone)::
 
     python benchmarks/bench_latency.py                     # 64 ch × 1000 Hz for 600 s
     python benchmarks/bench_latency.py --duration 60 --threads 0   # torch's and BLAS's default threads
@@ -39,6 +47,7 @@ import numpy as np
 ONSET_EVERY_S = 0.2
 LOOP_S = 4.0  # the player loops a recording this long (markers every 200 ms, first at 0.1 s)
 N_CONCEPTS = 200
+MINIMAL_SETTLE_S = 3.0  # the minimal consumer's epochs in its first seconds are left out (connect backlog)
 
 
 def _player_main(n_chans: int, sfreq: float, duration_s: float, names: tuple[str, str], out: str) -> None:
@@ -59,6 +68,58 @@ def _player_main(n_chans: int, sfreq: float, duration_s: float, names: tuple[str
     time.sleep(duration_s)
     player.close()
     np.save(out, np.asarray(player.push_log, dtype=np.float64))
+
+
+def _onsets(sfreq: float, n_samples: int) -> np.ndarray:
+    """Global sample indices of the player's onsets among its first ``n_samples`` streamed samples."""
+    step, n_loop = int(round(ONSET_EVERY_S * sfreq)), int(LOOP_S * sfreq)
+    per_loop = np.arange(step // 2, n_loop, step)
+    return (np.arange(n_samples // n_loop + 1)[:, None] * n_loop + per_loop[None]).ravel()
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _minimal_main(name: str, n_chans: int, sfreq: float, duration_s: float, mvnn: str, out: str) -> None:
+    """Child process: a minimal independent consumer (pylsl + numpy + mne only) of the same EEG stream.
+
+    Saves one row per epoch: global onset index, perf_counter when the chunk holding the window's last
+    sample was received, and when its epoch (baseline, ``mne.filter.resample``, crop, whitening) was ready.
+    """
+    import mne
+    import pylsl
+
+    first, n_in, n_base, down = -int(0.2 * sfreq), int(1.2 * sfreq) + 1, int(0.2 * sfreq) + 1, sfreq / 250.0
+    w = np.load(mvnn)["whitening"][0]  # (C, C)
+    mne.filter.resample(np.zeros((n_chans, n_in)), down=down, npad="auto", verbose=False)  # warm, before streaming
+    (info,) = pylsl.resolve_byprop("name", name, 1, 60.0)
+    inlet = pylsl.StreamInlet(info, max_buflen=360, processing_flags=0)
+    inlet.open_stream(timeout=30.0)
+    cap = 1 << 15
+    ring = np.zeros((cap, n_chans + 1), np.float32)  # (cap, C + index)
+    dest = np.zeros((4096, n_chans + 1), np.float32)
+    onsets = _onsets(sfreq, int((duration_s + 30.0) * sfreq))
+    nxt, rows, first_seen, t_end = 0, [], None, time.monotonic() + duration_s + 30.0
+    while time.monotonic() < t_end:
+        _, ts = inlet.pull_chunk(timeout=0.5, max_samples=len(dest), dest_obj=dest, min_samples=1)  # as they come
+        if not ts:
+            continue
+        got = time.perf_counter()
+        n = len(ts)
+        idx = dest[:n, -1].astype(np.int64)  # global sample_index of each sample
+        first_seen = int(idx[0]) if first_seen is None else first_seen
+        ring[idx % cap] = dest[:n]
+        while nxt < len(onsets) and onsets[nxt] + first + n_in - 1 <= idx[-1]:
+            o = int(onsets[nxt])
+            nxt += 1
+            if o + first < max(first_seen, int(idx[-1]) - cap + 1):
+                continue  # not held (this consumer connected after the window began)
+            x = ring[np.arange(o + first, o + first + n_in) % cap, :n_chans].T.astype(np.float64)  # (C, n_in)
+            x -= x[:, :n_base].mean(axis=1, keepdims=True)
+            y = mne.filter.resample(x, down=down, npad="auto", verbose=False)[:, 50:300]  # (C, 250)
+            y = (y.T @ w).T.astype(np.float32)
+            rows.append((o, got, time.perf_counter()))
+    np.save(out, np.asarray(rows, dtype=np.float64))
 
 
 def _ch_names(n: int) -> tuple[str, ...]:
@@ -122,7 +183,7 @@ class _CPUTimer:
     """Wraps a bound method: sums the calling thread's CPU time in it, keeps the wall time of busy calls."""
 
     def __init__(self, fn):
-        self.fn, self.cpu_s, self.busy_ms = fn, 0.0, []
+        self.fn, self.cpu_s, self.busy_ms, self.wake_ms = fn, 0.0, [], []
 
     def __call__(self, *args, **kw):
         t, w = time.thread_time(), time.perf_counter()
@@ -130,6 +191,8 @@ class _CPUTimer:
         self.cpu_s += time.thread_time() - t
         if len(out):
             self.busy_ms.append((time.perf_counter() - w) * 1e3)
+            if hasattr(out[0], "last_arrival_s"):  # epochs: from the last sample's arrival to this call
+                self.wake_ms.append((w - max(e.last_arrival_s for e in out)) * 1e3)
         return out
 
 
@@ -150,6 +213,7 @@ class RunResult:
     repeated: int = 0
     rejected: dict = field(default_factory=dict)
     lat: dict = field(default_factory=dict)
+    minimal: dict = field(default_factory=dict)
     cpu: dict = field(default_factory=dict)
     walls: dict = field(default_factory=dict)
     threads: str = ""
@@ -168,10 +232,20 @@ def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Names
         tmp = Path(tmp)
         ckpt, cache, mvnn = build_model(tmp, n_chans, sfreq)
         names = unique_names("bench")
-        child = mp.get_context("spawn").Process(
+        ctx = mp.get_context("spawn")
+        child = ctx.Process(
             target=_player_main, args=(n_chans, sfreq, duration_s, names, str(tmp / "push.npy")), daemon=True
         )
         child.start()
+        minimal = None
+        if args.minimal:
+            minimal = ctx.Process(target=_minimal_main, args=(names[0], n_chans, sfreq, duration_s, str(mvnn),
+                                                              str(tmp / "minimal.npy")), daemon=True)  # fmt: skip
+            env = {k: os.environ.get(k) for k in _THREAD_VARS}
+            os.environ.update({k: "1" for k in _THREAD_VARS})  # one BLAS thread, as the pipeline's --threads 1
+            minimal.start()
+            for k, v in env.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         cfg = LiveConfig(eeg_stream=names[0], marker_stream=names[1], checkpoint=str(ckpt), features=str(cache),
                          whitening=str(mvnn), preset="nice", device=args.device, compute_threads=args.threads,
                          resolve_timeout_s=30.0, marker_timeout_s=3.0, status_interval_s=1.0)  # fmt: skip
@@ -179,19 +253,52 @@ def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Names
         engine.connect()
         if args.record:
             engine.record_start(str(tmp / "session"))
-        rows, idx, cpu, walls, threads = _consume(engine, child, duration_s)
+        rows, idx, cpu, walls, threads = _consume(engine, child, duration_s, args.compare, sfreq)
         engine.disconnect()
         child.join(10.0)
         push = np.load(tmp / "push.npy") if (tmp / "push.npy").exists() else np.zeros((0, 2))
+        mini = np.zeros((0, 3))
+        if minimal is not None:
+            minimal.join(duration_s + 60.0)
+            mini = np.load(tmp / "minimal.npy") if (tmp / "minimal.npy").exists() else mini
     res = _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu)
+    res.minimal = _minimal_figures(mini, push, engine.epocher)
     res.walls = {k: v for k, v in walls.items() if len(v)}
     res.threads = threads
     return res
 
 
-def _consume(engine, child, duration_s: float):
+def _install_compare(engine, sfreq: float):
+    """Alternate epochs: even onsets (in steps of 200 ms) take the previous live path, odd ones the current.
+
+    Previous: the whole window transformed when its last sample arrives, TSConv in NICE's layer order.
+    Current: the epoch transform split early / tail (:mod:`bci.early_transform`), fused TSConv.
+    Returns ``before(onset_index) -> bool``.
+    """
+    ep, step = engine.epocher, int(round(ONSET_EVERY_S * sfreq))
+
+    def before(onset: int) -> bool:
+        return (onset // step) % 2 == 0
+
+    encoder = getattr(getattr(engine.decoder.encode, "__self__", None), "encoder", None)
+    current_read, current_decode = ep._read_window, engine._decode
+
+    def read_window(first, stop):
+        return ep._read_raw(first, stop) if before(first - ep.first_offset) else current_read(first, stop)
+
+    def decode(epochs):
+        if encoder is not None and hasattr(encoder, "fused"):
+            encoder.fused = not before(epochs[0].onset_index)
+        return current_decode(epochs)
+
+    ep._read_window, engine._decode = read_window, decode
+    return before
+
+
+def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: float = 1000.0):
     """The headless loop plus bookkeeping; returns prediction rows, received sample indices, CPU figures."""
     src = engine.source
+    before = _install_compare(engine, sfreq) if compare else None
     ich = src.description.ch_names.index("sample_index")
     engine.epocher.poll = poll = _CPUTimer(engine.epocher.poll)
     engine.decoder.decode = decode = _CPUTimer(engine.decoder.decode)
@@ -210,7 +317,8 @@ def _consume(engine, child, duration_s: float):
         for m in engine.get_data():
             if m["type"] == "prediction":
                 last = m["onset_index"] + last_offset
-                rows.append((m["sample_index"], m["latency_ms"], m["epoch_latency_ms"], src.buffer.arrival(last)))
+                mode = -1 if before is None else int(not before(m["onset_index"]))  # -1 all, 0 before, 1 after
+                rows.append((m["sample_index"], m["latency_ms"], m["epoch_latency_ms"], src.buffer.arrival(last), mode))
         if tail is None and not child.is_alive():
             tail = time.monotonic() + engine.cfg.marker_timeout_s + 1.0
         if tail is not None and time.monotonic() > tail:
@@ -225,7 +333,8 @@ def _consume(engine, child, duration_s: float):
     top = sorted(busy.items(), key=lambda kv: -kv[1])[:4]
     threads_note = ", ".join(f"{k} {v:.1f}" for k, v in top)
     idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
-    walls = {"epoching (one poll)": np.asarray(poll.busy_ms), "decoding (one batch)": np.asarray(decode.busy_ms)}
+    walls = {"epoching (one poll)": np.asarray(poll.busy_ms), "decoding (one batch)": np.asarray(decode.busy_ms),
+             "received → poll start": np.asarray(poll.wake_ms)}  # fmt: skip
     return rows, idx, cpu, walls, threads_note
 
 
@@ -252,22 +361,50 @@ def _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu) -> RunR
         prev = onsets[np.clip(np.searchsorted(onsets, got) - 1, 0, len(onsets) - 1)]
         res.align_max = int(np.max(np.minimum(np.abs(got - near), np.abs(got - prev))))
     if rows:
-        r = np.array(rows, dtype=np.float64)  # sample_index, latency_ms, epoch_latency_ms, last arrival (s)
-        res.lat["received → epoch ready"] = r[:, 2]
-        res.lat["received → prediction"] = r[:, 1]
-        if len(push):
-            last_g = r[:, 0] + ep.first_offset + ep.n_in - 1
-            k = np.clip(np.searchsorted(push[:, 0], last_g, side="right"), 0, len(push) - 1)
-            transport = (r[:, 3] - push[k, 1]) * 1e3  # ms from the push of the last sample to its arrival
-            res.lat["pushed → epoch ready"] = transport + r[:, 2]
-            res.lat["pushed → prediction"] = transport + r[:, 1]
+        r = np.array(rows, dtype=np.float64)  # sample_index, latency_ms, epoch_latency_ms, last arrival (s), mode
+        for mode, tag in ((-1, ""), (0, " [before]"), (1, " [after]")):
+            g = r[r[:, 4] == mode]
+            if not len(g):
+                continue
+            res.lat["received → epoch ready" + tag] = g[:, 2]
+            res.lat["received → prediction" + tag] = g[:, 1]
+            if len(push):
+                transport = (g[:, 3] - _push_time(push, g[:, 0] + ep.first_offset + ep.n_in - 1)) * 1e3
+                res.lat["pushed → epoch ready" + tag] = transport + g[:, 2]
+                res.lat["pushed → prediction" + tag] = transport + g[:, 1]
     return res
+
+
+def _push_time(push: np.ndarray, last_g: np.ndarray) -> np.ndarray:
+    """perf_counter (s) at which the player pushed the chunk holding global sample ``last_g``."""
+    k = np.clip(np.searchsorted(push[:, 0], last_g, side="right"), 0, len(push) - 1)
+    return push[k, 1]
+
+
+def _minimal_figures(mini: np.ndarray, push: np.ndarray, ep) -> dict:
+    """Latencies (ms) of the minimal consumer's epochs: pushed → received, received → ready, pushed → ready."""
+    if not len(mini) or not len(push):
+        return {}
+    mini = mini[mini[:, 1] >= mini[0, 1] + MINIMAL_SETTLE_S]  # its first seconds drain the connect backlog
+    if not len(mini):
+        return {}
+    pushed = _push_time(push, mini[:, 0] + ep.first_offset + ep.n_in - 1)
+    return {"pushed → received": (mini[:, 1] - pushed) * 1e3, "received → epoch ready": (mini[:, 2] - mini[:, 1]) * 1e3,
+            "pushed → epoch ready": (mini[:, 2] - pushed) * 1e3}  # fmt: skip
+
+
+def _ratios(a: np.ndarray, b: np.ndarray) -> str:
+    """``"p50 x, p99 y"``: ratios of the percentiles of two latency samples."""
+    return (
+        f"p50 {np.percentile(a, 50) / np.percentile(b, 50):.2f}, p99 {np.percentile(a, 99) / np.percentile(b, 99):.2f}"
+    )
 
 
 def _report(res: RunResult, args: argparse.Namespace) -> None:
     rec = "on" if args.record else "off"
     print(f"== {res.n_chans} ch × {res.sfreq:g} Hz, onset every {ONSET_EVERY_S * 1e3:.0f} ms, {res.duration_s:g} s, "
-          f"device {args.device}, compute threads {args.threads or 'default'}, recording {rec}")  # fmt: skip
+          f"device {args.device}, compute threads {args.threads or 'default'}, recording {rec}, "
+          f"{'alternating previous [before] / current [after] path' if args.compare else 'current path'}")  # fmt: skip
     print(
         f"   epochs: expected {res.expected}, decoded {res.decoded}, missed {res.missed}, duplicated "
         f"{res.duplicated}, alignment error max {res.align_max} samples, rejected {res.rejected or 'none'}"
@@ -280,6 +417,20 @@ def _report(res: RunResult, args: argparse.Namespace) -> None:
     for name, v in res.walls.items():
         print(f"   wall time of {name:<24} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
               f"max {np.max(v):7.2f} ms")  # fmt: skip
+    for name, v in res.minimal.items():
+        print(f"   minimal consumer {name:<21} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+              f"max {np.max(v):7.2f} ms  ({len(v)} epochs)")  # fmt: skip
+    tag = " [after]" if "received → epoch ready [after]" in res.lat else ""
+    pairs = [("received → epoch ready", "received → epoch ready"), ("pushed → epoch ready", "pushed → epoch ready"),
+             ("pushed → epoch ready", "pushed → received")]  # fmt: skip
+    for ours, theirs in pairs:
+        a, b = res.lat.get(ours + tag), res.minimal.get(theirs)
+        if a is not None and b is not None:
+            print(f"   ratio ours {ours}{tag} / minimal consumer {theirs}: {_ratios(a, b)}")
+    for what in ("received → epoch ready", "received → prediction"):
+        a, b = res.lat.get(what + " [before]"), res.lat.get(what + " [after]")
+        if a is not None and b is not None:
+            print(f"   before / after, {what}: {_ratios(a, b)}")
     print("   CPU (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in res.cpu.items()))
     print(f"   busiest threads of this process (%): {res.threads}")
 
@@ -292,6 +443,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="decoder device: cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=1, help="torch + BLAS threads (0 = the libraries' defaults)")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not record the session")
+    p.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="every epoch on the current path (default: alternate previous / current path)",
+    )
+    p.add_argument(
+        "--no-minimal",
+        dest="minimal",
+        action="store_false",
+        help="without the independent minimal pylsl consumer beside the pipeline",
+    )
     p.add_argument("--sweep", action="store_true", help="run the channels × rate grid instead")
     p.add_argument("--sweep-chans", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--sweep-sfreqs", type=float, nargs="+", default=[1000.0, 2048.0, 4096.0])
@@ -301,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep:
         _report(run_once(args.chans, args.sfreq, args.duration, args), args)
         return 0
+    args.compare = args.minimal = False  # the grid measures throughput of the current path only
     best = None
     for c in args.sweep_chans:
         for sf in args.sweep_sfreqs:
