@@ -186,3 +186,31 @@ def test_warn_mode_reaches_the_banner_and_decodes():
     assert len(errors) == 1 and errors[0].startswith("warning: eeg_stream:") and "stream_units=uV" in errors[0]
     assert sum(m["type"] == "prediction" for m in msgs) == 1  # decoded anyway, after the check
     assert "stream_units=uV" in eng.status()["messages"][0]
+
+
+@pytest.mark.lsl
+def test_replay_command_unlabelled_microvolts_refused_by_headless(tmp_path, capsys):
+    """`hmavd-replay --units uV --no-unit-label` → `hmavd-live --headless`: one line, exit status 2."""
+    import subprocess
+    import sys
+
+    from gui.cli import main as live_main
+
+    ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
+    path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
+    eeg, mk = _names()
+    code = "import sys; from bci.cli_replay import main; sys.exit(main())"
+    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-name", eeg, "--marker-name", mk,
+                               "--speed", "2", "--wait-consumers-s", "30", "--units", "uV", "--no-unit-label"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        rc = live_main(["--headless", "--eeg-stream", eeg, "--marker-stream", mk, "--checkpoint", str(ckpt),
+                        "--features", str(cache), "--device", "cpu", "--duration", "8", "--out-dir",
+                        str(tmp_path / "out"), "resolve_timeout_s=20", "whitening=none"])  # fmt: skip
+        out, _ = player.communicate(timeout=30)
+    finally:
+        player.kill()
+    err = capsys.readouterr().err
+    assert rc == 2 and "uV, unlabelled" in out
+    line = next(x for x in err.splitlines() if "has no channel units" in x)
+    assert line.startswith("hmavd-live: error: eeg_stream:") and "set stream_units=uV" in line
