@@ -7,7 +7,17 @@ import textwrap
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
+from bci_testkit import (
+    CH_NAMES,
+    CONCEPTS,
+    N_TIMES,
+    PRESET,
+    SFREQ_IN,
+    make_recording,
+    offline_epochs,
+    tiny_checkpoint,
+    tiny_model,
+)
 
 from bci.cli_replay import main as replay_main
 from bci.decoder import Decoder
@@ -227,3 +237,45 @@ def test_recorded_xdf_prepares_and_replays_like_the_original(tmp_path):
         got = load_split(tmp_path / "prep-xdf" / "sub-01" / f"preprocessed_eeg_{part}.npy")
         assert got.ch_names == ref.ch_names and got.eeg.shape == ref.eeg.shape
         np.testing.assert_allclose(got.eeg, ref.eeg, rtol=1e-3, atol=1e-3 * np.abs(ref.eeg).max())
+
+
+def test_headless_session_killed_with_sigkill_keeps_all_but_the_last_second(tmp_path):
+    """`hmavd-live --headless --replay` killed with SIGKILL: session.xdf holds every sample up to ≤ 1 s before
+    the newest one the engine had provably received (the data of the last epoch it logged)."""
+    import re
+    import threading
+
+    import pyxdf
+
+    from hmavd.channels import THINGS63
+    from hmavd.preprocessing.presets import PRESETS
+
+    ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
+    path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=40.0, ch_names=THINGS63, sfreq=250.0)
+    code = "import sys; from gui.cli import main; sys.exit(main())"
+    argv = ["--headless", "--checkpoint", str(ckpt), "--features", str(cache), "--device", "cpu", "--replay",
+            str(path), "--out-dir", str(tmp_path / "out"), "whitening=none", "replay_speed=1"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    guard = threading.Timer(120.0, proc.kill)
+    guard.start()
+    onset = None
+    try:
+        for line in proc.stdout:  # prediction lines: "  3.100 s <marker> → …"
+            m = re.search(r"INFO bci\.headless:\s+([0-9.]+) s \S+ → ", line)
+            if m and float(m.group(1)) >= 3.0:
+                onset = float(m.group(1))
+                break
+    finally:
+        guard.cancel()
+        proc.kill()  # SIGKILL: no footer, no last flush
+        proc.wait(10)
+    assert onset is not None, "no prediction was logged"
+    streams, _ = pyxdf.load_xdf(str(tmp_path / "out" / "session.xdf"))
+    eeg = next(s for s in streams if s["info"]["type"][0] == "EEG")
+    assert "footer" not in eeg
+    recorded_s = len(eeg["time_stamps"]) / 250.0
+    received_s = onset + PRESETS["nice"].tmax_s  # that epoch's last sample had arrived before its line was logged
+    print(f"headless kill -9: received >= {received_s:.2f} s, recorded {recorded_s:.2f} s")
+    assert received_s - recorded_s <= 1.0, (received_s, recorded_s)
+    np.testing.assert_array_equal(np.diff(eeg["time_series"][:, -1]), 1.0)  # sample_index: nothing lost inside
