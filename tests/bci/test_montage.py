@@ -3,9 +3,13 @@
 import mne
 import numpy as np
 import pytest
+from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
 
+from bci.decoder import Decoder
+from bci.engine import LiveConfig, LiveEngine
+from bci.markers import InMemoryMarkers
 from bci.montage import interpolation_matrix, is_non_eeg, match_montage, normalize_label, standard_montage
-from bci.sources import StreamDescription
+from bci.sources import InMemorySource, StreamDescription
 from bci.stream_setup import plan_input
 from hmavd.channels import THINGS63
 from hmavd.errors import UserError
@@ -88,3 +92,36 @@ def test_plan_combines_units_and_interpolation():
     np.testing.assert_allclose(out[model.index("O1")], x[plan.picks.index(names.index("O1"))] * 1e-6)
     assert any("interpolated 1" in n and "Cz" in n for n in plan.notes)
     assert any("Right AUX" in n for n in plan.notes) and any("converted" in n for n in plan.notes)
+
+
+def test_engine_interpolates_a_missing_channel_like_mne(tmp_path):
+    """Stream without Oz, interpolate_missing=1: online epochs == hmavd-prepare epochs of the MNE-interpolated file."""
+    path, eeg, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0)
+    raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    raw.set_montage(standard_montage(), on_missing="ignore", verbose="error")
+    raw.info["bads"] = ["Oz"]
+    raw.interpolate_bads(reset_bads=True, verbose="error")
+    raw.save(tmp_path / "interp_raw.fif", verbose="error")
+    off, _ = offline_epochs(tmp_path / "interp_raw.fif")
+    stream = ["O2", "o1", "PZ", "Right AUX"]  # Oz missing, other order and case, an AUX channel
+    data = np.vstack([eeg[2], eeg[0], eeg[3], np.zeros(eeg.shape[1])]) * 1e6  # µV
+    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
+                             CH_NAMES, device="cpu")  # fmt: skip
+    src = InMemorySource(stream, SFREQ_IN, ch_units=["uV"] * 4, ch_types=["EEG", "EEG", "EEG", "AUX"])
+    marks = InMemoryMarkers()
+    eng = LiveEngine(LiveConfig(interpolate_missing=1, status_interval_s=0.0), source=src, markers=marks,
+                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng.epoch_log = []
+    msg = eng.connect()
+    assert any("interpolated 1" in n and "Oz" in n for n in msg["notes"])
+    for s, _, c in events:
+        marks.push(s / SFREQ_IN, int(c))
+    for a in range(0, data.shape[1], 40):
+        src.push(data[:, a : a + 40])
+        eng.acquire()
+    online = np.stack([e.data for e in eng.epoch_log])
+    assert online.shape == off.shape
+    np.testing.assert_allclose(online, off, rtol=1e-4, atol=1e-4 * np.abs(off).max())
+    with pytest.raises(UserError, match=r"lacks 1 of the model's 4: \['Oz'\]; interpolate_missing=1"):
+        LiveEngine(LiveConfig(), source=InMemorySource(stream, SFREQ_IN), markers=InMemoryMarkers(), decoder=dec,
+                   preset=PRESET).connect()  # fmt: skip
