@@ -37,6 +37,11 @@ _LABEL_CHARS = 14
 _LANE_PX = 78  # height reserved above the top channel for the marker labels
 
 
+def is_undecoded_label(text: str) -> bool:
+    """Marker labels the engine never decodes (``catch``, ``unknown <code>``); drawn grey."""
+    return text == "catch" or text.startswith("unknown ")
+
+
 class _MarkerLabels(pg.GraphicsObject):
     """All marker labels in one item, painted upright in device pixels (vertical text at each tick)."""
 
@@ -48,6 +53,7 @@ class _MarkerLabels(pg.GraphicsObject):
         self.font = QtGui.QFont()
         self.font.setPointSizeF(max(7.0, self.font.pointSizeF() * 0.9))
         self._pen = QtGui.QPen(QtGui.QColor(*_LABEL_COLOUR))
+        self._muted = QtGui.QPen(QtGui.QColor(150, 150, 150))  # catch / unknown codes: never decoded
 
     def set_labels(self, labels: list[tuple[float, str]], rect: QtCore.QRectF, y_top: float) -> None:
         """``labels`` [(x, text)] in view coordinates; ``rect`` the view area; text starts at ``y_top``."""
@@ -72,6 +78,7 @@ class _MarkerLabels(pg.GraphicsObject):
             painter.save()
             painter.translate(pt.x() + 2.0 + ascent, pt.y() + 3.0)
             painter.rotate(90.0)
+            painter.setPen(self._muted if is_undecoded_label(text) else self._pen)
             painter.drawText(QtCore.QPointF(0.0, 0.0), text)
             painter.restore()
         painter.restore()
