@@ -109,8 +109,13 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
                          resolve_timeout_s=20.0, marker_timeout_s=10.0)  # fmt: skip
         engine = LiveEngine(cfg)
         engine.epoch_log = []
-        summary = run_headless(cfg, duration_s=22.0, out_dir=tmp_path / "live", engine=engine,
-                               on_message=messages.append)  # fmt: skip
+
+        def collect(msg: dict) -> None:  # stop as Ctrl-C would once every image is decoded (cap: 90 s)
+            messages.append(msg)
+            if sum(m["type"] == "prediction" for m in messages) == N_TEST * REPS_LIVE:
+                raise KeyboardInterrupt
+
+        summary = run_headless(cfg, duration_s=90.0, out_dir=tmp_path / "live", engine=engine, on_message=collect)
         out, _ = present.communicate(timeout=60)
     finally:
         amp.disconnect()
