@@ -192,7 +192,8 @@ class XDFSessionRecorder:
         units = list(ch_units) if ch_units else ["" if t == "misc" else "volts" for t in types]
         chans = [{"label": c, "type": t, "unit": u} for c, t, u in zip(self.ch_names, types, units)]
         meta = {"format_version": FORMAT_VERSION, "first_index": self.first_index, **(extra_meta or {})}
-        self.writer = XDFWriter(self.path / XDF_NAME, header={"hmavd_session": {"stream": stream_name}})
+        header = {"hmavd_session": {"stream": stream_name}}
+        self.writer = XDFWriter(self.path / XDF_NAME, header=header, background=True)  # the disk never blocks
         w = self.writer
         self.fmt = XDFWriter.channel_format_of(dtype)
         self.dtype = np.dtype(CHANNEL_FORMATS[self.fmt])

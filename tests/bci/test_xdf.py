@@ -1,9 +1,11 @@
 """The XDF writer and the XDF session recorder, read back with pyxdf (and a kill -9 mid-recording)."""
 
+import os
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -260,3 +262,31 @@ def test_microvolt_session_reads_back_in_volts(tmp_path):
     raw, ev = read_recording(tmp_path / "u" / "session.xdf")
     np.testing.assert_allclose(raw.get_data(picks=["Oz", "Pz"]), data * 1e-6, rtol=1e-6)
     assert ev[:, [0, 2]].tolist() == [[100, 7]]
+
+
+def test_background_writer_writes_the_same_file_and_reports_disk_errors(tmp_path):
+    files = {}
+    for bg in (False, True):
+        w = XDFWriter(tmp_path / f"{bg}.xdf", background=bg)
+        sid = w.add_stream("x", "EEG", 2, 100.0, "float32")
+        for k in range(5):
+            w.write_samples(sid, np.full((10, 2), k, np.float32), 10 * k + np.arange(10) / 100.0)
+            w.flush()
+        w.close()
+        files[bg] = pyxdf.load_xdf(str(tmp_path / f"{bg}.xdf"), dejitter_timestamps=False)[0][0]
+    np.testing.assert_array_equal(files[True]["time_series"], files[False]["time_series"])
+    np.testing.assert_array_equal(files[True]["time_stamps"], files[False]["time_stamps"])
+    w = XDFWriter(tmp_path / "broken.xdf", background=True)
+    sid = w.add_stream("x", "EEG", 1, 100.0, "float32")
+    os.close(w._fd)  # the disk goes away under the writer thread (as a full or failing disk would)
+    w._fd = os.open(tmp_path / "broken.xdf", os.O_RDONLY)
+    w.write_samples(sid, np.zeros((3, 1), np.float32), [0.0, 0.01, 0.02])
+    w.flush()  # queued: the engine's loop does not wait
+    deadline = time.monotonic() + 10
+    while w._error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(OSError, match="writing .*broken.xdf failed"):
+        w.flush()  # ... but the failure is not silent
+    with pytest.raises(OSError, match="failed"):
+        w.close()
+    assert not w._thread.is_alive()
