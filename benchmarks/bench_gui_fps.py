@@ -1,6 +1,6 @@
 """Frames/s of the ``hmavd-live`` window (scope + predictions) while decoding a live stream, offscreen.
 
-Target (SPEC §6): ≥ 30 frames/s while decoding 64 channels at 1000 Hz. The window replays a
+Target (docs/gui.md): ≥ 30 frames/s while decoding 64 channels at 1000 Hz. The window replays a
 recording over LSL (``hmavd-replay`` subprocess), the engine decodes it in its own process, and the
 window polls and draws at ≤ 30 fps (``--fps 60`` raises the cap to show the headroom). Prints
 frames/s, the frame-interval p50/p99, the GUI process's CPU time per frame, predictions/s received,

@@ -78,6 +78,26 @@ def measure_step_times(
     return times
 
 
+def measure_eval_times(
+    device: torch.device, batch: int, n_chans: int, n_times: int, reps: int
+) -> dict[str, list[float]]:
+    """Seconds per evaluation forward (``encode_eeg`` in eval mode, no grad) of NICE unfused / fused, interleaved."""
+    eeg = torch.randn(batch, n_chans, n_times, generator=torch.Generator().manual_seed(1)).to(device)  # (B, C, T)
+    model = make_step("nice", device, n_chans, n_times, 768).model.eval()
+    times: dict[str, list[float]] = {"eval-unfused": [], "eval": []}
+    with torch.inference_mode():
+        for i in range(reps + 1):
+            for label in times:
+                model.encoder.fused = label == "eval"
+                _sync(device)
+                t0 = time.perf_counter()
+                model.encode_eeg(eeg)  # (B, D)
+                _sync(device)
+                if i:
+                    times[label].append(time.perf_counter() - t0)
+    return times
+
+
 def summarise(times: dict[str, list[float]]) -> dict[str, float]:
     """Medians (s) and the ratios the benchmark reports, from :func:`measure_step_times` output."""
     out = {f"{k}_median_s": statistics.median(v) for k, v in times.items()}
@@ -89,6 +109,7 @@ def summarise(times: dict[str, list[float]]) -> dict[str, float]:
             out[key + "_pairs"] = statistics.median(x / y for x, y in zip(times[a], times[b]))
 
     ratio("nice-unfused", "nice")
+    ratio("eval-unfused", "eval")
     ratio("hmavd-unfused", "hmavd")
     ratio("hmavd", "nice")
     ratio("hmavd-unfused", "nice-unfused")
@@ -106,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--variants", default="nice-unfused,nice,hmavd", help=f"comma list of {sorted(VARIANTS)}")
+    p.add_argument("--eval-reps", type=int, default=3, help="timed evaluation forwards per path (0 = none)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -131,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if "hmavd/nice" in s:
         print(f"ratio HMAVD/NICE (fused): {s['hmavd/nice']:.3f}  (median of pair ratios {s['hmavd/nice_pairs']:.3f}; "
               f"target <= 1.10; paper Table 1: 1.59)")  # fmt: skip
+    if args.eval_reps:
+        ev = measure_eval_times(device, b, c, t, args.eval_reps)
+        e = summarise(ev)
+        s.update(e)
+        print(f"evaluation forward (no grad, batch {b}): NICE order {e['eval-unfused_median_s'] * 1e3:.1f} ms, "
+              f"fused {e['eval_median_s'] * 1e3:.1f} ms: {e['eval_unfused/eval']:.2f}x "
+              f"(pairs {e['eval_unfused/eval_pairs']:.2f}x)")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": str(device), "batch": b, "steps": args.steps, **s}, f, indent=1)

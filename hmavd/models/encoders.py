@@ -12,7 +12,8 @@ stride-5 convolution whose (1, 75) kernel is built inside ``forward`` from the l
 (:func:`fused_temporal_kernel`): the parameters, their names and gradients, checkpoints and the NICE
 weight layout are those of the two-layer reference, which ``fused=False`` keeps. The fused form never
 materialises the (B, 40, C, T − 24) map before pooling (2.3 GB for a 1000 × 63 × 250 batch), which made
-a training step several times slower; see docs/model.md.
+a training step several times slower (``benchmarks/bench_step_time.py`` measures both in one run; the
+README's benchmark table has the figures).
 """
 
 from __future__ import annotations
