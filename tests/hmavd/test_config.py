@@ -154,7 +154,7 @@ def test_measurement_sweeps_are_valid_training_overrides():
     from hmavd.analysis.sweeps import parse_grid_entry
     from hmavd.train import TrainConfig
 
-    expected = {"sweep-sigma": (15, "spr_sigma_max"), "sweep-mcdb-apply": (6, "seed")}
+    expected = {"sweep-sigma": (10, "spr_sigma_max"), "sweep-mcdb-apply": (6, "seed")}
     for name, (n, key) in expected.items():
         cfg = load_config(AnalyzeConfig, name)
         assert len(cfg.sweep_grid) == len(cfg.sweep_labels) == n
