@@ -279,3 +279,18 @@ def test_headless_session_killed_with_sigkill_keeps_all_but_the_last_second(tmp_
     print(f"headless kill -9: received >= {received_s:.2f} s, recorded {recorded_s:.2f} s")
     assert received_s - recorded_s <= 1.0, (received_s, recorded_s)
     np.testing.assert_array_equal(np.diff(eeg["time_series"][:, -1]), 1.0)  # sample_index: nothing lost inside
+
+
+def test_record_format_folder_keeps_the_older_layout_and_bad_formats_are_refused(tmp_path):
+    from hmavd.config import load_config
+
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=4.0)
+    cfg = LiveConfig(replay=str(path), record_format="folder")
+    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.1, poll_interval=None)
+    eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=tiny_decoder(), preset=PRESET)
+    run_headless(cfg, duration_s=30.0, out_dir=tmp_path / "out", engine=eng)
+    assert (tmp_path / "out" / "eeg.f32").exists() and not (tmp_path / "out" / "session.xdf").exists()
+    data, meta, rec_events = read_session(tmp_path / "out")
+    assert [s for s, _ in rec_events] == events[:, 0].tolist() and data.shape == (5, src.rec.data.shape[1])
+    with pytest.raises(UserError, match="record_format: 'edf' is not a format; use xdf"):
+        load_config(LiveConfig, None, {"record_format": "edf"})
