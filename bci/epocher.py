@@ -244,7 +244,7 @@ class OnlineEpocher:
         for marker, received in self.pending:
             status, onset = clock.locate(marker.t_s)
             first, stop = onset + self.first_offset, onset + self.first_offset + self.n_in
-            if status == "ok" and stop > n_written:
+            if status == "ok" and (stop > n_written or self._settling(clock, onset)):
                 status = "wait"
             if status == "wait":
                 if now - received > self.marker_timeout_s:
@@ -287,6 +287,18 @@ class OnlineEpocher:
         ]
 
     # -- the per-epoch transform, split early / tail (bci/early_transform.py) ----------------------
+    #: A segment whose timestamps jitter by more than a quarter period (packet-stamped amplifiers) first
+    #: collects this much data before its epochs are cut, so the fitted time line puts each marker on its
+    #: own sample (the Muse recording: 1 of 1,174 markers one sample off without it, 0 with 2 s).
+    settle_s = 2.0
+
+    def _settling(self, clock, onset: int) -> bool:
+        """True while ``onset``'s segment is the newest, jittery and younger than :attr:`settle_s`."""
+        seg = clock.segment_of(onset)
+        if seg is None or seg is not clock.segments[-1] or seg.n >= self.settle_s * self.sfreq:
+            return False
+        return seg.jitter_s > 0.25 / self.sfreq
+
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of the picked channels, float64, in model units: (C, stop − start)."""
         buf = self.source.buffer

@@ -115,8 +115,9 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     # a complete epoch: every sample of its window was received (judged from the data actually received)
     complete = [s for s in after if all(k in have for k in range(s + first, s + first + n_in))]
     assert len(complete) >= 10, "too few epochs after the gap to judge"
+    segs = [(s.start, s.n) for s in src.clock.segments]
     missed = sorted(set(complete) - set(decoded))
-    assert missed == [], f"complete epochs after the gap not decoded: {missed}; rejected {dict(eng.epocher.rejected)}"
+    assert missed == [], f"not decoded: {missed}; rejected {dict(eng.epocher.rejected)}; segments {segs}"
     # nothing cut across the outage
     assert not any(s + first < gap_start <= s + first + n_in - 1 for s in decoded)
     assert len(src.clock.segments) >= 2
