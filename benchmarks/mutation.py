@@ -219,7 +219,7 @@ MUTANTS: tuple[Mutant, ...] = (
         equivalent="BatchNorm2d's bias already starts at 0: zeroing it again changes nothing",
     ),  # fmt: skip
     Mutant("flatten-channel-major", EN, "x.flatten(2).transpose(1, 2).reshape", "x.flatten(2).reshape", "models"),
-    Mutant("adapter-no-alpha", AD, "out = x + self.alpha * self.drop(", "out = x + (self.drop(", "models"),
+    Mutant("adapter-no-alpha", AD, "out = x + self.alpha * self.drop(", "out = x + 1.0 * self.drop(", "models"),
     Mutant("adapter-no-out-bias", AD, "out = out + self.out_bias", "out = out", "models"),
     Mutant("projection-no-residual", HD, "return self.norm(h + self.residual(h))", "return self.norm(h)", "models"),
     # bci/epocher.py (online epoching)
@@ -268,16 +268,16 @@ def copy_tree(root: Path, dest: Path) -> None:
         shutil.copy2(src, dst, follow_symlinks=False)
 
 
-def run_tests(scratch: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
-    """``pytest -x -q`` on ``tests`` inside ``scratch``; returns (exit code, first failing test id or '')."""
+def run_tests(scratch: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str, str]:
+    """``pytest -x -q`` on ``tests`` inside ``scratch``: (exit code, first failing test id or '', output tail)."""
     env = {**os.environ, "PYTHONPATH": str(scratch), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not gpu", *tests]
     try:
         proc = subprocess.run(cmd, cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return 124, "timeout"
+        return 124, "timeout", ""
     found = re.search(r"^FAILED (\S+)", proc.stdout, re.M) or re.search(r"^ERROR (\S+)", proc.stdout, re.M)
-    return proc.returncode, found.group(1) if found else ""
+    return proc.returncode, found.group(1) if found else "", (proc.stdout + proc.stderr)[-3000:]
 
 
 def mutate(scratch: Path, m: Mutant) -> str:
@@ -330,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tmp)
         copy_tree(ROOT, scratch)
         for key in sorted({m.tests for m in chosen}):  # the unmutated code must pass first
-            rc, test = run_tests(scratch, TESTS[key], args.timeout)
+            rc, test, tail = run_tests(scratch, TESTS[key], args.timeout)
             if rc != 0:
+                print(tail, file=sys.stderr)
                 print(f"mutation.py: error: tests {TESTS[key]} fail before mutation ({test}); fix them first",
                       file=sys.stderr)  # fmt: skip
                 return 2
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             original = mutate(scratch, m)
             try:
-                rc, test = run_tests(scratch, TESTS[m.tests], args.timeout)
+                rc, test, _ = run_tests(scratch, TESTS[m.tests], args.timeout)
             finally:
                 (scratch / m.path).write_text(original)
             status = "survived" if rc == 0 else "killed"

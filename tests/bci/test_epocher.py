@@ -192,3 +192,11 @@ def test_marker_times_are_clock_corrected_and_offset_survives_outages():
     src._inlet, src._offset = inlet, off
     assert src.pull() == [(10.25, "17"), (10.45, "3"), (10.65, "cat")]  # marker clock -> consumer clock
     assert off.update() == 0.5 and src.pull() == []
+
+
+def test_clip_abs_rejects_at_the_threshold_itself():
+    """Documented as |x| >= clip_abs: a sample exactly at the threshold is clipped (mutation testing)."""
+    x = signal(50).astype(np.float64)
+    peak = float(np.abs(x).max())
+    assert quality_reason(x, RejectConfig(clip_abs=peak, clip_run=0)) == "clipped"
+    assert quality_reason(x, RejectConfig(clip_abs=np.nextafter(peak, np.inf), clip_run=0)) is None
