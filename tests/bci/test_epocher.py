@@ -200,3 +200,11 @@ def test_clip_abs_rejects_at_the_threshold_itself():
     peak = float(np.abs(x).max())
     assert quality_reason(x, RejectConfig(clip_abs=peak, clip_run=0)) == "clipped"
     assert quality_reason(x, RejectConfig(clip_abs=np.nextafter(peak, np.inf), clip_run=0)) is None
+
+
+def test_epoch_counter_counts_every_epoch_of_a_poll():
+    src, ep, _ = setup()
+    ep.add_markers([marker(i) for i in (20, 40, 60)])  # three windows complete in the same poll
+    src.push(signal(200))
+    src.acquire()
+    assert len(ep.poll()) == 3 and ep.n_epochs == 3
