@@ -253,3 +253,16 @@ def test_display_delay_and_photodiode(sim):
     ref = render_signal(3000, np.array(onsets) + 31, np.repeat(subject.latents["test"][4:5], 4, axis=0),
                         subject.model, subject.gain_v, subject.erp_gain_v)  # fmt: skip
     np.testing.assert_allclose(amp.get_data(signal=True), ref, atol=1e-6 * np.abs(ref).max())
+
+
+def test_other_rates_interpolate_the_waveforms(sim):
+    subject = load_virtual_subject(sim)
+    z = subject.latents["test"][2]
+    full = image_response(subject, z)  # (C, L) at 1000 Hz from the window's first sample
+    at512 = model_at_rate(subject, 512.0)
+    resp = image_response(at512, z)
+    t_new = at512.model.window_offset / 512.0 + np.arange(resp.shape[1]) / 512.0
+    t_src = subject.model.window_offset / 1000.0 + np.arange(full.shape[1]) / 1000.0
+    ref = np.stack([np.interp(t_new, t_src, row) for row in full])
+    np.testing.assert_allclose(resp, ref, atol=1e-9 * np.abs(full).max())
+    assert at512.model.window_offset == 52 and abs(t_new[-1] - t_src[-1]) < 1 / 512
