@@ -82,6 +82,7 @@ def _load_session(path: Path, sample_index: bool) -> ReplayData:
     keep = [i for i, t in enumerate(types) if t != "stim"]
     data = np.asarray(data[keep], dtype=np.float64)
     names, types = [names[i] for i in keep], [types[i] for i in keep]
+    data *= _session_to_volts(meta, keep, types)[:, None]
     if sample_index and "sample_index" not in names:
         data = np.concatenate([data, np.arange(data.shape[1], dtype=np.float64)[None]], axis=0)
         names.append("sample_index")
@@ -89,6 +90,22 @@ def _load_session(path: Path, sample_index: bool) -> ReplayData:
     if data.shape[1] == 0:
         raise UserError(f"recording: {path} holds no samples; record for longer or pick another session")
     return ReplayData(data, tuple(names), tuple(types), float(meta["sfreq"]), tuple(events))
+
+
+def _session_to_volts(meta: dict, keep: Sequence[int], types: Sequence[str]) -> np.ndarray:
+    """Per kept channel, the factor to volts of a session recorded as received (its ``ch_units`` labels,
+    else the session's ``stream_units`` setting; unlabelled channels are taken as volts)."""
+    from .units import unit_to_volts
+
+    units = list(meta.get("ch_units") or [])
+    setting = meta.get("stream_units") or (meta.get("hmavd_session") or {}).get("stream_units") or ""
+    setting = str((setting or [""])[0] if isinstance(setting, list) else setting)  # pyxdf: lists of values
+    out = np.ones(len(keep))
+    for k, (i, t) in enumerate(zip(keep, types)):
+        label = units[i] if i < len(units) else ""
+        if t == "eeg":
+            out[k] = unit_to_volts(label or setting, "recording units") or 1.0
+    return out
 
 
 def unique_names(prefix: str = "hmavd") -> tuple[str, str]:

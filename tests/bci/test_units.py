@@ -214,3 +214,29 @@ def test_replay_command_unlabelled_microvolts_refused_by_headless(tmp_path, caps
     assert rc == 2 and "uV, unlabelled" in out
     line = next(x for x in err.splitlines() if "has no channel units" in x)
     assert line.startswith("hmavd-live: error: eeg_stream:") and "set stream_units=uV" in line
+
+
+@pytest.mark.parametrize("record_format", ["xdf", "folder"])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_session_of_a_microvolt_stream_replays_in_volts(tmp_path, labelled, record_format):
+    """Recorded as received (µV); hmavd-replay of the session streams volts again (labels or stream_units)."""
+    from bci_testkit import CONCEPTS, N_TIMES, PRESET, tiny_model
+
+    from bci.decoder import Decoder
+    from bci.markers import InMemoryMarkers
+
+    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
+                             CH_NAMES, device="cpu")  # fmt: skip
+    src = InMemorySource(CH_NAMES, 200.0, ch_units=["microvolts" if labelled else ""] * 4)  # as LSL delivers
+    cfg = LiveConfig(stream_units="" if labelled else "uV", status_interval_s=0.0, record_format=record_format)
+    eng = LiveEngine(cfg, source=src, markers=InMemoryMarkers(), decoder=dec, preset=PRESET, whitening=None)
+    eng.connect()
+    eng.record_start(str(tmp_path / "session"))
+    volts = np.random.default_rng(0).standard_normal((4, 600)) * 1e-5
+    for a in range(0, 600, 50):
+        src.push(volts[:, a : a + 50] * 1e6)
+        eng.acquire()
+    eng.record_stop()
+    eng.disconnect()
+    rec = load_replay(str(tmp_path / "session"))
+    np.testing.assert_allclose(rec.data[:4], volts, rtol=1e-6, atol=1e-12)
