@@ -297,7 +297,7 @@ class OnlineEpocher:
         seg = clock.segment_of(onset)
         if seg is None or seg is not clock.segments[-1] or seg.n >= self.settle_s * self.sfreq:
             return False
-        return seg.jitter_s > 0.25 / self.sfreq
+        return max(seg.jitter_s, clock.jitter_s) > 0.25 / self.sfreq  # its own or the stream's earlier jitter
 
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of the picked channels, float64, in model units: (C, stop − start)."""
