@@ -74,6 +74,9 @@ class LiveConfig:
     stream's first seconds against the training data), ``interpolate_missing`` (up to N missing model
     channels by spherical splines), ``marker_map`` (a code → image/concept file), ``marker_offset_s``
     (display delay added to every marker, e.g. measured with a photodiode).
+    A new session (docs/new-session.md): ``mvnn_online`` whitens with the session's own running MVNN
+    estimate (:mod:`bci.online_mvnn`) once ``mvnn_warmup_epochs`` are in, frozen after ``mvnn_freeze``
+    epochs (0 = never), ``W`` recomputed every ``mvnn_update_every`` epochs.
     """
 
     eeg_stream: str = ""
@@ -112,6 +115,10 @@ class LiveConfig:
     marker_offset_s: float = 0.0
     record_format: str = "xdf"
     quality_interval_s: float = 1.0
+    mvnn_online: bool = False
+    mvnn_warmup_epochs: int = 50
+    mvnn_freeze: int = 0
+    mvnn_update_every: int = 1
 
     def validate(self) -> None:
         if self.scope_sfreq <= 0:
@@ -127,6 +134,9 @@ class LiveConfig:
         from .online_config import validate_online
 
         validate_online(self)
+        from .online_mvnn import validate_mvnn
+
+        validate_mvnn(self)
         if self.record_format not in ("xdf", "folder"):
             raise UserError(f"record_format: {self.record_format!r} is not a format; use xdf (default) or folder")
 
@@ -207,6 +217,7 @@ class LiveEngine:
         self.epoch_preset = None  # the preset with its crop on the model's time axis at the stream rate
         self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
         self.stale_markers = 0
+        self.online_mvnn = None  # bci.online_mvnn.OnlineMVNN when cfg.mvnn_online
 
     # -- connect ---------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -255,7 +266,12 @@ class LiveEngine:
         reject = RejectConfig(cfg.flat_ptp, cfg.clip_abs, cfg.clip_run)
         index_ch = desc.ch_names.index("sample_index") if "sample_index" in desc.ch_names else None
         linear = self.plan.scale is not None or self.plan.matrix is not None
-        self.epocher = OnlineEpocher(self.source, self.epoch_preset or self.preset, picks, self.whitening,
+        if cfg.mvnn_online:  # epochs leave the epocher unwhitened; _decode whitens them with the running estimate
+            from .online_mvnn import OnlineMVNN
+
+            self.online_mvnn = OnlineMVNN.from_config(cfg, self.whitening)
+        self.epocher = OnlineEpocher(self.source, self.epoch_preset or self.preset, picks,
+                                     None if self.online_mvnn else self.whitening,
                                      cfg.marker_timeout_s, reject, now=self.now, index_channel=index_ch,
                                      input_map=self.plan.apply if linear else None)  # fmt: skip
         self.t_session_s = max(self.source.t_connected_s, getattr(self.markers, "t_connected_s", float("-inf")))
@@ -390,6 +406,11 @@ class LiveEngine:
         return out
 
     def _decode(self, epochs) -> int:
+        if self.online_mvnn is not None:  # update the session's MVNN estimate, then whiten with it
+            raw = np.stack([e.data for e in epochs])  # (B, C, T) preprocessed, not whitened
+            self.online_mvnn.add(raw, epochs[-1].onset_s - self._t_first())
+            for e, x in zip(epochs, self.online_mvnn.whiten(raw)):
+                e.data = x
         results = self.decoder.decode(np.stack([e.data for e in epochs]))  # (B, C, T) -> B results
         done = time.perf_counter()
         if self.epoch_log is not None:
@@ -451,6 +472,7 @@ class LiveEngine:
             "recording": self.recorder is not None,
             "unknown_markers": int(sum(self.marker_map.unknown.values())) if self.marker_map else 0,
             "messages": self.messages(),
+            "mvnn": self.online_mvnn.report() if self.online_mvnn is not None else None,
         }  # fmt: skip
 
     def messages(self) -> list[str]:
@@ -458,6 +480,8 @@ class LiveEngine:
         out = list(self.plan.notes) if self.plan is not None else []
         if self.amplitude is not None and self.amplitude.message:
             out.insert(0, self.amplitude.message)
+        if self.online_mvnn is not None:
+            out.append(self.online_mvnn.message())
         return out
 
     # -- recording -------------------------------------------------------------------------------
@@ -476,7 +500,8 @@ class LiveEngine:
         meta = {"stream": desc.name, "checkpoint": self.cfg.checkpoint, "features": self.info.get("features_path", ""),
                 "whitening": self.whitening_path, "preset": self.preset.name if self.preset else "",
                 "ch_units": list(desc.ch_units), "stream_units": self.cfg.stream_units,
-                "marker_offset_s": self.cfg.marker_offset_s}  # fmt: skip
+                "marker_offset_s": self.cfg.marker_offset_s, "mvnn_online": self.cfg.mvnn_online,
+                "mvnn_warmup_epochs": self.cfg.mvnn_warmup_epochs, "mvnn_freeze": self.cfg.mvnn_freeze}  # fmt: skip
         self.recorder = open_recorder(self.cfg, path, self.source, self._rec_next, meta, self.markers)
         log.info("recording to %s", path)
         return path

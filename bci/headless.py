@@ -110,6 +110,8 @@ def run_headless(
     finally:
         status = engine.status()
         engine.disconnect()
+        if engine.online_mvnn is not None:  # the session's own MVNN estimate, recorded beside it
+            engine.online_mvnn.save(out / "mvnn_online.npz")
     summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors,
                "quality": quality_summary(quality[-1]) if quality else None}  # fmt: skip
     summary.pop("type", None)
