@@ -113,6 +113,7 @@ class TrainConfig:
     normalize_eeg: bool = True  # False: the loss sees unnormalised EEG embeddings (visual-blur, NeuroBridge)
     init: str = "nice"  # "nice" (NICE's weights_init_normal) | "default" (PyTorch's)
     image_head: str = ""  # "" | "linear" | "mlp_adapter" | "blur_levels" | "sum_fusion" (models/image_heads.py)
+    eeg_head: str = ""  # "" | "linear": Linear(encoder -> proj_dim) on the encoder's bank-sized output (NeuroBridge)
     image_levels: int = 0  # blur_levels: levels stored side by side in the bank (variant_mode=concat); 0/1 = one
     image_bank_dims: tuple[int, ...] = ()  # sum_fusion: sizes of the banks concatenated in the cache
     seed: int = 0
@@ -202,8 +203,9 @@ def build_model(
         eeg_projection=cfg.eeg_projection,
         normalize_eeg=cfg.normalize_eeg,
         init=cfg.init,
-        # [recipes] an encoder whose output is the embedding produces proj_dim features itself
-        encoder_kwargs=() if cfg.eeg_projection else (("out_features", proj_dim),),
+        # [recipes] an encoder whose output is the embedding produces proj_dim (behind a linear head: bank) features
+        encoder_kwargs=() if cfg.eeg_projection else (("out_features", feature_dim if cfg.eeg_head else proj_dim),),
+        eeg_head=cfg.eeg_head,
         image_head=cfg.image_head,
         image_head_kwargs=head_kwargs(cfg.image_head, cfg.image_levels, cfg.image_bank_dims),
     )

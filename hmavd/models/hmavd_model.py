@@ -118,6 +118,7 @@ class ModelConfig:
     eeg_projection: bool = True
     normalize_eeg: bool = True
     image_head: str = ""  # "" = image_projection as above; else a head of hmavd.models.image_heads.IMAGE_HEADS
+    eeg_head: str = ""  # "" = eeg_projection as above; "linear" = Linear(encoder outputs, proj_dim) (NeuroBridge)
     image_head_kwargs: tuple[tuple[str, Any], ...] = ()
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -175,7 +176,11 @@ class HMAVD(nn.Module):
         self.eeg_projection: nn.Module = (
             Projection(self.encoder.out_features, cfg.proj_dim, cfg.dropout) if cfg.eeg_projection else nn.Identity()
         )
-        if not cfg.eeg_projection and self.encoder.out_features != cfg.proj_dim:
+        if cfg.eeg_head == "linear":  # [recipes] NeuroBridge's linear projector on the EEG side
+            self.eeg_projection = nn.Linear(self.encoder.out_features, cfg.proj_dim)
+        elif cfg.eeg_head:
+            raise UserError(f"eeg_head: {cfg.eeg_head!r} is not '' or 'linear'")
+        elif not cfg.eeg_projection and self.encoder.out_features != cfg.proj_dim:
             raise UserError(
                 f"eeg_projection: False needs an encoder with {cfg.proj_dim} outputs, {cfg.encoder} has "
                 f"{self.encoder.out_features}; set encoder_kwargs out_features={cfg.proj_dim} or eeg_projection=True"

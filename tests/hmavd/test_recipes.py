@@ -43,7 +43,9 @@ def test_recipe_configs_are_set_as_published():
     )
     assert bh.normalize_eeg and not load_config(TrainConfig, "visual-blur").normalize_eeg
     heads = {n: (load_config(TrainConfig, n).image_head, load_config(TrainConfig, n).image_levels) for n in PUBLISHED}
-    assert heads == {"ubp": ("", 0), "neurobridge": ("", 0), "visual-blur": ("blur_levels", 12),
+    nb = load_config(TrainConfig, "neurobridge")
+    assert (nb.eeg_head, nb.proj_dim, nb.normalize_eeg) == ("linear", 512, False)
+    assert heads == {"ubp": ("", 0), "neurobridge": ("linear", 0), "visual-blur": ("blur_levels", 12),
                      "brainhive-b32": ("sum_fusion", 0)}  # fmt: skip
     best = load_config(TrainConfig, "hmavd-best")
     assert best.encoder == "blur_spatial_mlp" and best.use_text and best.use_adapters and best.use_mcdb
@@ -76,7 +78,8 @@ def test_each_recipe_trains_a_tiny_epoch(name, data_dir, tmp_path, capsys):
     model, info = load_checkpoint(run / "last.safetensors")
     assert len(info["ch_names"]) == (20 if name in ("visual-blur", "hmavd-best") else 17)
     assert model.cfg.encoder == load_config(TrainConfig, name).encoder and not model.cfg.eeg_projection
-    head = {"visual-blur": "BlurLevelHead", "hmavd-best": "BlurLevelHead", "brainhive-b32": "SumFusion"}
+    head = {"visual-blur": "BlurLevelHead", "hmavd-best": "BlurLevelHead", "brainhive-b32": "SumFusion",
+            "neurobridge": "LinearHead"}  # fmt: skip
     assert type(model.image_projection).__name__ == head.get(name, "Identity")
 
 
@@ -105,3 +108,20 @@ def test_hmavd_best_on_a_level_bank_with_smaller_text():
     model.eval()
     templates = model.encode_templates(torch.randn(6, 24), torch.randn(6, 8), kind="fused")  # (K, D)
     assert templates.shape == (6, 8)
+
+
+def test_neurobridge_linear_projectors_on_both_sides():
+    """EEGProject into the bank's size, then Linear to 512 on the EEG side; Linear bank -> 512 on the image side."""
+    import torch
+
+    from hmavd.train import build_model
+
+    model = build_model(load_config(TrainConfig, "neurobridge"), 17, 250, 1024).eval()
+    assert model.encoder.out_features == 1024 and isinstance(model.eeg_projection, torch.nn.Linear)
+    assert (model.eeg_projection.in_features, model.eeg_projection.out_features) == (1024, 512)
+    assert (model.image_projection.in_features, model.image_projection.out_features) == (1024, 512)
+    eeg, img = torch.randn(3, 17, 250), torch.randn(3, 1024)
+    out = model(eeg, img)
+    torch.testing.assert_close(out["eeg_features"], model.eeg_projection(model.encoder(eeg)))  # not normalised
+    want = torch.nn.functional.normalize(model.image_projection.linear(img), dim=-1)
+    torch.testing.assert_close(out["image_features"], want)
