@@ -76,7 +76,10 @@ class LiveConfig:
     (display delay added to every marker, e.g. measured with a photodiode).
     A new session (docs/new-session.md): ``mvnn_online`` whitens with the session's own running MVNN
     estimate (:mod:`bci.online_mvnn`) once ``mvnn_warmup_epochs`` are in, frozen after ``mvnn_freeze``
-    epochs (0 = never), ``W`` recomputed every ``mvnn_update_every`` epochs.
+    epochs (0 = never), ``W`` recomputed every ``mvnn_update_every`` epochs. ``accumulate``: each
+    image's running average over its repetitions (``epochs`` before the encoder, ``embeddings`` after
+    it, ``off``), its accumulated top-k in every prediction and the accuracy-vs-repetitions curve
+    (:mod:`bci.accumulate`).
     """
 
     eeg_stream: str = ""
@@ -119,6 +122,7 @@ class LiveConfig:
     mvnn_warmup_epochs: int = 50
     mvnn_freeze: int = 0
     mvnn_update_every: int = 1
+    accumulate: str = "epochs"
 
     def validate(self) -> None:
         if self.scope_sfreq <= 0:
@@ -137,6 +141,9 @@ class LiveConfig:
         from .online_mvnn import validate_mvnn
 
         validate_mvnn(self)
+        from .accumulate import validate_accumulate
+
+        validate_accumulate(self)
         if self.record_format not in ("xdf", "folder"):
             raise UserError(f"record_format: {self.record_format!r} is not a format; use xdf (default) or folder")
 
@@ -218,6 +225,7 @@ class LiveEngine:
         self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
         self.stale_markers = 0
         self.online_mvnn = None  # bci.online_mvnn.OnlineMVNN when cfg.mvnn_online
+        self.accumulator = None  # bci.accumulate.RepetitionAccumulator unless cfg.accumulate == "off"
 
     # -- connect ---------------------------------------------------------------------------------
     def connect(self) -> dict:
@@ -270,6 +278,13 @@ class LiveEngine:
             from .online_mvnn import OnlineMVNN
 
             self.online_mvnn = OnlineMVNN.from_config(cfg, self.whitening)
+        if cfg.accumulate != "off":
+            from .accumulate import RepetitionAccumulator
+
+            dec = self.decoder
+            self.accumulator = RepetitionAccumulator(lambda x: dec.features(x).cpu().numpy(),
+                                                     dec.templates.cpu().numpy(), dec.concepts, cfg.accumulate,
+                                                     cfg.top_k)  # fmt: skip
         self.epocher = OnlineEpocher(self.source, self.epoch_preset or self.preset, picks,
                                      None if self.online_mvnn else self.whitening,
                                      cfg.marker_timeout_s, reject, now=self.now, index_channel=index_ch,
@@ -415,7 +430,10 @@ class LiveEngine:
         done = time.perf_counter()
         if self.epoch_log is not None:
             self.epoch_log.extend(epochs)
-        for ep, res in zip(epochs, results):
+        acc = [None] * len(epochs)  # after `done`: the single-trial latency does not include it
+        if self.accumulator is not None:
+            acc = self.accumulator.add([e.marker.concept for e in epochs], np.stack([e.data for e in epochs]))
+        for ep, res, acc_res in zip(epochs, results, acc):
             lat = (done - ep.last_arrival_s) * 1e3
             self.latencies_ms.append(lat)
             true = ep.marker.concept
@@ -429,7 +447,7 @@ class LiveEngine:
                 "type": "prediction", "onset_s": ep.onset_s - self._t_first(), "onset_index": ep.onset_index,
                 "marker": ep.marker.label, "true_concept": true, "topk": res.topk(), "latency_ms": lat,
                 "epoch_latency_ms": (ep.ready_s - ep.last_arrival_s) * 1e3, "top1_correct": top1,
-                "top5_correct": top5, "last_arrival_s": ep.last_arrival_s, **ep.extra,
+                "top5_correct": top5, "last_arrival_s": ep.last_arrival_s, **ep.extra, **(acc_res or {}),
             }  # fmt: skip
             self.outbox.append(msg)
             if self.recorder is not None:
@@ -473,6 +491,7 @@ class LiveEngine:
             "unknown_markers": int(sum(self.marker_map.unknown.values())) if self.marker_map else 0,
             "messages": self.messages(),
             "mvnn": self.online_mvnn.report() if self.online_mvnn is not None else None,
+            "accumulated": self.accumulator.report() if self.accumulator is not None else None,
         }  # fmt: skip
 
     def messages(self) -> list[str]:

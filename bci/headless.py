@@ -112,6 +112,12 @@ def run_headless(
         engine.disconnect()
         if engine.online_mvnn is not None:  # the session's own MVNN estimate, recorded beside it
             engine.online_mvnn.save(out / "mvnn_online.npz")
+        if engine.accumulator is not None:  # accuracy against the number of repetitions averaged
+            from .accumulate import curve_csv
+
+            (out / "accumulation.csv").write_text(curve_csv(engine.accumulator.rows()))
+            atomic_write_json(out / "accumulation.json", {"mode": engine.accumulator.mode,
+                                                          "curve": engine.accumulator.rows()})  # fmt: skip
     summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors,
                "quality": quality_summary(quality[-1]) if quality else None}  # fmt: skip
     summary.pop("type", None)

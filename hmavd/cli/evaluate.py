@@ -5,6 +5,7 @@ Examples::
     hmavd-eval runs/hmavd-63_sub-01_seed0
     hmavd-eval runs/*  --templates image,text,fused --image-source centers --out results/
     hmavd-eval runs/nice_sub-01_seed0 --image-source centers --scoring dot   # NICE's own scoring
+    hmavd-eval runs/demo --templates image --reps 1,2,5,10,20,80             # accuracy vs repetitions averaged
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-draws", type=int, default=100, help="random draws per n-way accuracy")
     p.add_argument("--seed", type=int, default=0, help="seed of the n-way distractor draws")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--reps",
+        default="",
+        help="also top-1/top-5 of each image's first k repetitions averaged, e.g. 1,2,5,10,20,80 "
+        "(epochs and embeddings averaged, first --templates kind; writes reps.csv)",
+    )
     p.add_argument("--out", help="folder for results.{md,csv,json} (default: <parent of the first run>/eval)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -83,6 +90,12 @@ def _body(argv: Sequence[str] | None) -> int:
             args.device,
             scoring=args.scoring,
         )
+        if args.reps:
+            from ..eval_reps import evaluate_checkpoint_reps
+
+            ev["reps"] = evaluate_checkpoint_reps(
+                str(run), args.reps, args.data, args.subject, kinds[0], args.image_source, args.device
+            )
         if run.is_dir():
             suffix = "" if args.scoring == "cosine" else f"_{args.scoring}"
             atomic_write_json(run / f"eval_{args.image_source}{suffix}.json", ev)
@@ -95,6 +108,11 @@ def _body(argv: Sequence[str] | None) -> int:
     (out / "results.csv").write_text(results_csv(evals))
     atomic_write_json(out / "results.json", {"evaluations": evals, "table": rows})
     print(md)
+    if args.reps:
+        from ..eval_reps import reps_csv
+
+        (out / "reps.csv").write_text(reps_csv(evals))
+        print(reps_csv(evals))
     print(f"results: {out}/results.{{md,csv,json}}")
     print(json.dumps({"n_runs": len(evals)}))
     return 0
