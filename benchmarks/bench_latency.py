@@ -183,16 +183,19 @@ class _CPUTimer:
     """Wraps a bound method: sums the calling thread's CPU time in it, keeps the wall time of busy calls."""
 
     def __init__(self, fn):
-        self.fn, self.cpu_s, self.busy_ms, self.wake_ms = fn, 0.0, [], []
+        self.fn, self.cpu_s, self.busy_ms, self.busy_cpu_ms, self.wake_ms, self.onsets = fn, 0.0, [], [], [], []
 
     def __call__(self, *args, **kw):
         t, w = time.thread_time(), time.perf_counter()
         out = self.fn(*args, **kw)
-        self.cpu_s += time.thread_time() - t
+        cpu = time.thread_time() - t
+        self.cpu_s += cpu
         if len(out):
             self.busy_ms.append((time.perf_counter() - w) * 1e3)
+            self.busy_cpu_ms.append(cpu * 1e3)  # wall − CPU = time this thread was not running
             if hasattr(out[0], "last_arrival_s"):  # epochs: from the last sample's arrival to this call
                 self.wake_ms.append((w - max(e.last_arrival_s for e in out)) * 1e3)
+                self.onsets.append(out[0].onset_index)
         return out
 
 
@@ -333,8 +336,16 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
     top = sorted(busy.items(), key=lambda kv: -kv[1])[:4]
     threads_note = ", ".join(f"{k} {v:.1f}" for k, v in top)
     idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
-    walls = {"epoching (one poll)": np.asarray(poll.busy_ms), "decoding (one batch)": np.asarray(decode.busy_ms),
-             "received → poll start": np.asarray(poll.wake_ms)}  # fmt: skip
+    walls = {"decoding, one batch (wall)": np.asarray(decode.busy_ms)}
+    polls = {"epoching, one poll (wall)": poll.busy_ms, "epoching, one poll (CPU)": poll.busy_cpu_ms,
+             "received → poll start (wake-up)": poll.wake_ms}  # fmt: skip
+    after = np.array([before is None or not before(i) for i in poll.onsets], dtype=bool)
+    for name, v in polls.items():
+        v = np.asarray(v)
+        if before is None:
+            walls[name] = v
+        else:
+            walls[name + " [before]"], walls[name + " [after]"] = v[~after], v[after]
     return rows, idx, cpu, walls, threads_note
 
 
@@ -415,7 +426,7 @@ def _report(res: RunResult, args: argparse.Namespace) -> None:
         print(f"   last sample {name:<22} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
               f"max {np.max(v):7.2f} ms")  # fmt: skip
     for name, v in res.walls.items():
-        print(f"   wall time of {name:<24} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+        print(f"   {name:<45} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
               f"max {np.max(v):7.2f} ms")  # fmt: skip
     for name, v in res.minimal.items():
         print(f"   minimal consumer {name:<21} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
