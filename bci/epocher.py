@@ -257,6 +257,7 @@ class OnlineEpocher:
                 continue
             seg = clock.segment_of(onset)
             if first < seg.start or stop > seg.stop:
+                log.debug("window [%d, %d) of onset %d vs segment [%d, %d)", first, stop, onset, seg.start, seg.stop)
                 self._reject("straddles_gap" if first >= 0 else "before_stream", marker)
                 continue
             try:

@@ -292,12 +292,14 @@ class ClockOffset:
         self.timeout_s = timeout_s
         self.offset_s = 0.0
         self.failures = 0
+        self.history: deque[float] = deque(maxlen=100)  # the last successful measurements (s)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def update(self) -> float:
         try:
             self.offset_s = float(self._inlet.time_correction(timeout=self.timeout_s))
+            self.history.append(self.offset_s)
         except Exception:  # noqa: BLE001 - TimeoutError / LostError while the source is away
             self.failures += 1
             log.debug("time_correction failed; keeping offset %.6f s", self.offset_s)

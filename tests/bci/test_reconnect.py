@@ -100,6 +100,7 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
                      decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
     eng.epoch_log = []
     eng.connect()
+    offsets = (src._offset, eng.markers._offset)
     t_end = time.monotonic() + 25
     while time.monotonic() < t_end and not (player.done.is_set() and not eng.epocher.pending):
         eng.acquire(0.05)
@@ -117,7 +118,9 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     assert len(complete) >= 10, "too few epochs after the gap to judge"
     segs = [(s.start, s.n) for s in src.clock.segments]
     missed = sorted(set(complete) - set(decoded))
-    assert missed == [], f"not decoded: {missed}; rejected {dict(eng.epocher.rejected)}; segments {segs}"
+    hist = [[round(x * 1e3, 2) for x in o.history] for o in offsets]
+    why = f"rejected {dict(eng.epocher.rejected)}; segments {segs}; offsets ms {hist}"
+    assert missed == [], f"complete epochs after the gap not decoded: {missed}; {why}"
     # nothing cut across the outage
     assert not any(s + first < gap_start <= s + first + n_in - 1 for s in decoded)
     assert len(src.clock.segments) >= 2
