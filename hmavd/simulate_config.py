@@ -36,6 +36,8 @@ class SimulateConfig:
     ``train_reps_per_session`` times in each of ``n_sessions`` sessions; ``n_test_concepts`` test
     images shown ``test_reps_per_session`` times per session. ``scale="paper"`` sets these six keys
     to :data:`PAPER_SIZES`. Forward model: see :mod:`hmavd.simulate` and docs/simulated-subject.md.
+    ``new_session=true``: add a new session (own noise, ``new_session_change`` × the documented change;
+    :mod:`hmavd.sim_sessions`, docs/new-session.md) to the dataset already at ``--out``.
     """
 
     seed: int = 0
@@ -79,6 +81,8 @@ class SimulateConfig:
     write_raw: bool = True
     write_replay: bool = True
     progress: bool = True
+    new_session: bool = False
+    new_session_change: float = 1.0
 
     def validate(self) -> None:
         if self.scale not in ("default", "paper"):
@@ -92,6 +96,11 @@ class SimulateConfig:
                 raise UserError(f"{key}: {getattr(self, key)} must be >= 1")
         if not self.snr > 0:
             raise UserError(f"snr: {self.snr} must be > 0 (signal/noise power ratio, e.g. 0.05)")
+        if self.new_session_change < 0:
+            raise UserError(
+                f"new_session_change: {self.new_session_change} must be >= 0 (0 = the training sessions' noise, "
+                "1 = the documented change of hmavd.sim_sessions.SessionChange)"
+            )
         if not 0 <= self.signal_tmin_s < self.signal_tmax_s <= 0.9:
             raise UserError(
                 f"signal window: [{self.signal_tmin_s}, {self.signal_tmax_s}] s must satisfy "

@@ -8,6 +8,7 @@ concept names are generated from the seed; real ones only come from files you na
     hmavd-simulate --out data/sim-paper --scale paper   # 16540 x 4 / 200 x 80 at 63 x 250 (large)
     hmavd-simulate --out data/sim-real features_from=/data/features/vitl14 \
         concepts_from=/data/things-eeg2/image_set/image_metadata.npy     # your real features and names
+    hmavd-simulate --out data/sim new_session=true      # then: a new session with its own noise (new_session/)
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def _body(argv: Sequence[str] | None) -> int:
     if not args.out:
         raise UserError("--out: missing; name the folder to write the simulated dataset to (e.g. --out data/sim)")
     out = Path(args.out)
+    if cfg.new_session:  # a new session of the subjects already simulated at --out (hmavd/sim_sessions.py)
+        from ..sim_sessions import NEW_SESSION_DIR, write_new_session
+
+        ns = write_new_session(cfg.resolved(), out, cfg.new_session_change)
+        print(f"SIMULATED new session (not real EEG, noise change x{cfg.new_session_change}): {out / NEW_SESSION_DIR}")
+        for sub in ns["subjects"]:
+            print(f"  sub-{sub['subject']:02d}: replay {sub['paths']['replay']}; noisy {sub['noisy_channels']}")
+        return 0
     s = simulate_dataset(cfg, out, force=args.force)
     save_config(cfg.resolved(), out / "simulate_config.yaml")
     print(f"SIMULATED subject(s) written to {out} (not real EEG)")
