@@ -54,6 +54,7 @@ class FeaturesConfig:
     variants: tuple[str, ...] = ()  # image transforms: none, blur:K, lowres:R, noise:S, mosaic:B
     store_variants: bool = False  # also keep each variant's bank
     variant_mode: str = "mean"  # the bank: "mean" over the variants, or "concat" (V x D side by side, for heads)
+    pre_resize: int = 0  # > 0: resize every image to S x S (bicubic) before the variant (visual-blur/UBP: 224)
     collapse_check: bool = True  # refuse collapsed image banks (median pair cosine / effective rank)
     max_median_cosine: float = 0.98
     min_effective_rank: float = 2.0
@@ -75,6 +76,8 @@ class FeaturesConfig:
             raise UserError(f"backend: {self.backend!r} is not 'open_clip' or 'timm'")
         if self.backend == "timm" and not self.text_from:
             raise UserError("text_from: a timm backbone has no text tower; pass text_from=/path/to/a/feature/cache")
+        if self.pre_resize < 0:
+            raise UserError(f"pre_resize: {self.pre_resize} must be >= 0 (0 = off, e.g. 224)")
         if self.variant_mode not in ("mean", "concat"):
             raise UserError(f"variant_mode: {self.variant_mode!r} is not 'mean' or 'concat'")
         if not 0.0 < self.max_median_cosine <= 1.0 or self.min_effective_rank < 0:
@@ -90,6 +93,7 @@ class FeaturesConfig:
             "pool": self.pool if self.layer != "final" else "final projection",
             "variants": list(self.variants),
             "variant_mode": self.variant_mode if self.variants else None,
+            "pre_resize": self.pre_resize,
             "collapse_check": self.collapse_check,
             "collapse_thresholds": {
                 "max_median_cosine": self.max_median_cosine,
@@ -153,6 +157,7 @@ def _encoder(cfg: FeaturesConfig):
             cfg.model, cfg.pretrained, cfg.weights, cfg.model_config, cfg.device, cfg.cache_dir, cfg.quick_gelu
         )
     enc.set_layer(cfg.layer, cfg.pool)
+    enc.pre_resize = cfg.pre_resize
     return enc
 
 

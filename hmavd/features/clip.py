@@ -166,6 +166,7 @@ class ClipEncoder:
     info: dict[str, Any] = field(default_factory=dict)
     layer: int | None = None  # block index; None = the final image embedding
     pool: str = "auto"
+    pre_resize: int = 0  # > 0: every image is first resized to S x S (bicubic), before any variant
 
     def set_layer(self, layer: str | int | None = "final", pool: str = "auto") -> None:
         """Take image features from block ``layer`` (index, relative depth or "final"), pooled by ``pool``."""
@@ -223,7 +224,7 @@ class ClipEncoder:
         import torch
 
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.preprocess, variant, start),
+            _ImageFiles(paths, self.preprocess, variant, start, self.pre_resize),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,
@@ -246,10 +247,13 @@ class ClipEncoder:
 class _ImageFiles:
     """A map-style dataset of image files -> (optionally transformed) preprocessed (3, H, W) tensors."""
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Any], Any], variant: Any = None, start: int = 0):
+    def __init__(
+        self, paths: Sequence[Path], preprocess: Callable[[Any], Any], variant: Any = None, start: int = 0,
+        pre_resize: int = 0,
+    ):  # fmt: skip
         self.paths = list(paths)
         self.preprocess = preprocess
-        self.variant, self.start = variant, start
+        self.variant, self.start, self.pre_resize = variant, start, pre_resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -262,6 +266,8 @@ class _ImageFiles:
                 rgb = im.convert("RGB")
         except OSError as err:
             raise UserError(f"images: {self.paths[i]} is not a readable image ({err}); replace or remove it") from None
+        if self.pre_resize:  # as the visual-blur / UBP scripts: resize to 224 x 224 first, then blur
+            rgb = rgb.resize((self.pre_resize, self.pre_resize), Image.BICUBIC)
         if self.variant is not None:
             from .banks import apply_variant
 

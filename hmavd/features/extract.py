@@ -191,6 +191,7 @@ def extract_features(
         "model_config": encoder.info.get("model_config"),
         "layer": encoder.layer,
         "pool": encoder.pool,
+        "pre_resize": encoder.pre_resize,
         "variants": [v.name for v in parsed],
         "variant_mode": variant_mode,
         "template": prompt_template,

@@ -362,3 +362,22 @@ def test_timm_backbone_bank(tmp_path, capsys):
     )
     assert main([*base, "--out", str(tmp_path / "t2"), *timm_args, "device=cpu", "backend=timm"]) == 2
     assert "text_from" in capsys.readouterr().err
+
+
+def test_pre_resize_then_variant(tmp_path, capsys):
+    """pre_resize=S: each image resized to S x S (bicubic) before the blur, as the visual-blur script does."""
+    cfg, weights, enc = _model(tmp_path, "hmavd-bank-vit4", VIT)
+    images = _image_set(tmp_path / "image_set")
+    common = ["--model", "hmavd-bank-vit4", "--model-config", str(cfg), "--weights", str(weights), "--no-progress"]
+    over = ["device=cpu", "num_workers=0", "variants=[blur:5]", "pre_resize=24"]
+    assert main(["extract", "--images", str(images), "--out", str(tmp_path / "b"), *common, *over]) == 0
+    cache = load_feature_cache(tmp_path / "b")
+    assert cache.provenance["pre_resize"] == 24
+    paths = sorted((images / "test_images").rglob("*.png"))
+    blur = banks.parse_variant("blur:5")
+    px = torch.stack(
+        [enc.preprocess(banks.apply_variant(Image.open(p).convert("RGB").resize((24, 24), Image.BICUBIC), blur))
+         for p in paths]
+    )  # fmt: skip
+    np.testing.assert_allclose(cache.image_features("test"), enc.encode_image_batch(px), atol=1e-5)
+    assert not np.allclose(cache.image_features("test"), enc.encode_images(paths, variant=blur), atol=1e-3)
