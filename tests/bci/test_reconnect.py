@@ -59,7 +59,7 @@ class GapPlayer:
         chunk = 2
         eeg, mk = self._outlets()
         time.sleep(1.0)  # consumers find the streams
-        t0 = pylsl.local_clock() + 0.05
+        t0 = self.t0 = pylsl.local_clock() + 0.05
         g, n, gone = 0, len(self.data), False
         try:
             while g < n:
@@ -101,6 +101,15 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     eng.epoch_log = []
     eng.connect()
     offsets = (src._offset, eng.markers._offset)
+    got_markers: list[float] = []  # times of the markers the consumer received (LSL drops those sent before
+    live_pull = eng.markers.pull  # the marker inlet reconnected, as it drops such EEG samples)
+
+    def pull_and_note():
+        out = live_pull()
+        got_markers.extend(t for t, _ in out)
+        return out
+
+    eng.markers.pull = pull_and_note
     t_end = time.monotonic() + 25
     while time.monotonic() < t_end and not (player.done.is_set() and not eng.epocher.pending):
         eng.acquire(0.05)
@@ -113,13 +122,15 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     first, n_in = eng.epocher.first_offset, eng.epocher.n_in
     gap_start = max(s for s in player.sent if s + 1 not in player.sent and s + 1 < len(player.data)) + 1
     after = [s for s in player.markers if s > gap_start]
-    # a complete epoch: every sample of its window was received (judged from the data actually received)
-    complete = [s for s in after if all(k in have for k in range(s + first, s + first + n_in))]
+    # a complete epoch: its marker and every sample of its window were received (judged from what arrived)
+    marker_samples = {int(round((t - player.t0) * SFREQ_IN)) for t in got_markers}
+    complete = [s for s in after if s in marker_samples and all(k in have for k in range(s + first, s + first + n_in))]
     assert len(complete) >= 10, "too few epochs after the gap to judge"
     segs = [(s.start, s.n) for s in src.clock.segments]
     missed = sorted(set(complete) - set(decoded))
     hist = [[round(x * 1e3, 2) for x in o.history] for o in offsets]
-    why = f"rejected {dict(eng.epocher.rejected)}; segments {segs}; offsets ms {hist}"
+    lost = sorted(set(after) - marker_samples)[:6]
+    why = f"rejected {dict(eng.epocher.rejected)}; segments {segs}; offsets ms {hist}; markers not received {lost}"
     assert missed == [], f"complete epochs after the gap not decoded: {missed}; {why}"
     # nothing cut across the outage
     assert not any(s + first < gap_start <= s + first + n_in - 1 for s in decoded)
