@@ -295,6 +295,16 @@ def format_status(msg: Mapping[str, Any], nominal_sfreq: float | None = None, di
     ]
     if display_fps is not None:
         parts.append(f"display {display_fps:.0f} fps")
+    mv = msg.get("mvnn")  # bci.online_mvnn: the session's own whitening
+    if mv:
+        if mv["source"] == "online":
+            parts.append(f"MVNN online, {mv['n_epochs']} epochs" + (" (frozen)" if mv.get("frozen") else ""))
+        else:
+            parts.append(f"MVNN {mv['source']} (warm-up {mv['n_epochs']}/{mv['warmup_epochs']})")
+    acc = msg.get("accumulated")  # bci.accumulate: accuracy of k-repetition averages
+    if acc and acc.get("curve"):
+        last = acc["curve"][-1]
+        parts.append(f"averaged k={last['k']}: top-1 {100 * last['top1']:.1f} % / top-5 {100 * last['top5']:.1f} %")
     if msg.get("recording"):
         parts.append("● REC")
     return "  |  ".join(parts)
