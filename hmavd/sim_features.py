@@ -6,7 +6,7 @@ are documented in ``docs/simulated-subject.md`` ("Feature geometry"). In short, 
 - every feature shares a common direction ``m`` (CLIP features are crowded: mean pairwise cosine ≈ 0.54);
 - concept prototypes ``p_c = a·m + b·g_c``, with ``g_c`` a mix of a superordinate-category part and a
   concept part, both Gaussian with a power-law eigen-spectrum ``λ_i ∝ i^-decay`` in a random orthonormal
-  basis;
+  basis, cut off after ``spectrum_rank`` directions;
 - an image is ``normalize(p_c + w·s_i·h_i)``, ``h_i`` drawn from the same spectrum and ``s_i`` a per-image
   log-normal spread (some images are atypical of their concept);
 - a concept "centre" is the (unnormalised) mean of ``center_images`` other images of the concept.
@@ -73,6 +73,8 @@ class GeometryParams:
         Target mean cosine of an image with its own concept's centre (real: 0.89).
     spectrum_decay : float
         Exponent of the power-law eigen-spectrum ``λ_i ∝ i^-decay`` of every Gaussian part.
+    spectrum_rank : int
+        Number of non-zero eigenvalues (the spectrum is cut off after it; at most ``dim``).
     n_categories : int
         Superordinate categories the concepts are grouped into (animals, tools, food, ...).
     category_share : float
@@ -86,16 +88,18 @@ class GeometryParams:
     dim: int = FEATURE_DIM
     pairwise_cosine: float = 0.54
     center_cosine: float = 0.89
-    spectrum_decay: float = 0.8
+    spectrum_decay: float = 0.6
+    spectrum_rank: int = 320
     n_categories: int = 20
-    category_share: float = 0.4
+    category_share: float = 0.55
     image_spread: float = 0.3
     center_images: int = 12
 
 
-def power_law_spectrum(dim: int, decay: float) -> np.ndarray:
-    """Eigenvalues ``i^-decay`` (i = 1..dim) scaled to sum 1: (dim,) float64."""
+def power_law_spectrum(dim: int, decay: float, rank: int | None = None) -> np.ndarray:
+    """Eigenvalues ``i^-decay`` for i = 1..rank, 0 beyond, scaled to sum 1: (dim,) float64."""
     lam = np.arange(1, dim + 1, dtype=np.float64) ** -float(decay)
+    lam[max(1, min(rank or dim, dim)) :] = 0.0
     return lam / lam.sum()
 
 
@@ -143,7 +147,7 @@ def _draw_generator(rng: np.random.Generator, params: GeometryParams) -> _Genera
     d = params.dim
     basis, _ = np.linalg.qr(rng.standard_normal((d, d)))  # (D, D) random rotation
     common = l2_normalize(rng.standard_normal(d))
-    sqrt_lam = np.sqrt(power_law_spectrum(d, params.spectrum_decay))
+    sqrt_lam = np.sqrt(power_law_spectrum(d, params.spectrum_decay, params.spectrum_rank))
     cats = (rng.standard_normal((max(params.n_categories, 1), d)) * sqrt_lam) @ basis.T  # (n_cat, D)
     return _Generator(common=common, basis=basis, sqrt_lam=sqrt_lam, categories=cats, params=params)
 

@@ -69,9 +69,10 @@ class SimulateConfig:
     sequence_gap_s: float = 0.75
     geometry_pairwise_cosine: float = 0.54
     geometry_center_cosine: float = 0.89
-    geometry_spectrum_decay: float = 0.8
+    geometry_spectrum_decay: float = 0.6
+    geometry_spectrum_rank: int = 320
     geometry_n_categories: int = 20
-    geometry_category_share: float = 0.4
+    geometry_category_share: float = 0.55
     geometry_image_spread: float = 0.3
     geometry_center_images: int = 12
     features_from: str = ""
@@ -91,7 +92,7 @@ class SimulateConfig:
             raise UserError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}; pick one")
         for key in ("n_subjects", "n_train_images_per_concept", "n_sessions", "train_reps_per_session",
                     "test_reps_per_session", "n_sources", "sequence_length", "prototype_rank",
-                    "geometry_n_categories", "geometry_center_images"):  # fmt: skip
+                    "geometry_n_categories", "geometry_center_images", "geometry_spectrum_rank"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise UserError(f"{key}: {getattr(self, key)} must be >= 1")
         if not self.snr > 0:
@@ -148,6 +149,11 @@ class SimulateConfig:
             )
         if not 0 < self.geometry_spectrum_decay <= 3:
             raise UserError(f"geometry_spectrum_decay: {self.geometry_spectrum_decay} must be in (0, 3], e.g. 0.8")
+        if self.geometry_spectrum_rank > GeometryParams().dim:
+            raise UserError(
+                f"geometry_spectrum_rank: {self.geometry_spectrum_rank} exceeds the feature dimension "
+                f"{GeometryParams().dim}; use at most {GeometryParams().dim}"
+            )
         if not 0 <= self.geometry_category_share < 1:
             raise UserError(f"geometry_category_share: {self.geometry_category_share} must be in [0, 1), e.g. 0.4")
         if not 0 <= self.geometry_image_spread <= 2:
@@ -161,6 +167,7 @@ class SimulateConfig:
             pairwise_cosine=self.geometry_pairwise_cosine,
             center_cosine=self.geometry_center_cosine,
             spectrum_decay=self.geometry_spectrum_decay,
+            spectrum_rank=self.geometry_spectrum_rank,
             n_categories=self.geometry_n_categories,
             category_share=self.geometry_category_share,
             image_spread=self.geometry_image_spread,

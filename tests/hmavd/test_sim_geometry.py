@@ -49,6 +49,9 @@ def test_power_law_spectrum_sums_to_one_and_decays():
     lam = power_law_spectrum(768, 0.8)
     assert lam.shape == (768,) and lam.sum() == pytest.approx(1.0)
     assert np.all(np.diff(lam) < 0) and lam[0] / lam[9] == pytest.approx(10**0.8)
+    cut = power_law_spectrum(768, 0.6, rank=320)
+    assert cut.sum() == pytest.approx(1.0) and np.all(cut[320:] == 0) and np.all(np.diff(cut[:320]) < 0)
+    assert cut[0] / cut[9] == pytest.approx(10**0.6)
 
 
 def test_generated_geometry_hits_its_target_figures():
@@ -64,8 +67,9 @@ def test_generated_geometry_hits_its_target_figures():
     lo = geometry_statistics(*_generated(pairwise_cosine=0.3, center_cosine=0.8))
     assert lo["pairwise_cosine_mean"] == pytest.approx(0.3, abs=0.03)
     assert lo["center_cosine_mean"] == pytest.approx(0.8, abs=0.03)
-    flat = geometry_statistics(*_generated(spectrum_decay=0.2))
-    assert flat["participation_ratio"] > 1.5 * st["participation_ratio"]
+    flat = geometry_statistics(*_generated(spectrum_decay=0.2, spectrum_rank=768))
+    steep = geometry_statistics(*_generated(spectrum_decay=1.2))
+    assert flat["participation_ratio"] > 1.3 * st["participation_ratio"] > 1.3 * steep["participation_ratio"]
 
 
 def test_generated_geometry_is_seeded():
@@ -146,6 +150,7 @@ def test_features_from_cache_without_centres_fits_training_images(tmp_path):
         (None, ["centers_from={d}/ctr.npy"], "needs features_from"),
         (None, ["geometry_pairwise_cosine=0.95"], "geometry_pairwise_cosine"),
         (None, ["geometry_spectrum_decay=0"], "geometry_spectrum_decay"),
+        (None, ["geometry_spectrum_rank=1000"], "geometry_spectrum_rank: 1000 exceeds"),
     ],
 )
 def test_bad_feature_sources_are_one_line_exit_2(tmp_path, capsys, make, args, needle):
