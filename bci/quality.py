@@ -29,33 +29,18 @@ from typing import Any
 
 import numpy as np
 
+from .montage import is_non_eeg
+from .units import unit_scale
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "QualityConfig", "channel_rms", "flat_channels", "railed_channels", "power_spectrum", "line_noise_ratio", "assess",
-    "quality_message", "quality_summary", "quality_changes", "unit_scale", "FLAGS",
+    "quality_message", "quality_summary", "quality_changes", "FLAGS",
 ]  # fmt: skip
 
 #: Flags in the order they are reported (the first that applies colours a channel in the window).
 FLAGS = ("flat", "railed", "line", "noisy")
-_SKIP_NAMES = {"sample_index", "sample", "counter", "stim", "trigger", "sti 014", "status", "markers"}
-#: Unit labels LSL streams use (``bci.units`` reads the same ones for decoding) → volts per unit.
-_UNIT_VOLTS = {
-    "v": 1.0,
-    "volt": 1.0,
-    "volts": 1.0,
-    "mv": 1e-3,
-    "millivolt": 1e-3,
-    "millivolts": 1e-3,
-    "uv": 1e-6,
-    "µv": 1e-6,
-    "microvolt": 1e-6,
-    "microvolts": 1e-6,
-    "nv": 1e-9,
-    "nanovolt": 1e-9,
-    "nanovolts": 1e-9,
-}
-_SKIP_TYPES = {"misc", "stim", "trigger", "aux", "eog", "ecg", "emg", "accel", "gyro", "marker", "markers"}
 
 
 @dataclass(frozen=True)
@@ -221,11 +206,6 @@ def assess(x: np.ndarray, sfreq: float, ch_names: Sequence[str], cfg: QualityCon
     }  # fmt: skip
 
 
-def unit_scale(label: str) -> float | None:
-    """Volts per ``label`` unit (``"microvolts"``/``"µV"`` → 1e-6); ``None`` for no or a non-voltage label."""
-    return _UNIT_VOLTS.get(str(label or "").strip().lower().replace("μ", "µ").replace(" ", ""))
-
-
 def _volts_per_unit(ch_units: Sequence[str], n: int, stream_units: str) -> tuple[np.ndarray, bool]:
     """Per-channel factor to volts from ``stream_units`` or the channels' labels; unknown → 1 (volts)."""
     out, known = np.ones(n), True
@@ -253,8 +233,7 @@ def quality_message(source: Any, stream_units: str = "", cfg: QualityConfig = Qu
     if stop - start < int(0.5 * sfreq):
         return None
     types = list(getattr(desc, "ch_types", ()) or ())
-    keep = [i for i, c in enumerate(desc.ch_names) if c.lower() not in _SKIP_NAMES
-            and (i >= len(types) or str(types[i]).lower() not in _SKIP_TYPES)]  # fmt: skip
+    keep = [i for i, c in enumerate(desc.ch_names) if not is_non_eeg(c, types[i] if i < len(types) else "")]
     if not keep:
         return None
     units = list(getattr(desc, "ch_units", ()) or ())

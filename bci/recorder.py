@@ -37,8 +37,8 @@ import numpy as np
 from hmavd.errors import UserError
 from hmavd.io import atomic_write_json
 
-from .quality import unit_scale
 from .ringbuffer import SampleClock
+from .units import unit_scale
 from .xdf import CHANNEL_FORMATS, XDFWriter
 
 log = logging.getLogger(__name__)

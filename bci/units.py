@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "UNIT_SCALE",
     "unit_to_volts",
+    "unit_scale",
     "channel_scales",
     "expected_std",
     "amplitude_verdict",
@@ -58,6 +59,15 @@ def unit_to_volts(label: str, what: str = "stream_units") -> float | None:
             "(or microvolts, millivolts, volts, nanovolts)"
         )
     return UNIT_SCALE[key]
+
+
+def unit_scale(label: str) -> float | None:
+    """Size of one ``label`` unit in volts, or ``None`` for an empty or non-voltage label (never raises).
+
+    The lenient twin of :func:`unit_to_volts`, for readers that keep going on a label they do not know
+    (the quality panel, reading back a recording).
+    """
+    return UNIT_SCALE.get(str(label or "").strip().lower().replace(" ", ""))
 
 
 def channel_scales(
