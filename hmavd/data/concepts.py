@@ -10,9 +10,10 @@ With ``hmavd-simulate concepts_from=<image_metadata.npy>`` the names come from t
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from .thingseeg2 import concept_name
+from ..errors import UserError
+from .thingseeg2 import ImageMetadata, concept_name
 
 __all__ = [
     "N_CONCEPTS",
@@ -23,6 +24,9 @@ __all__ = [
     "train_concepts",
     "test_concepts",
     "test_image_file",
+    "select_concepts",
+    "test_image_files",
+    "make_image_metadata",
 ]
 
 #: Concepts in THINGS; ThingsEEG2 splits them into 1654 training and 200 test concepts.
@@ -71,3 +75,67 @@ def test_concepts() -> tuple[str, ...]:
 def test_image_file(folder: str) -> str:
     """ThingsEEG2-style test image file name of a concept folder: ``00001_concept_0009`` → ``concept_0009_01s.jpg``."""
     return f"{concept_name(folder).replace(' ', '_')}_01s.jpg"
+
+
+# --------------------------------------------------------------------------- the simulator's selection
+
+
+def select_concepts(
+    n_train: int, n_test: int, source: ImageMetadata | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The first ``n_train`` training and first ``n_test`` test concept folders.
+
+    Generated names (:mod:`hmavd.data.concepts`), or those of ``source``, a user's ThingsEEG2 metadata
+    (``concepts_from=``), in its plain sorted folder order.
+    """
+    tr, te = (train_concepts(), test_concepts()) if source is None else (source.train_concepts, source.test_concepts)
+    fix = "lower it" if source is None else "lower it or give a metadata file with more concepts"
+    if not 1 <= n_train <= len(tr):
+        raise UserError(f"n_train_concepts: {n_train} must be in 1..{len(tr)}; {fix}")
+    if not 2 <= n_test <= len(te):
+        raise UserError(f"n_test_concepts: {n_test} must be in 2..{len(te)}; {fix}")
+    return tr[:n_train], te[:n_test]
+
+
+def test_image_files(source: ImageMetadata | None = None) -> dict[str, str]:
+    """Test image file name of each test concept folder: generated (``concept_0009_01s.jpg``) or ``source``'s."""
+    if source is not None:
+        return dict(zip(source.test_img_concepts, source.test_img_files))
+    return {f: test_image_file(f) for f in test_concepts()}
+
+
+def _train_files(folder: str, n: int, source: ImageMetadata | None) -> list[str]:
+    if source is None:
+        stem = concept_name(folder).replace(" ", "_")
+        return [f"{stem}_{j + 1:02d}b.jpg" for j in range(n)]
+    have = [f for c, f in zip(source.train_img_concepts, source.train_img_files) if c == folder]
+    if len(have) < n:
+        raise UserError(
+            f"n_train_images_per_concept: {n} but the metadata lists {len(have)} training images of {folder}; "
+            f"lower it to {len(have)}"
+        )
+    return have[:n]
+
+
+def make_image_metadata(
+    train_folders: Sequence[str],
+    n_images_per_concept: int,
+    test_folders: Sequence[str],
+    source: ImageMetadata | None = None,
+) -> ImageMetadata:
+    """ThingsEEG2-style metadata: ``n`` training images per concept, one test image each.
+
+    File names are generated (``concept_0001_01b.jpg`` …, test ``concept_0009_01s.jpg``) or, with
+    ``source`` (a user's metadata), its own file names: the first ``n`` training images of each concept.
+    """
+    tr_c, tr_f = [], []
+    for folder in train_folders:
+        tr_c.extend([folder] * n_images_per_concept)
+        tr_f.extend(_train_files(folder, n_images_per_concept, source))
+    files = test_image_files(source)
+    return ImageMetadata(
+        train_img_concepts=tuple(tr_c),
+        train_img_files=tuple(tr_f),
+        test_img_concepts=tuple(test_folders),
+        test_img_files=tuple(files[f] for f in test_folders),
+    )
