@@ -205,3 +205,16 @@ def test_features_from_the_shared_reference_files(shared_data, tmp_path):
     np.testing.assert_allclose(cache.center_features(), ctr[:8], atol=1e-6)
     js = json.loads((tmp_path / "sim" / "simulation.json").read_text())
     assert js["feature_geometry"] == s["feature_geometry"] and "nice_clip" in js["feature_geometry"]
+
+
+def test_latent_projection_is_normalised_on_its_reference():
+    from hmavd.simulate import latent_projection, latent_sources
+
+    img, _ = _generated(n=50)
+    proj, mean, scale = latent_projection(np.random.default_rng(0), 6, 768, reference=img)
+    z = latent_sources(img, proj, mean, scale)  # (50, 6)
+    np.testing.assert_allclose(z.std(axis=0), 1.0)
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-10)
+    proj2, mean2, scale2 = latent_projection(np.random.default_rng(0), 6, 768)  # default: generated reference
+    np.testing.assert_array_equal(proj2, proj)
+    assert not np.allclose(mean2, mean) and scale2.shape == (6,) and np.all(scale2 > 0)
