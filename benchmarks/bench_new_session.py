@@ -62,12 +62,34 @@ def ridge_encoder(train_eeg: np.ndarray, train_feats: np.ndarray, alpha: float =
     return (lambda e: (np.asarray(e, dtype=np.float64).reshape(len(e), -1) - mx) @ b), train_feats.mean(axis=0)
 
 
+def model_encoder(checkpoint: str, cache):
+    """A trained model's EEG encoder and its image templates of the test images."""
+    import torch
+
+    from hmavd.checkpoint import load_checkpoint
+    from hmavd.evaluate import build_templates, encode_eeg_batched
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    model.eval()
+    n = cache.image_features("test").shape[0]
+    with torch.no_grad():
+        tmpl = build_templates(model, cache, "image", "test-images", np.arange(n), "cpu")
+        tmpl = tmpl.detach().float().numpy() if isinstance(tmpl, torch.Tensor) else np.asarray(tmpl)
+
+    def encode(x):
+        with torch.no_grad():
+            return encode_eeg_batched(model, np.asarray(x, dtype=np.float32), "cpu").float().numpy()
+
+    return encode, tmpl
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/sim-new-session")
     ap.add_argument("--change", type=float, default=1.0)
     ap.add_argument("--test-reps", type=int, default=10)
     ap.add_argument("--snr", type=float, default=0.05)
+    ap.add_argument("--checkpoint", default="", help="decode with this hmavd-train run instead of the ridge decoder")
     args = ap.parse_args()
     t0 = time.time()
     over = {"n_train_concepts": 200, "n_train_images_per_concept": 4, "n_test_concepts": 200, "n_sessions": 2,
@@ -77,7 +99,11 @@ def main() -> None:
     out = Path(args.out)
     if not (out / "simulation.json").exists():
         simulate_dataset(cfg, out, force=True)
-    info = write_new_session(cfg.resolved(), out, args.change)
+    done = out / "new_session" / "session_change.json"
+    if done.exists() and json.loads(done.read_text())["scale"] == args.change:
+        info = json.loads(done.read_text())
+    else:
+        info = write_new_session(cfg.resolved(), out, args.change)
     print(f"simulated in {time.time() - t0:.0f} s; change {info['change']}")
     preset = get_preset(cfg.preset)
     n_img = cfg.n_test_concepts
@@ -86,10 +112,13 @@ def main() -> None:
     # the decoder: ridge on the training sessions' (their own MVNN, as hmavd-prepare wrote them) training split
     tr = load_split(out / "preprocessed_eeg" / "sub-01" / "preprocessed_eeg_training.npy")
     cache = load_feature_cache(next((out / "features").iterdir()))
-    encode, fmean = ridge_encoder(
-        tr.average_repetitions().astype(np.float64), np.asarray(cache.image_features("training"), dtype=np.float64)
-    )
-    templates = np.asarray(cache.image_features("test"), dtype=np.float64) - fmean
+    if args.checkpoint:
+        encode, templates = model_encoder(args.checkpoint, cache)
+    else:
+        encode, fmean = ridge_encoder(
+            tr.average_repetitions().astype(np.float64), np.asarray(cache.image_features("training"), dtype=np.float64)
+        )
+        templates = np.asarray(cache.image_features("test"), dtype=np.float64) - fmean
     # the new session: its test block (live) and its training block (hmavd-prepare's per-session MVNN)
     ns = out / "new_session" / "raw_eeg" / "sub-01" / "ses-01"
     x_test, codes = _epochs(out / info["subjects"][0]["paths"]["replay"], preset)
@@ -129,7 +158,9 @@ def main() -> None:
             print(f"recovered ({avg}, k={k}): top-1 {100 * rec:.0f} %, top-5 {100 * rec5:.0f} % of offline − stale")
     for d in dist:
         print(json.dumps(d))
-    (out / "new_session" / "bench.json").write_text(json.dumps({"results": res, "distance": dist}, indent=1))
+    (out / "new_session" / f"bench{'_model' if args.checkpoint else ''}.json").write_text(
+        json.dumps({"results": res, "distance": dist}, indent=1)
+    )
     print(f"done in {time.time() - t0:.0f} s")
 
 
