@@ -259,6 +259,8 @@ class ReferenceFeatures:
         Real test centres, when the source has them.
     source : str
         Where they came from (for the provenance).
+    test_concepts : tuple of str or None
+        The concept folder of each test row, when the source names them (a feature cache does).
     """
 
     test_image: np.ndarray
@@ -266,6 +268,7 @@ class ReferenceFeatures:
     variation: np.ndarray
     test_center: np.ndarray | None
     source: str
+    test_concepts: tuple[str, ...] | None = None
 
 
 # --------------------------------------------------------------------------- both

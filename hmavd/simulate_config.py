@@ -122,6 +122,12 @@ class SimulateConfig:
         if source is not None:
             make_image_metadata(train_folders, r.n_train_images_per_concept, (), source)  # enough file names
         ref = self.reference()
+        if ref is not None and source is not None and ref.test_concepts is not None:
+            if ref.test_concepts != source.test_concepts:
+                raise UserError(
+                    f"concepts_from: {self.concepts_from} lists other test concepts than features_from="
+                    f"{self.features_from} (its rows would be misnamed); give the metadata the cache was built from"
+                )
         if ref is not None and len(ref.test_image) < r.n_test_concepts:
             raise UserError(
                 f"n_test_concepts: {r.n_test_concepts} but features_from={self.features_from} has "

@@ -218,3 +218,22 @@ def test_latent_projection_is_normalised_on_its_reference():
     proj2, mean2, scale2 = latent_projection(np.random.default_rng(0), 6, 768)  # default: generated reference
     np.testing.assert_array_equal(proj2, proj)
     assert not np.allclose(mean2, mean) and scale2.shape == (6,) and np.all(scale2 > 0)
+
+
+def test_features_from_a_cache_must_match_concepts_from(tmp_path):
+    from hmavd.data.thingseeg2 import ImageMetadata, save_image_metadata
+
+    simulate_dataset(SimulateConfig(**TINY), tmp_path / "a")
+    cache = str(tmp_path / "a" / "features" / "clip-vitl14-sim")
+    own = str(tmp_path / "a" / "image_set" / "image_metadata.npy")  # the metadata the cache was built from
+    s = simulate_dataset(SimulateConfig(**TINY, features_from=cache, concepts_from=own), tmp_path / "b")
+    assert s["n_test_images"] == 8
+    other = ImageMetadata(("00001_x",) * 2, ("x_01b.jpg", "x_02b.jpg"), tuple(f"{i:05d}_y{i}" for i in range(1, 9)),
+                          tuple(f"y{i}_01s.jpg" for i in range(1, 9)))  # fmt: skip
+    save_image_metadata(tmp_path / "other.npy", other)
+    cfg = SimulateConfig(
+        **{**TINY, "n_train_concepts": 1}, features_from=cache, concepts_from=str(tmp_path / "other.npy")
+    )
+    with pytest.raises(UserError, match="concepts_from: .* lists other test concepts than features_from"):
+        simulate_dataset(cfg, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
