@@ -1,8 +1,9 @@
 """The live engine: source → markers → online epochs → decoder → messages (no Qt).
 
 :class:`LiveEngine` runs in the caller's thread (plus the source's acquisition thread);
-:class:`EngineProcess` runs it in a separate ``spawn`` process and exchanges plain-dict messages
-through queues, so a GUI in the parent never slows acquisition down (docs/gui.md, "Design").
+:class:`bci.engine_process.EngineProcess` runs it in a separate ``spawn`` process and exchanges these
+plain-dict messages through queues, so a GUI in the parent never slows acquisition down (docs/gui.md,
+"Design").
 
 Messages (picklable dicts; numpy arrays allowed)::
 
@@ -18,16 +19,13 @@ Scope and marker times ``t_s`` are seconds since the stream's first received sam
 ``epoch_latency_ms`` run from the arrival of the epoch's last sample to the prediction / the
 preprocessed epoch; ``sample_index`` (the stream's ``sample_index`` channel at the onset) only when
 the stream has that channel.
-Commands (:meth:`EngineProcess.send`): ``{"cmd": "stop"}``, ``{"cmd": "record_start", "path": str}``
+Commands (:meth:`bci.engine_process.EngineProcess.send`): ``{"cmd": "stop"}``, ``{"cmd": "record_start", "path": str}``
 (``path`` empty: a new folder under ``record_dir``), ``{"cmd": "record_stop"}``.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
-import queue
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ from .stream_setup import AmplitudeCheck, model_time_axis, plan_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveConfig", "LiveEngine", "EngineProcess", "match_channels", "preset_for_checkpoint"]
+__all__ = ["LiveConfig", "LiveEngine", "match_channels", "preset_for_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -572,96 +570,3 @@ class LiveEngine:
                 except Exception:  # noqa: BLE001
                     log.exception("disconnect failed")
         self.connected = False
-
-
-def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
-    from hmavd.errors import setup_logging
-
-    setup_logging()
-    parent = os.getppid()
-    engine = LiveEngine(cfg)
-    try:
-        engine.connect()
-        running = True
-        while running:
-            if os.getppid() != parent:  # the window's process died (even by SIGKILL): stop, do not stream on
-                log.warning("parent process %d is gone; stopping the engine", parent)
-                break
-            while True:
-                try:
-                    cmd = cmd_q.get_nowait()
-                except queue.Empty:
-                    break
-                try:
-                    running = engine.handle(cmd) and running
-                except UserError as err:
-                    out_q.put({"type": "error", "message": str(err)})
-            for msg in engine.get_data():
-                out_q.put(msg)
-            if running:
-                engine.acquire(cfg.poll_timeout_s)
-        engine.outbox.append(engine.status())  # the final counts, so the last status matches the predictions
-        for msg in engine.get_data():
-            out_q.put(msg)
-    except UserError as err:
-        out_q.put({"type": "error", "message": str(err)})
-    except Exception as err:  # noqa: BLE001 - reported to the GUI, never silent
-        log.exception("engine failed")
-        out_q.put({"type": "error", "message": f"{type(err).__name__}: {err}"})
-    finally:
-        engine.disconnect()
-        out_q.put({"type": "stopped"})
-
-
-class EngineProcess:
-    """Runs :class:`LiveEngine` in a separate ``spawn`` process; non-blocking :meth:`poll`."""
-
-    def __init__(self, cfg: LiveConfig) -> None:
-        self.cfg = cfg
-        self._ctx = mp.get_context("spawn")
-        self._cmd = self._ctx.Queue()
-        self._out = self._ctx.Queue()
-        self._proc = None
-        self._pending: list[dict] = []
-
-    def start(self) -> None:
-        self._proc = self._ctx.Process(target=_engine_main, args=(self.cfg, self._cmd, self._out),
-                                       name="hmavd-engine", daemon=True)  # fmt: skip
-        self._proc.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
-
-    def send(self, cmd: dict) -> None:
-        self._cmd.put(dict(cmd))
-
-    def _drain(self) -> None:
-        """Move everything the child has sent so far into the pending list."""
-        while True:
-            try:
-                self._pending.append(self._out.get_nowait())
-            except queue.Empty:
-                return
-
-    def poll(self, max_items: int = 1000) -> list[dict]:
-        """Up to ``max_items`` messages received since the last call (never blocks)."""
-        self._drain()
-        out, self._pending = self._pending[:max_items], self._pending[max_items:]
-        return out
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._proc is None:
-            return
-        if self._proc.is_alive():
-            self.send({"cmd": "stop"})
-            deadline = time.monotonic() + timeout_s
-            while self._proc.is_alive() and time.monotonic() < deadline:
-                self._drain()  # keep the child's queue flowing so it can exit
-                self._proc.join(0.05)
-        self._drain()
-        if self._proc.is_alive():
-            log.warning("engine process did not stop in %.1f s; terminating", timeout_s)
-            self._proc.terminate()
-            self._proc.join(1.0)
-        self._proc = None

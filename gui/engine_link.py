@@ -10,7 +10,7 @@ __all__ = ["EngineLike", "EngineFactory", "default_engine_factory", "engine_aliv
 
 
 class EngineLike(Protocol):
-    """What the window needs from :class:`bci.engine.EngineProcess`."""
+    """What the window needs from :class:`bci.engine_process.EngineProcess`."""
 
     def start(self) -> None: ...
     def stop(self, timeout_s: float = 5.0) -> None: ...
@@ -22,11 +22,16 @@ EngineFactory = Callable[[Mapping[str, Any]], EngineLike]
 
 
 def default_engine_factory(values: Mapping[str, Any]) -> EngineLike:
-    """``EngineProcess(LiveConfig(**values))``, keeping only the fields ``LiveConfig`` defines."""
-    from bci.engine import EngineProcess, LiveConfig
+    """``EngineProcess(LiveConfig(**values))``; a key ``LiveConfig`` does not define is refused in one line."""
+    from bci.engine import LiveConfig
+    from bci.engine_process import EngineProcess
+    from hmavd.errors import UserError
 
     names = {f.name for f in dataclasses.fields(LiveConfig)}
-    return EngineProcess(LiveConfig(**{k: v for k, v in values.items() if k in names}))
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"live settings: unknown key(s) {', '.join(unknown)}; the keys are LiveConfig's fields")
+    return EngineProcess(LiveConfig(**dict(values)))
 
 
 def engine_alive(engine: Any) -> bool:

@@ -1,6 +1,6 @@
 """The ``hmavd-live`` main window: drives the engine process and draws its messages at ≤ 30 fps.
 
-Decoding never runs here: :class:`bci.engine.EngineProcess` (a separate process) does it and sends
+Decoding never runs here: :class:`bci.engine_process.EngineProcess` (a separate process) does it and sends
 plain-dict messages, which a ``QTimer`` polls (non-blocking) at most ``fps`` times a second. Stream
 discovery runs in a worker thread; a replay is a child process (``hmavd-replay``). Errors go to a
 banner in the window, never to a crash or a modal dialog: every user action and the timer are

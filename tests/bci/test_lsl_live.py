@@ -18,7 +18,8 @@ from bci_testkit import (
 )  # fmt: skip
 
 from bci.decoder import Decoder
-from bci.engine import EngineProcess, LiveConfig, LiveEngine
+from bci.engine import LiveConfig, LiveEngine
+from bci.engine_process import EngineProcess
 from bci.markers import LSLMarkerSource
 from bci.recorder import read_session
 from bci.replay import LSLPlayer, load_replay

@@ -1,4 +1,4 @@
-"""A fake engine that follows bci.engine.EngineProcess's message protocol (for widget/window tests)."""
+"""A fake engine that follows bci.engine_process.EngineProcess's message protocol (for widget/window tests)."""
 
 from __future__ import annotations
 

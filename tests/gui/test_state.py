@@ -20,6 +20,7 @@ from gui.state import (
     stack_traces,
 )
 from gui.streams import StreamEntry, split_streams, unique_stream_names
+from hmavd.errors import UserError
 
 
 def test_scope_buffer_scrolls_and_keeps_the_newest_window():
@@ -215,3 +216,12 @@ def test_format_status_shows_online_mvnn_and_the_accumulated_curve():
     text = format_status({**base, "mvnn": on, "accumulated": acc})
     assert "MVNN online, 60 epochs (frozen)" in text and "averaged k=5: top-1 25.0 % / top-5 50.0 %" in text
     assert "MVNN" not in format_status(base)
+
+
+def test_engine_factory_refuses_unknown_keys_and_builds_known_ones():
+    from gui.engine_link import default_engine_factory
+
+    with pytest.raises(UserError, match="unknown key.*eeg_strem"):
+        default_engine_factory({"eeg_strem": "typo"})
+    engine = default_engine_factory({"eeg_stream": "x", "checkpoint": "c.safetensors", "top_k": 5})
+    assert engine.cfg.eeg_stream == "x" and not engine.alive  # built, not started
