@@ -120,8 +120,13 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     out_dir: str = "runs"
     run_name: str = ""  # "" = <name>_sub-XX_seedN[_loso]
+    finetune: str = ""  # start from this checkpoint / run folder (hmavd/finetune.py); "" = from scratch
+    finetune_layers: str = "all"  # what trains when fine-tuning: all | eeg | eeg_projection
 
     def validate(self) -> None:
+        from .finetune import validate_finetune
+
+        validate_finetune(self)
         choices = {
             "protocol": ("intra", "loso"),
             "temperature": ("fixed", "learnable"),
@@ -447,6 +452,10 @@ def train(
     steps_per_epoch = len(_batches(n, cfg.batch_size, torch.arange(n), min_batch))
     if steps_per_epoch == 0:
         raise UserError(f"batch_size: {n} training samples make no batch of >= 2; use more data")
+    if cfg.finetune:  # start from a trained model; only finetune_layers train (a resume reloads last.safetensors)
+        from .finetune import apply_finetune
+
+        apply_finetune(model, cfg, load=not (resume and last_path.exists()))
     optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     step_fn = TrainStep(cfg, model, optimizer, dctx if dctx.is_distributed else None)  # [distributed]
     extra = {

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         help="under torchrun: each process trains whole runs of the subject x seed list on its own "
         "(runs[rank::world]) instead of sharing every run by DDP",
     )
+    p.add_argument("--finetune", metavar="CHECKPOINT", help="start from this run/checkpoint; sets finetune= "
+                   "(finetune_layers=all|eeg|eeg_projection says what trains; docs/new-session.md)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -68,6 +70,7 @@ def _body(argv: Sequence[str] | None) -> int:
         print(train(cfg, resume=True, progress=not args.no_progress))
         return 0
     extra = [f"data_dir={args.data}"] if args.data else []
+    extra += [f"finetune={args.finetune}"] if args.finetune else []
     cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
