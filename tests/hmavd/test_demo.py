@@ -2,6 +2,7 @@
 
 import json
 
+from hmavd.checkpoint import load_checkpoint
 from hmavd.cli.demo import main as demo_main
 from hmavd.config import load_config
 from hmavd.simulate_io import SimulateConfig, simulate_dataset
@@ -21,7 +22,13 @@ def test_demo_trains_both_models_and_prints_one_table(tmp_path, capsys):
         assert row in table, row
     assert f"| oracle ceiling | {100 * sim['oracle']['top1']:.1f} |" in table
     saved = json.loads((out / "results.json").read_text())
-    assert set(saved["evaluations"]) == {"NICE", "HMAVD"}
+    assert set(saved["evaluations"]) == {"NICE", "HMAVD", "NICE (last epoch)", "HMAVD (last epoch)"}
+    last = saved["evaluations"]["HMAVD (last epoch)"]["results"]["image[test-images]"]
+    assert f"| {100 * last['top1']:.1f} | {100 * last['top5']:.1f} | image |" in table
+    _, nice_info = load_checkpoint(out / "nice" / "best.safetensors")
+    _, hmavd_info = load_checkpoint(out / "hmavd" / "best.safetensors")
+    assert nice_info["train_config"]["image_projection"] is False  # NICE's identity image side
+    assert hmavd_info["train_config"]["image_projection"] is True
     assert saved["references"]["oracle ceiling"] == sim["oracle"]
     assert "text" in saved["evaluations"]["HMAVD"]["results"]
     assert "text" not in saved["evaluations"]["NICE"]["results"]  # the baseline has no text branch
