@@ -23,8 +23,9 @@ import torch
 
 from hmavd.channels import THINGS63, VISUAL17
 from hmavd.config import load_config
+from hmavd.devices import resolve_device
 from hmavd.models.hmavd_model import count_parameters
-from hmavd.train import TrainConfig, TrainStep, build_model, make_optimizer, resolve_device
+from hmavd.train import TrainConfig, TrainStep, build_model, make_optimizer
 
 #: recipe -> (image bank size, text size)
 BANKS = {

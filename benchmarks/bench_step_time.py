@@ -30,7 +30,8 @@ import time
 import torch
 
 from hmavd.config import load_config
-from hmavd.train import TrainConfig, TrainStep, build_model, make_optimizer, resolve_device
+from hmavd.devices import resolve_device
+from hmavd.train import TrainConfig, TrainStep, build_model, make_optimizer
 
 #: variant -> (training config, fused TSConv)
 VARIANTS = {

@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import config_to_dict
 from .errors import UserError
-from .io import atomic_path
+from .io import atomic_path, json_default
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +144,8 @@ def save_checkpoint(
         "state": state_skeleton,
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, default=_json_default)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, default=json_default)})
     return path
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write_json", "save_npy_atomic"]
+__all__ = ["atomic_path", "atomic_write_json", "save_npy_atomic", "json_default"]
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as pretty JSON atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(obj, indent=2, default=json_default))
     return Path(path)
 
 
@@ -49,11 +49,14 @@ def save_npy_atomic(path: str | Path, arr: Any, allow_object: bool = False) -> P
     return Path(path)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars/arrays, paths and torch tensors (as lists)."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if type(o).__module__.startswith("torch") and hasattr(o, "tolist"):  # a tensor, without importing torch
+        return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

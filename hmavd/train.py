@@ -40,12 +40,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import config_from_dict, config_to_dict, save_config
+from .devices import resolve_device
 from .errors import UserError
 from .optim import apply_schedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "train", "resolve_device", "run_dir_of", "build_model", "make_optimizer", "TrainStep"]
+__all__ = ["TrainConfig", "train", "run_dir_of", "build_model", "make_optimizer", "TrainStep"]
 
 
 @dataclass(frozen=True)
@@ -157,15 +158,6 @@ SELECTION_TERMS: dict[str, tuple[str, ...]] = {"eeg_img": ("ce_eeg_img", "ce_img
 def selection_loss(val_terms: dict[str, float], select_on: str) -> float:
     """The validation loss a checkpoint is selected on: the mean of ``SELECTION_TERMS[select_on]``."""
     return float(np.mean([val_terms[k] for k in SELECTION_TERMS[select_on]]))
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is a UserError."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device: {spec!r} but no CUDA device is available; use device=cpu or device=auto")
-    return torch.device(spec)
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:

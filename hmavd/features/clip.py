@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..data.thingseeg2 import concept_name
+from ..devices import resolve_device
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ __all__ = [
     "l2_normalize",
     "concept_prompts",
     "sha256_file",
-    "resolve_device",
     "find_cached_weights",
     "load_clip",
 ]
@@ -72,17 +72,6 @@ def sha256_file(path: str | Path, block_bytes: int = 1 << 22) -> str:
         for block in iter(lambda: fh.read(block_bytes), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other values are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device: {device!r} asked for but no CUDA GPU is available; use device=auto or cpu")
-    return device
 
 
 @contextlib.contextmanager
@@ -321,7 +310,7 @@ def load_clip(
     import open_clip
     import torch
 
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     if model_config is not None:
         mc = Path(model_config)
         if not mc.is_file() or mc.suffix != ".json":

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..devices import resolve_device
 from ..errors import UserError
-from .clip import ClipEncoder, _offline, resolve_device, sha256_file
+from .clip import ClipEncoder, _offline, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def load_timm(
         raise UserError(f"--weights: {path} does not exist; pass the path of the downloaded timm weights file")
     if model_name not in timm.list_models():
         raise UserError(f"model: {model_name!r} is not a timm architecture; pick one of timm.list_models()")
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     with _offline():
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **dict(model_kwargs or {}))
     missing, _unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
