@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmavd.devices import resolve_device
 from hmavd.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decoder", "DecodeResult", "pick_device", "top_k", "training_path", "checkpoint_whitening"]
+__all__ = ["Decoder", "DecodeResult", "top_k", "training_path", "checkpoint_whitening"]
 
 
 def training_path(recorded: str, checkpoint: str | Path) -> Path | None:
@@ -60,15 +61,6 @@ def checkpoint_whitening(info: dict) -> tuple[str, Path | None]:
     if absolute is not None and absolute.exists():
         return recorded, absolute
     return recorded, training_path(recorded, info.get("path") or ".")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device: {device!r} requested but no CUDA device is available; use device=auto or cpu")
-    return torch.device(device)
 
 
 def top_k(eeg_features: torch.Tensor, templates: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +118,7 @@ class Decoder:
     ) -> None:
         if len(concepts) != len(templates):
             raise ValueError(f"{len(concepts)} concept names for {len(templates)} templates")
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.encode = encode
         t = torch.as_tensor(np.asarray(templates, dtype=np.float32), device=self.device)
         self.templates = torch.nn.functional.normalize(t, dim=1)  # (K, D)
@@ -158,7 +150,7 @@ class Decoder:
         ch_names: Sequence[str] = (), device: str = "auto", k: int = 5,
     ) -> Decoder:  # fmt: skip
         """Wrap a model with ``encode_eeg`` (e.g. an ``HMAVD``) moved to ``device`` in eval mode."""
-        dev = pick_device(device)
+        dev = resolve_device(device)
         model = model.to(dev).eval()
         return cls(model.encode_eeg, templates, concepts, n_chans, n_times, ch_names, str(dev), k)
 
@@ -176,7 +168,7 @@ class Decoder:
         from hmavd.checkpoint import load_checkpoint
         from hmavd.features.cache import load_feature_cache
 
-        dev = pick_device(device)
+        dev = resolve_device(device)
         model, info = load_checkpoint(checkpoint, map_location=dev)
         if not features:
             recorded = str((info.get("features") or {}).get("path") or "")

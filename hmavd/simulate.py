@@ -484,7 +484,12 @@ def ridge_decoder_scores(
 
 
 def topk_accuracy(scores: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Fraction of rows whose own column (the diagonal) ranks within the top ``k``: {"top1": …, "top5": …}."""
-    diag = np.diag(scores)[:, None]
-    rank = np.sum(scores > diag, axis=1)  # (N,) 0 = best
-    return {f"top{k}": float(np.mean(rank < k)) for k in ks}
+    """Fraction of rows whose own column (the diagonal) ranks within the top ``k``: {"top1": …, "top5": …}.
+
+    One rank rule for the whole toolkit: :func:`hmavd.evaluate.topk_accuracy` (ties count against the
+    true column).
+    """
+    from .evaluate import topk_accuracy as rank_rule  # torch is imported only when scores are ranked
+
+    labels = np.arange(scores.shape[0])  # (N,) row i's true column is i
+    return {f"top{k}": rank_rule(scores, labels, k) for k in ks}

@@ -372,3 +372,14 @@ def test_gifford_round_trip_through_prepare(tmp_path):
         assert x.eeg.shape[2:] == (17, 100) and x.ch_names == y.ch_names
         np.testing.assert_allclose(y.eeg, x.eeg, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(y.provenance, x.provenance)
+
+
+def test_reference_topk_counts_ties_against_the_true_column_like_the_evaluation():
+    from hmavd.evaluate import topk_accuracy as eval_topk
+
+    tied = np.zeros((4, 4))  # every template ties with the true one
+    assert topk_accuracy(tied, ks=(1, 4)) == {"top1": 0.0, "top4": 1.0}
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((30, 30)), 1)  # many ties
+    for k in (1, 5):
+        assert topk_accuracy(scores, ks=(k,))[f"top{k}"] == eval_topk(scores, np.arange(30), k)
