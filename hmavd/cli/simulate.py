@@ -58,6 +58,9 @@ def _body(argv: Sequence[str] | None) -> int:
     if cfg.new_session:  # a new session of the subjects already simulated at --out (hmavd/sim_sessions.py)
         from ..sim_sessions import NEW_SESSION_DIR, write_new_session
 
+        saved = out / "simulate_config.yaml"  # the dataset's own sizes and paradigm, unless --config is given
+        if args.config == "simulate" and saved.exists():
+            cfg = load_config(SimulateConfig, str(saved), overrides)
         ns = write_new_session(cfg.resolved(), out, cfg.new_session_change)
         print(f"SIMULATED new session (not real EEG, noise change x{cfg.new_session_change}): {out / NEW_SESSION_DIR}")
         for sub in ns["subjects"]:

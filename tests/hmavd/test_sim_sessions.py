@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hmavd.cli.simulate import main as simulate_main
-from hmavd.config import load_config
+from hmavd.config import load_config, save_config
 from hmavd.errors import UserError
 from hmavd.preprocessing.prepare import epoch_recording, load_mvnn
 from hmavd.preprocessing.presets import get_preset
@@ -48,11 +48,12 @@ def test_scaled_change_interpolates_from_none_to_the_documented_one():
 
 def test_new_session_is_written_and_the_training_whitening_is_stale_for_it(tmp_path, capsys):
     out = tmp_path / "sim"
-    simulate_dataset(load_config(SimulateConfig, None, TINY), out)
-    args = [f"{k}={v}" for k, v in TINY.items()]
-    assert simulate_main(["--out", str(tmp_path / "none"), "new_session=true", *args]) == 2  # no dataset there
+    cfg = load_config(SimulateConfig, None, TINY)
+    simulate_dataset(cfg, out)
+    save_config(cfg, out / "simulate_config.yaml")  # as hmavd-simulate leaves it
+    assert simulate_main(["--out", str(tmp_path / "none"), "new_session=true"]) == 2  # no dataset there
     assert "holds no simulated dataset" in capsys.readouterr().err
-    assert simulate_main(["--out", str(out), "new_session=true", *args]) == 0
+    assert simulate_main(["--out", str(out), "new_session=true"]) == 0  # the dataset's own sizes
     assert "SIMULATED new session" in capsys.readouterr().out
     info = json.loads((out / "new_session" / "session_change.json").read_text())
     assert info["change"]["noisy_factor"] == 3.0 and len(info["subjects"][0]["noisy_channels"]) == 2
@@ -62,6 +63,7 @@ def test_new_session_is_written_and_the_training_whitening_is_stale_for_it(tmp_p
     def session_cov(path):
         raw, events = read_recording(path)
         events = events[events[:, 2] != preset.catch_id]
+        assert len(events) == TINY["n_test_concepts"] * TINY["test_reps_per_session"]
         x, _, _, _ = epoch_recording(raw.load_data(), events, preset)  # (n, C, T)
         return mvnn_covariance(np.asarray(x, dtype=np.float64)[:, None])  # (C, C)
 
