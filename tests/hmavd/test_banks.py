@@ -12,6 +12,7 @@ import socket
 import numpy as np
 import pytest
 import torch
+from feature_testkit import spread_visual
 from PIL import Image
 
 from hmavd.cli.features import main
@@ -38,24 +39,13 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-def _spread(model, seed=0):
-    """Vision matrices ~ N(0, (2/sqrt(fan_in))^2), class embedding 0: a random tower whose images differ."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.visual.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel() ** 0.5))
-            elif "class_embedding" in name:
-                p.zero_()
-
-
 def _model(tmp_path, name, cfg, spread=True):
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(cfg))
     torch.manual_seed(0)
     enc = fclip.load_clip(name, model_config=path, random_init=True, device="cpu")
     if spread:
-        _spread(enc.model)
+        spread_visual(enc.model)
     weights = tmp_path / f"{name}.bin"
     torch.save(enc.model.state_dict(), weights)
     return path, weights, enc
@@ -327,7 +317,7 @@ def test_timm_backbone_bank(tmp_path, capsys):
     kw = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
     torch.manual_seed(0)
     net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **kw)
-    _spread(type("M", (), {"visual": net})())
+    spread_visual(type("M", (), {"visual": net})())
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "vit.safetensors"))
