@@ -278,8 +278,12 @@ def test_background_writer_writes_the_same_file_and_reports_disk_errors(tmp_path
     np.testing.assert_array_equal(files[True]["time_stamps"], files[False]["time_stamps"])
     w = XDFWriter(tmp_path / "broken.xdf", background=True)
     sid = w.add_stream("x", "EEG", 1, 100.0, "float32")
-    os.close(w._fd)  # the disk goes away under the writer thread (as a full or failing disk would)
-    w._fd = os.open(tmp_path / "broken.xdf", os.O_RDONLY)
+    w.flush()
+    deadline = time.monotonic() + 10  # let the thread write what is queued (the file header) first
+    while (not w._queue.empty() or os.path.getsize(tmp_path / "broken.xdf") == 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    good_fd = w._fd  # the disk goes away under the writer thread (as a full or failing disk would):
+    w._fd = os.open(tmp_path / "broken.xdf", os.O_RDONLY)  # writes fail from now on
     w.write_samples(sid, np.zeros((3, 1), np.float32), [0.0, 0.01, 0.02])
     w.flush()  # queued: the engine's loop does not wait
     deadline = time.monotonic() + 10
@@ -290,3 +294,4 @@ def test_background_writer_writes_the_same_file_and_reports_disk_errors(tmp_path
     with pytest.raises(OSError, match="failed"):
         w.close()
     assert not w._thread.is_alive()
+    os.close(good_fd)
