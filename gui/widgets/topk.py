@@ -110,6 +110,8 @@ class TopKPanel(QtWidgets.QGroupBox):
         self.truth.setWordWrap(True)
         self.info = QtWidgets.QLabel("")
         self.info.setStyleSheet("color: #555;")
+        self.accumulated = QtWidgets.QLabel("")  # this image's top-5 over its repetitions (bci.accumulate)
+        self.accumulated.setWordWrap(True)
         self.thumbnails = ThumbnailIndex(None)
         self._pixmaps: dict[str, QtGui.QPixmap | None] = {}
         self.draw_latencies_ms: deque[float] = deque(maxlen=1000)
@@ -121,6 +123,7 @@ class TopKPanel(QtWidgets.QGroupBox):
         lay.addSpacing(4)
         lay.addWidget(self.truth)
         lay.addWidget(self.info)
+        lay.addWidget(self.accumulated)
         lay.addStretch(1)
         self.last_topk: list[tuple[str, float]] = []
         self.last_true: str | None = None
@@ -193,6 +196,7 @@ class TopKPanel(QtWidgets.QGroupBox):
                 f"onset {float(msg.get('onset_s', 0.0)):.2f} s · marker {marker} · latency "
                 f"{float(msg.get('latency_ms', float('nan'))):.1f} ms"
             )
+        self.accumulated.setText(accumulated_text(msg))
         arrival = msg.get("last_arrival_s")
         self._await_paint = float(arrival) if isinstance(arrival, (int, float)) else None
 
@@ -218,3 +222,15 @@ class TopKPanel(QtWidgets.QGroupBox):
 
 def _html(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def accumulated_text(msg: Mapping[str, Any]) -> str:
+    """The accumulated top-5 of a prediction's image (``acc_n``, ``acc_topk``; ``bci.accumulate``), or ""."""
+    acc, n = msg.get("acc_topk"), msg.get("acc_n")
+    if not acc or not n:
+        return ""
+    names = ", ".join(f"{_html(str(c))} {float(s):.2f}" for c, s in list(acc)[:5])
+    true = msg.get("true_concept")
+    rank = next((i + 1 for i, (c, _) in enumerate(list(acc)[:5]) if c == true), None)
+    verdict = "" if true is None else (" ✓ top-1" if rank == 1 else f" ✓ rank {rank}" if rank else " ✗")
+    return f"averaged over {int(n)} repetition{'s' if n != 1 else ''}: {names}{verdict}"

@@ -128,3 +128,17 @@ def test_status_panel_and_error_banner(qtbot):
     assert banner.messages == ["boom 2", "boom 1"]
     banner.dismiss()
     assert banner.isHidden()
+
+
+def test_topk_panel_shows_the_accumulated_top5_of_the_image(qtbot):
+    from gui.widgets.topk import accumulated_text
+
+    panel = TopKPanel()
+    qtbot.addWidget(panel)
+    msg = {**prediction_msg(true="cat"), "acc_n": 7, "acc_topk": [("dog", 0.5), ("cat", 0.4)]}
+    panel.show_prediction(msg)
+    assert panel.accumulated.text() == "averaged over 7 repetitions: dog 0.50, cat 0.40 ✓ rank 2"
+    panel.show_prediction(prediction_msg(true="cat"))  # accumulation off: nothing shown
+    assert panel.accumulated.text() == "" and accumulated_text({"acc_n": 1, "acc_topk": [("a", 1.0)]}).endswith(
+        "a 1.00"
+    )
