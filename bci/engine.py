@@ -10,15 +10,20 @@ Messages (picklable dicts; numpy arrays allowed)::
     {"type": "connected", "ch_names", "sfreq", "n_chans", "concepts", "model_ch_names", "stream", "notes"}
     {"type": "scope", "data": (C, n) float32 at ~scope_sfreq, "t0_s", "sfreq", "markers": [(t_s, label)]}
     {"type": "prediction", "onset_s", "onset_index", "marker", "true_concept", "topk": [(concept, score)],
-     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", "last_arrival_s", ["sample_index"]}
+     "latency_ms", "epoch_latency_ms", "top1_correct", "top5_correct", "last_arrival_s", ["sample_index"],
+     ["acc_n", "acc_topk", "acc_top1_correct", "acc_top5_correct"]}
     {"type": "status", "sfreq_measured", "latency_p50_ms", "latency_p99_ms", "dropped_samples", "n_epochs",
-     "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers", "messages"}
+     "rejected": {reason: count}, "running_top1", "running_top5", "recording", "unknown_markers", "messages",
+     "mvnn", "accumulated"}
     {"type": "error", "message"}          {"type": "stopped"}
 
 Scope and marker times ``t_s`` are seconds since the stream's first received sample; ``latency_ms`` /
 ``epoch_latency_ms`` run from the arrival of the epoch's last sample to the prediction / the
 preprocessed epoch; ``sample_index`` (the stream's ``sample_index`` channel at the onset) only when
-the stream has that channel.
+the stream has that channel; ``acc_*`` (the image's accumulated top-k over its repetitions,
+:mod:`bci.accumulate`) unless ``accumulate=off`` and the image has a template; ``mvnn``
+(:meth:`bci.online_mvnn.OnlineMVNN.report`, ``None`` without ``mvnn_online``) and ``accumulated``
+(:meth:`bci.accumulate.RepetitionAccumulator.report`).
 Commands (:meth:`bci.engine_process.EngineProcess.send`): ``{"cmd": "stop"}``, ``{"cmd": "record_start", "path": str}``
 (``path`` empty: a new folder under ``record_dir``), ``{"cmd": "record_stop"}``.
 """
