@@ -7,8 +7,8 @@ test images and their eigen-spectrum (log-log). Nothing real is copied anywhere;
 printed summary are produced::
 
     .venv/bin/python scripts/sim_geometry_figure.py \\
-        --real-images ../shared/data/nice_clip_vitl14_test_images_200x1x768.npy \\
-        --real-centers ../shared/data/nice_clip_vitl14_center_200x768.npy --out docs/img/sim_geometry.png
+        --real-images /data/clip_vitl14_test_images.npy \\
+        --real-centers /data/clip_vitl14_test_centers.npy --out docs/img/sim_geometry.png
 """
 
 from __future__ import annotations
