@@ -138,11 +138,13 @@ class ModelConfig:
             )
         if self.use_text and not self.image_projection and self.text_dim not in (None, self.proj_dim):
             raise UserError(f"text_dim: {self.text_dim} must equal proj_dim {self.proj_dim} or be null")
-        used = ("img_reduction", "txt_reduction") if self.use_text else ("img_reduction",)
-        for name in used if self.use_adapters else ():  # only adapters that exist are checked
+        used = {"img_reduction": ("feature_dim", self.feature_dim)}
+        if self.use_text:  # the text adapter works on the text features, which may be wider or narrower
+            used["txt_reduction"] = ("text_dim", self.text_features_dim)
+        for name, (dim_name, dim) in used.items() if self.use_adapters else ():  # only adapters that exist
             r = getattr(self, name)
-            if r < 1 or r > self.feature_dim:
-                raise UserError(f"{name}: {r} must be between 1 and feature_dim={self.feature_dim}")
+            if r < 1 or r > dim:
+                raise UserError(f"{name}: {r} must be between 1 and {dim_name}={dim}; lower it")
         if not 0.0 <= self.fusion_beta <= 1.0:
             raise UserError(f"fusion_beta: {self.fusion_beta} must be in [0, 1]")
 

@@ -220,6 +220,14 @@ def small_cfg(**kw):
     return ModelConfig(**base)
 
 
+def test_text_reduction_is_checked_against_the_text_features_dim():
+    """A text bank narrower than the image bank: txt_reduction is bounded by text_dim, in one line."""
+    assert HMAVD(small_cfg(text_dim=16, txt_reduction=16)).text_adapter.hidden == 1
+    with pytest.raises(UserError, match=r"txt_reduction: 24 must be between 1 and text_dim=16"):
+        small_cfg(text_dim=16, txt_reduction=24)  # fits feature_dim=32, not the 16-d text features
+    small_cfg(text_dim=16, txt_reduction=24, use_adapters=False)  # no adapter, nothing to check
+
+
 def test_hmavd_forward_keys_and_norms():
     torch.manual_seed(0)
     model = HMAVD(small_cfg())
