@@ -34,32 +34,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class VirtualAmpConfig:
-    """Settings of ``hmavd-virtual-amp`` (``configs/virtual-amp.yaml``)."""
+class VirtualAmpConfig(AmpSettings):
+    """Settings of ``hmavd-virtual-amp`` (``configs/virtual-amp.yaml``): the amplifier's plus the command's."""
 
     subject_dir: str = "hmavd_data/sim"
     subject: int = 1
     eeg_name: str = ""
     marker_stream: str = ""
-    sfreq: float = 1000.0
-    unit: str = "microvolts"
-    montage: str = "acticap64"
-    sample_index: bool = False
-    chunk_ms: float = 10.0
-    push_delay_s: float = 0.02
-    partition: str = "test"
-    seed: int = 0
-    display_delay_s: float = 0.0
-    photodiode: bool = False
-    photodiode_on_s: float = 0.1
     duration_s: float = 0.0
     out_dir: str = ""
 
     def settings(self) -> AmpSettings:
+        """The :class:`AmpSettings` part (what the amplifier streams)."""
         return AmpSettings(**{f.name: getattr(self, f.name) for f in fields(AmpSettings)})
 
     def validate(self) -> None:
-        self.settings().validate()
+        super().validate()
         if self.subject < 1 or self.duration_s < 0:
             raise UserError(f"subject/duration_s: {self.subject}/{self.duration_s}; give subject >= 1, duration_s >= 0")
 
