@@ -50,7 +50,7 @@ Commands (``cmd["cmd"]``, :meth:`bci.engine_process.EngineProcess.send`, :meth:`
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -176,9 +176,9 @@ class StoppedMessage(TypedDict):
     type: Literal["stopped"]
 
 
-EngineMessage = Union[
-    ConnectedMessage, ScopeMessage, PredictionMessage, StatusMessage, QualityMessage, ErrorMessage, StoppedMessage
-]
+EngineMessage = (
+    ConnectedMessage | ScopeMessage | PredictionMessage | StatusMessage | QualityMessage | ErrorMessage | StoppedMessage
+)
 
 
 class StopCommand(TypedDict):
@@ -199,7 +199,7 @@ class RecordStopCommand(TypedDict):
     cmd: Literal["record_stop"]
 
 
-Command = Union[StopCommand, RecordStartCommand, RecordStopCommand]
+Command = StopCommand | RecordStartCommand | RecordStopCommand
 
 
 def error_message(message: str) -> ErrorMessage:
