@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hmavd.config import add_config_arguments, config_to_dict, load_config, parse_overrides, save_config
+from hmavd.config import (
+    ValidatedConfig,
+    add_config_arguments,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
 from hmavd.errors import UserError, run_command, setup_logging
 
 from .present import DryRunDisplay, Presenter, Schedule, Timing, build_schedule, write_log, write_schedule
@@ -38,7 +45,7 @@ _CORNERS = ("none", "top-left", "top-right", "bottom-left", "bottom-right")
 
 
 @dataclass(frozen=True)
-class PresentConfig:
+class PresentConfig(ValidatedConfig):
     """Settings of ``hmavd-present`` (``configs/present.yaml``): the ThingsEEG2 paradigm by default."""
 
     data: str = ""
@@ -57,7 +64,7 @@ class PresentConfig:
     rest_s: float = 10.0
     max_sequences: int = 0
     seed: int = 0
-    marker_name: str = ""
+    marker_stream: str = ""
     block_marker: bool = True
     wait_consumers_s: float = 0.0
     lead_s: float = 1.0
@@ -111,9 +118,11 @@ def block_images(cfg: PresentConfig) -> tuple[list[str], list[str] | None]:
 
         root = Path(cfg.data)
         meta = load_image_metadata(root / "image_set" / "image_metadata.npy")
-        folder, concepts, names = (("training_images", meta.train_img_concepts, meta.train_img_files)
-                                   if cfg.block == "training" else
-                                   ("test_images", meta.test_img_concepts, meta.test_img_files))  # fmt: skip
+        folder, concepts, names = (
+            ("training_images", meta.train_img_concepts, meta.train_img_files)
+            if cfg.block == "training"
+            else ("test_images", meta.test_img_concepts, meta.test_img_files)
+        )
         files = [str(root / "image_set" / folder / c / f) for c, f in zip(concepts, names)]
         codes = None
     else:
@@ -121,8 +130,10 @@ def block_images(cfg: PresentConfig) -> tuple[list[str], list[str] | None]:
     start = cfg.first_image - 1
     stop = len(files) if not cfg.n_images else start + cfg.n_images
     if stop > len(files) or start >= len(files):
-        raise UserError(f"first_image/n_images: {cfg.first_image}/{cfg.n_images} run past the {len(files)} "
-                        f"{cfg.block} images; lower them")  # fmt: skip
+        raise UserError(
+            f"first_image/n_images: {cfg.first_image}/{cfg.n_images} run past the {len(files)} "
+            f"{cfg.block} images; lower them"
+        )
     if start or stop < len(files):  # a subset keeps the dataset's numbering in its codes
         codes = [str(i + 1) for i in range(start, stop)] if codes is None else codes[start:stop]
         files = files[start:stop]
@@ -149,13 +160,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset root holding image_set/image_metadata.npy")
     p.add_argument("--images", dest="image_list", help="image list file (one path per line[, TAB code])")
     p.add_argument("--block", help="training (calibration) or test")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true", default=None,
-                   help="no display: flips on an exact refresh_hz grid, same markers")  # fmt: skip
-    p.add_argument("--marker-name", dest="marker_name", help="marker stream name (default: unique)")
+    p.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        default=None,
+        help="no display: flips on an exact refresh_hz grid, same markers",
+    )
+    p.add_argument("--marker-stream", dest="marker_stream", help="marker stream name (default: unique)")
     p.add_argument("--target-image", dest="target_image", help="image of the target to detect")
     p.add_argument("--out-dir", dest="out_dir", help="folder for shown.tsv, presentation.json …")
-    p.add_argument("--measure-delay", dest="measure_delay", metavar="RECORDING",
-                   help="measure the display delay from a recording's photodiode channel and exit")  # fmt: skip
+    p.add_argument(
+        "--measure-delay",
+        dest="measure_delay",
+        metavar="RECORDING",
+        help="measure the display delay from a recording's photodiode channel and exit",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     add_config_arguments(p, default="present")
     return p
@@ -164,8 +184,11 @@ def _parser() -> argparse.ArgumentParser:
 def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
-    flags = {k: getattr(args, k) for k in ("data", "image_list", "block", "dry_run", "marker_name", "target_image",
-                                            "out_dir") if getattr(args, k) is not None}  # fmt: skip
+    flags = {
+        k: getattr(args, k)
+        for k in ("data", "image_list", "block", "dry_run", "marker_stream", "target_image", "out_dir")
+        if getattr(args, k) is not None
+    }
     cfg = load_config(PresentConfig, args.config, {**flags, **parse_overrides(args.overrides)})
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
@@ -173,9 +196,17 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.measure_delay:
         return measure_delay(args.measure_delay, cfg.photodiode_channel)
     files, codes = block_images(cfg)
-    schedule = build_schedule(files, cfg.resolved_reps(), cfg.sequence_length, cfg.target_fraction,
-                              np.random.default_rng(cfg.seed), codes, cfg.target_image, cfg.block,
-                              cfg.max_sequences)  # fmt: skip
+    schedule = build_schedule(
+        files,
+        cfg.resolved_reps(),
+        cfg.sequence_length,
+        cfg.target_fraction,
+        np.random.default_rng(cfg.seed),
+        codes,
+        cfg.target_image,
+        cfg.block,
+        cfg.max_sequences,
+    )
     out = Path(cfg.out_dir or Path("recordings") / time.strftime("present-%Y%m%d-%H%M%S"))
     if (out / "presentation.json").exists():
         raise UserError(f"--out-dir: {out} already holds a presentation; choose a new folder")
@@ -189,7 +220,7 @@ def _present(cfg: PresentConfig, schedule: Schedule, out: Path) -> int:
 
     from .replay import unique_names
 
-    name = cfg.marker_name or unique_names("hmavd-present")[1]
+    name = cfg.marker_stream or unique_names("hmavd-present")[1]
     info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, source_id=name)
     outlet = pylsl.StreamOutlet(info)
     print(f"marker stream: {name}  ({len(schedule)} trials in {len(schedule.sequences)} sequences)", flush=True)
@@ -202,8 +233,16 @@ def _present(cfg: PresentConfig, schedule: Schedule, out: Path) -> int:
 
         display = PsychoPyDisplay(cfg, [t.file for t in schedule.trials])
     timing = Timing(display.refresh_hz, cfg.image_s, cfg.blank_s, cfg.sequence_gap_s)
-    presenter = Presenter(schedule, timing, display, lambda code, t: outlet.push_sample([code], t),
-                          cfg.block_marker, cfg.rest_every, cfg.rest_s, marker_delay_s=cfg.display_delay_s)  # fmt: skip
+    presenter = Presenter(
+        schedule,
+        timing,
+        display,
+        lambda code, t: outlet.push_sample([code], t),
+        cfg.block_marker,
+        cfg.rest_every,
+        cfg.rest_s,
+        marker_delay_s=cfg.display_delay_s,
+    )
     time.sleep(cfg.lead_s)
     try:
         lg = presenter.run()
@@ -214,8 +253,11 @@ def _present(cfg: PresentConfig, schedule: Schedule, out: Path) -> int:
         display.close()
     extra = {"marker_stream": name, "dry_run": cfg.dry_run, "display_delay_s": cfg.display_delay_s}
     summary = write_log(out, schedule, timing, lg, extra)
-    print(f"shown {summary['n_shown']}/{len(schedule)} images, {summary['n_dropped']} dropped frames, "
-          f"responses {summary['responses']}; log in {out}", flush=True)  # fmt: skip
+    print(
+        f"shown {summary['n_shown']}/{len(schedule)} images, {summary['n_dropped']} dropped frames, "
+        f"responses {summary['responses']}; log in {out}",
+        flush=True,
+    )
     time.sleep(0.5)  # let the last markers leave before the outlet closes
     return 0
 
@@ -229,24 +271,31 @@ def measure_delay(recording: str, channel: str) -> int:
 
     raw, events = read_recording(recording)
     if channel not in raw.ch_names:
-        raise UserError(f"photodiode_channel: {channel!r} is not in {recording} (channels e.g. {raw.ch_names[-5:]}); "
-                        "name the channel the photodiode was recorded on")  # fmt: skip
+        raise UserError(
+            f"photodiode_channel: {channel!r} is not in {recording} (channels e.g. {raw.ch_names[-5:]}); "
+            "name the channel the photodiode was recorded on"
+        )
     if not len(events):
         raise UserError(f"--measure-delay: {recording} holds no markers; record the marker stream with the EEG")
     signal = raw.get_data(picks=[raw.ch_names.index(channel)])[0]
     delays = photodiode_delays(signal, events[:, 0], float(raw.info["sfreq"]))
     ok = delays[np.isfinite(delays)]
     if not len(ok):
-        raise UserError(f"--measure-delay: no photodiode edge within 250 ms of any of {len(delays)} markers; "
-                        "check the patch (photodiode=<corner>) and the sensor")  # fmt: skip
+        raise UserError(
+            f"--measure-delay: no photodiode edge within 250 ms of any of {len(delays)} markers; "
+            "check the patch (photodiode=<corner>) and the sensor"
+        )
     ms = ok * 1e3
     print(
         f"display delay over {len(ok)}/{len(delays)} markers: median {np.median(ms):.1f} ms "
         f"(5-95 % {np.percentile(ms, 5):.1f} … {np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms)",
         flush=True,
     )
-    print(f"set marker_offset_s={np.median(ok):.4f} in hmavd-live, or display_delay_s={np.median(ok):.4f} in "
-          "hmavd-present (then the recordings carry it too)", flush=True)  # fmt: skip
+    print(
+        f"set marker_offset_s={np.median(ok):.4f} in hmavd-live, or display_delay_s={np.median(ok):.4f} in "
+        "hmavd-present (then the recordings carry it too)",
+        flush=True,
+    )
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Examples::
 
-    hmavd-replay data/recordings/sub-01_test.fif --speed 4 --loop
-    hmavd-replay raw_eeg_test.npy --eeg-name my-eeg --marker-name my-markers --sample-index
+    hmavd-replay data/recordings/sub-01_test.fif --replay-speed 4 --loop
+    hmavd-replay raw_eeg_test.npy --eeg-stream my-eeg --marker-stream my-markers --sample-index
     hmavd-replay session_raw.fif --config my_replay.yaml chunk_ms=5
     hmavd-replay recordings/live-20260101-120000                  # a session hmavd-live recorded
     hmavd-replay recordings/live-20260101-120000 --to-fif raw_eeg_test.fif   # for hmavd-prepare
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from hmavd.config import add_config_arguments, config_to_dict, load_config
+from hmavd.config import ValidatedConfig, add_config_arguments, config_to_dict, load_config
 from hmavd.errors import UserError, run_command, setup_logging
 
 from .replay import LSLPlayer, load_replay, unique_names
@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ReplayConfig:
+class ReplayConfig(ValidatedConfig):
     """Settings of ``hmavd-replay`` (names empty: unique ``hmavd-eeg-<id>`` / ``hmavd-markers-<id>``)."""
 
-    eeg_name: str = ""
-    marker_name: str = ""
-    speed: float = 1.0
+    eeg_stream: str = ""
+    marker_stream: str = ""
+    replay_speed: float = 1.0
     loop: bool = False
     sample_index: bool = False
     chunk_ms: float = 10.0
@@ -50,34 +50,52 @@ class ReplayConfig:
         from .replay import stream_units_key
 
         stream_units_key(self.units)
-        if self.speed <= 0:
-            raise UserError(f"speed: {self.speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        if self.replay_speed <= 0:
+            raise UserError(f"replay_speed: {self.replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
         if self.chunk_ms <= 0:
             raise UserError(f"chunk_ms: {self.chunk_ms} must be > 0 (e.g. 10)")
 
 
-_FLAGS = ("eeg_name", "marker_name", "speed", "chunk_ms", "wait_consumers_s", "start_s", "stop_s", "units")
+_FLAGS = ("eeg_stream", "marker_stream", "replay_speed", "chunk_ms", "wait_consumers_s", "start_s", "stop_s", "units")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hmavd-replay", description=__doc__.split("\n\n")[0])
     p.add_argument("recording", help="FIF, BrainVision .vhdr, EDF/BDF, XDF, ThingsEEG2 raw .npy, or a session folder")
-    p.add_argument("--to-fif", dest="to_fif", default=None, metavar="OUT.fif",
-                   help="convert a live session folder to FIF (for hmavd-prepare) and exit")  # fmt: skip
-    p.add_argument("--eeg-name", dest="eeg_name", help="EEG stream name (default: unique)")
-    p.add_argument("--marker-name", dest="marker_name", help="marker stream name (default: unique)")
-    p.add_argument("--speed", type=float, help="1 = real time (default), 10 = ten times faster")
+    p.add_argument(
+        "--to-fif",
+        dest="to_fif",
+        default=None,
+        metavar="OUT.fif",
+        help="convert a live session folder to FIF (for hmavd-prepare) and exit",
+    )
+    p.add_argument("--eeg-stream", dest="eeg_stream", help="EEG stream name (default: unique)")
+    p.add_argument("--marker-stream", dest="marker_stream", help="marker stream name (default: unique)")
+    p.add_argument(
+        "--replay-speed", dest="replay_speed", type=float, help="1 = real time (default), 10 = ten times faster"
+    )
     p.add_argument("--loop", action="store_true", default=None, help="start again at the end")
-    p.add_argument("--sample-index", dest="sample_index", action="store_true", default=None,
-                   help="add a sample_index channel (each sample's index in the recording)")  # fmt: skip
+    p.add_argument(
+        "--sample-index",
+        dest="sample_index",
+        action="store_true",
+        default=None,
+        help="add a sample_index channel (each sample's index in the recording)",
+    )
     p.add_argument("--chunk-ms", dest="chunk_ms", type=float, help="milliseconds of data per pushed chunk")
-    p.add_argument("--wait-consumers-s", dest="wait_consumers_s", type=float,
-                   help="wait this long for a consumer before streaming")  # fmt: skip
+    p.add_argument(
+        "--wait-consumers-s", dest="wait_consumers_s", type=float, help="wait this long for a consumer before streaming"
+    )
     p.add_argument("--start-s", dest="start_s", type=float, help="start this far into the recording")
     p.add_argument("--stop-s", dest="stop_s", type=float, help="stop this far into the recording (0 = end)")
     p.add_argument("--units", help="units of the streamed EEG channels: V (default), mV, uV, nV")
-    p.add_argument("--no-unit-label", dest="label_units", action="store_false", default=None,
-                   help="leave the channels' unit empty in the stream description (an unlabelled stream)")  # fmt: skip
+    p.add_argument(
+        "--no-unit-label",
+        dest="label_units",
+        action="store_false",
+        default=None,
+        help="leave the channels' unit empty in the stream description (an unlabelled stream)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     add_config_arguments(p, default="replay")
     return p
@@ -97,15 +115,24 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.to_fif:
         return _to_fif(args.recording, args.to_fif)
     rec = load_replay(args.recording, sample_index=cfg.sample_index)
-    eeg_name, marker_name = unique_names()
-    eeg_name, marker_name = cfg.eeg_name or eeg_name, cfg.marker_name or marker_name
-    player = LSLPlayer(rec, eeg_name, marker_name, speed=cfg.speed, loop=cfg.loop, chunk_s=cfg.chunk_ms / 1e3,
-                       start_sample=int(cfg.start_s * rec.sfreq), stop_sample=int(cfg.stop_s * rec.sfreq),
-                       units=cfg.units, label_units=cfg.label_units)  # fmt: skip
+    eeg_stream, marker_stream = unique_names()
+    eeg_stream, marker_stream = cfg.eeg_stream or eeg_stream, cfg.marker_stream or marker_stream
+    player = LSLPlayer(
+        rec,
+        eeg_stream,
+        marker_stream,
+        speed=cfg.replay_speed,
+        loop=cfg.loop,
+        chunk_s=cfg.chunk_ms / 1e3,
+        start_sample=int(cfg.start_s * rec.sfreq),
+        stop_sample=int(cfg.stop_s * rec.sfreq),
+        units=cfg.units,
+        label_units=cfg.label_units,
+    )
     label = f"labelled {player.unit_label}" if player.unit_label else "unlabelled"
     desc = f"{len(rec.ch_names)} ch at {rec.sfreq:g} Hz, {player.units}, {label}"
-    print(f"EEG stream:    {eeg_name}  ({desc})", flush=True)
-    print(f"marker stream: {marker_name}  ({len(player._ev_codes)} markers)", flush=True)
+    print(f"EEG stream:    {eeg_stream}  ({desc})", flush=True)
+    print(f"marker stream: {marker_stream}  ({len(player._ev_codes)} markers)", flush=True)
     if cfg.wait_consumers_s > 0 and not player.wait_for_consumers(cfg.wait_consumers_s):
         log.warning("no consumer after %.1f s; streaming anyway", cfg.wait_consumers_s)
     player.start()

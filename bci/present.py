@@ -224,8 +224,13 @@ class DryRunDisplay:
         whose ``sleep`` advances it.
     """
 
-    def __init__(self, refresh_hz: float = 60.0, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, rest_s: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        refresh_hz: float = 60.0,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rest_s: float | None = None,
+    ) -> None:
         if clock is None:
             import pylsl
 
@@ -291,9 +296,18 @@ class Presenter:
         LSL clock (for the push lag and the block marker).
     """
 
-    def __init__(self, schedule: Schedule, timing: Timing, display: Display, push: Callable[[str, float], None],
-                 block_marker: bool = True, rest_every: int = 0, rest_s: float = 0.0,
-                 clock: Callable[[], float] | None = None, marker_delay_s: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        schedule: Schedule,
+        timing: Timing,
+        display: Display,
+        push: Callable[[str, float], None],
+        block_marker: bool = True,
+        rest_every: int = 0,
+        rest_s: float = 0.0,
+        clock: Callable[[], float] | None = None,
+        marker_delay_s: float = 0.0,
+    ) -> None:
         self.schedule, self.timing, self.display, self.push = schedule, timing, display, push
         self.block_marker, self.rest_every, self.rest_s = block_marker, rest_every, rest_s
         self.marker_delay_s = float(marker_delay_s)
@@ -328,8 +342,14 @@ class Presenter:
                     trial = trials[seq[shown[f]]]
                     self.push(trial.code, t + self.marker_delay_s)
                     lg.push_lag_s.append(self.clock() - t)
-                    lg.shown.append({"trial": trial.index, "frame": len(lg.flip_times) - 1, "flip_time_s": t,
-                                     "marker_s": t + self.marker_delay_s})  # fmt: skip
+                    lg.shown.append(
+                        {
+                            "trial": trial.index,
+                            "frame": len(lg.flip_times) - 1,
+                            "flip_time_s": t,
+                            "marker_s": t + self.marker_delay_s,
+                        }
+                    )
             lg.keys.extend(self.display.keys())
         lg.keys.extend(self.display.keys())
         return lg
@@ -338,12 +358,24 @@ class Presenter:
         self.stopped = True
 
 
-_SHOWN_COLUMNS = ("trial", "sequence", "position", "image", "code", "target", "file", "frame", "flip_time_s",
-                  "marker_s", "frames_late")  # fmt: skip
+_SHOWN_COLUMNS = (
+    "trial",
+    "sequence",
+    "position",
+    "image",
+    "code",
+    "target",
+    "file",
+    "frame",
+    "flip_time_s",
+    "marker_s",
+    "frames_late",
+)
 
 
-def write_log(out: str | Path, schedule: Schedule, timing: Timing, lg: PresentationLog,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def write_log(
+    out: str | Path, schedule: Schedule, timing: Timing, lg: PresentationLog, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``shown.tsv`` (one row per shown image: its flip time and frame) and ``presentation.json``
     (timing, frame statistics, dropped frames, key presses and their scoring) into ``out``; returns the JSON."""
     out = Path(out)
@@ -356,8 +388,21 @@ def write_log(out: str | Path, schedule: Schedule, timing: Timing, lg: Presentat
         for row in lg.shown:
             t = schedule.trials[row["trial"]]
             late = round((row["flip_time_s"] - flips[0]) / period) - row["frame"] if len(flips) else 0
-            w.writerow([t.index, t.sequence, t.position, t.image, t.code, int(t.target), t.file, row["frame"],
-                        f"{row['flip_time_s']:.6f}", f"{row['marker_s']:.6f}", late])  # fmt: skip
+            w.writerow(
+                [
+                    t.index,
+                    t.sequence,
+                    t.position,
+                    t.image,
+                    t.code,
+                    int(t.target),
+                    t.file,
+                    row["frame"],
+                    f"{row['flip_time_s']:.6f}",
+                    f"{row['marker_s']:.6f}",
+                    late,
+                ]
+            )
     intervals = np.diff(flips) if len(flips) > 1 else np.zeros(0)
     target_s = [r["flip_time_s"] for r in lg.shown if schedule.trials[r["trial"]].target]
     lag = np.asarray(lg.push_lag_s) * 1e3

@@ -48,18 +48,23 @@ class PsychoPyDisplay:
     def __init__(self, cfg: Any, files: Sequence[str]) -> None:
         missing = sorted({f for f in files if f and not Path(f).exists()})
         if missing:
-            raise UserError(f"images: {len(missing)} image files not found (e.g. {missing[0]}); fix data/image_list "
-                            "or present with --dry-run")  # fmt: skip
+            raise UserError(
+                f"images: {len(missing)} image files not found (e.g. {missing[0]}); fix data/image_list "
+                "or present with --dry-run"
+            )
         if any(not f for f in files):
-            raise UserError("target_image: targets are scheduled but no target image is given; pass --target-image "
-                            "FILE or set target_fraction=0")  # fmt: skip
+            raise UserError(
+                "target_image: targets are scheduled but no target image is given; pass --target-image "
+                "FILE or set target_fraction=0"
+            )
         visual, event, core = _import_psychopy()
         import pylsl
 
         self._visual, self._event, self._clock = visual, event, pylsl.local_clock
         bg = [cfg.background] * 3
-        self.win = visual.Window(fullscr=cfg.fullscreen, screen=cfg.screen, color=bg, units="pix",
-                                 allowGUI=False, waitBlanking=True)  # fmt: skip
+        self.win = visual.Window(
+            fullscr=cfg.fullscreen, screen=cfg.screen, color=bg, units="pix", allowGUI=False, waitBlanking=True
+        )
         self.win.mouseVisible = False
         measured = self.win.getActualFrameRate(nIdentical=20, nMaxFrames=120, nWarmUpFrames=20)
         self.refresh_hz = float(measured) if measured else float(cfg.refresh_hz)
@@ -72,10 +77,22 @@ class PsychoPyDisplay:
             sx = -1 if "left" in cfg.photodiode else 1
             sy = 1 if "top" in cfg.photodiode else -1
             pos = (sx * (w / 2 - cfg.photodiode_px / 2), sy * (h / 2 - cfg.photodiode_px / 2))
-            self.patch = visual.Rect(self.win, width=cfg.photodiode_px, height=cfg.photodiode_px, pos=pos,
-                                     fillColor="white", lineColor="white")  # fmt: skip
-            self.patch_off = visual.Rect(self.win, width=cfg.photodiode_px, height=cfg.photodiode_px, pos=pos,
-                                         fillColor="black", lineColor="black")  # fmt: skip
+            self.patch = visual.Rect(
+                self.win,
+                width=cfg.photodiode_px,
+                height=cfg.photodiode_px,
+                pos=pos,
+                fillColor="white",
+                lineColor="white",
+            )
+            self.patch_off = visual.Rect(
+                self.win,
+                width=cfg.photodiode_px,
+                height=cfg.photodiode_px,
+                pos=pos,
+                fillColor="black",
+                lineColor="black",
+            )
         self._stims: dict[str, Any] = {}
         self._keys: list[tuple[str, float]] = []
 

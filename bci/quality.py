@@ -29,22 +29,34 @@ from typing import Any
 
 import numpy as np
 
+from hmavd.config import ValidatedConfig
+from hmavd.errors import UserError
+
 from .montage import is_non_eeg
 from .units import unit_scale
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "QualityConfig", "channel_rms", "flat_channels", "railed_channels", "power_spectrum", "line_noise_ratio", "assess",
-    "quality_message", "quality_summary", "quality_changes", "FLAGS",
-]  # fmt: skip
+    "QualityConfig",
+    "channel_rms",
+    "flat_channels",
+    "railed_channels",
+    "power_spectrum",
+    "line_noise_ratio",
+    "assess",
+    "quality_message",
+    "quality_summary",
+    "quality_changes",
+    "FLAGS",
+]
 
 #: Flags in the order they are reported (the first that applies colours a channel in the window).
 FLAGS = ("flat", "railed", "line", "noisy")
 
 
 @dataclass(frozen=True)
-class QualityConfig:
+class QualityConfig(ValidatedConfig):
     """Thresholds of the quality flags (volts, Hz, fractions); see the module doc."""
 
     window_s: float = 2.0
@@ -54,6 +66,20 @@ class QualityConfig:
     noisy_rms_v: float = 200e-6
     line_freq: float = 0.0
     line_ratio_max: float = 0.3
+
+    def validate(self) -> None:
+        if not self.window_s > 0:
+            raise UserError(f"window_s: {self.window_s} must be > 0 seconds (e.g. 2.0)")
+        for name in ("flat_ptp_v", "rail_abs_v"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: {getattr(self, name)} must be >= 0 volts (0 disables rail_abs_v)")
+        if not self.noisy_rms_v > 0:
+            raise UserError(f"noisy_rms_v: {self.noisy_rms_v} must be > 0 volts (e.g. 200e-6)")
+        for name in ("rail_fraction", "line_ratio_max"):
+            if not 0 < getattr(self, name) <= 1:
+                raise UserError(f"{name}: {getattr(self, name)} must be a fraction in (0, 1] (e.g. 0.05)")
+        if self.line_freq < 0:
+            raise UserError(f"line_freq: {self.line_freq} must be >= 0 Hz (0 = pick 50 or 60 Hz, else 50 or 60)")
 
 
 def channel_rms(x: np.ndarray) -> np.ndarray:
@@ -133,9 +159,12 @@ def power_spectrum(x: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]
 
 
 def line_noise_ratio(
-    x: np.ndarray, sfreq: float, freq: float, half_width: float = 1.0,
+    x: np.ndarray,
+    sfreq: float,
+    freq: float,
+    half_width: float = 1.0,
     spectrum: tuple[np.ndarray, np.ndarray] | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Share of each channel's 1…min(100 Hz, Nyquist) power within ``freq ± half_width`` Hz.
 
     Parameters
@@ -200,10 +229,14 @@ def assess(x: np.ndarray, sfreq: float, ch_names: Sequence[str], cfg: QualityCon
     names = [str(c) for c in ch_names]
     bad = {names[i]: [k for k in FLAGS if flags[k][i]] for i in range(len(names))}
     return {
-        "ch_names": names, "rms_v": rms.tolist(), "ptp_v": np.ptp(x, axis=1).tolist(),
-        "line_ratio": ratio.tolist(), "line_freq": line_freq, **{k: v.tolist() for k, v in flags.items()},
+        "ch_names": names,
+        "rms_v": rms.tolist(),
+        "ptp_v": np.ptp(x, axis=1).tolist(),
+        "line_ratio": ratio.tolist(),
+        "line_freq": line_freq,
+        **{k: v.tolist() for k, v in flags.items()},
         "bad": {c: f for c, f in bad.items() if f},
-    }  # fmt: skip
+    }
 
 
 def _volts_per_unit(ch_units: Sequence[str], n: int, stream_units: str) -> tuple[np.ndarray, bool]:

@@ -15,7 +15,7 @@ optional ``Photo`` photodiode channel, 1 while an image is on) that long after i
 screen's input lag; measuring it from the photodiode channel and setting the live app's
 ``marker_offset_s`` realigns the epochs (docs/experiment.md).
 
-Follows ``connect / acquire / get_data / disconnect``: with ``poll_interval=None`` nothing runs in the
+Follows ``connect / acquire / get_data / disconnect``: with ``poll_interval_s=None`` nothing runs in the
 background and every :meth:`VirtualAmp.acquire` produces the next ``chunk`` samples at once (tests);
 otherwise a thread produces the samples that are due, in real time.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from hmavd.config import ValidatedConfig
 from hmavd.errors import UserError
 from hmavd.simulate import electrode_positions, noise_mixing
 
@@ -54,7 +55,7 @@ UNITS: dict[str, float] = {"volts": 1.0, "microvolts": 1e6}
 
 
 @dataclass(frozen=True)
-class AmpSettings:
+class AmpSettings(ValidatedConfig):
     """What the amplifier streams (see :class:`bci.cli_virtual_amp.VirtualAmpConfig` for the meanings)."""
 
     sfreq: float = 1000.0
@@ -132,13 +133,13 @@ class VirtualAmp:
         A marker source with ``connect() / pull() -> [(t_s, code)] / disconnect()`` (an
         :class:`bci.markers.LSLMarkerSource`, or :class:`bci.markers.InMemoryMarkers` in tests), times on
         the LSL clock. ``None`` with ``marker_stream`` given: looked up in the background until found.
-    eeg_name : str
+    eeg_stream : str
         LSL stream name of the EEG outlet ("" = no outlet: only :meth:`get_data`).
     marker_stream : str or None
         Name of the marker stream to answer when ``markers`` is ``None`` ("" = the first stream of type
         ``Markers``; ``None`` = no markers). It is looked up once the EEG outlet has a reader, so a
         presenter waiting for its first consumer starts only when the EEG is being recorded/decoded.
-    poll_interval : float or None
+    poll_interval_s : float or None
         ``None`` = manual :meth:`acquire` (no thread); else the longest the thread sleeps (s).
     keep_record : bool
         Keep every streamed sample (stream units) and the noise-free signal (volts) for :meth:`get_data`.
@@ -147,11 +148,16 @@ class VirtualAmp:
     """
 
     def __init__(
-        self, subject: VirtualSubject, settings: AmpSettings = AmpSettings(), markers: Any = None,
-        eeg_name: str = "", marker_stream: str | None = None, poll_interval: float | None = None,
-        keep_record: bool = False, clock=None,
-    ) -> None:  # fmt: skip
-        settings.validate()
+        self,
+        subject: VirtualSubject,
+        settings: AmpSettings = AmpSettings(),
+        markers: Any = None,
+        eeg_stream: str = "",
+        marker_stream: str | None = None,
+        poll_interval_s: float | None = None,
+        keep_record: bool = False,
+        clock=None,
+    ) -> None:
         self.settings = settings
         self.subject = model_at_rate(subject, settings.sfreq)
         self.sfreq = float(settings.sfreq)
@@ -166,8 +172,8 @@ class VirtualAmp:
         self._rng = rng
         mixing = noise_mixing(self.eeg_names, subject.noise_length_m, subject.noise_white_fraction)
         self.noise = AR1Noise(rng, mixing, subject.noise_ar, subject.noise_uv * 1e-6, self.sfreq)
-        self.markers, self.eeg_name, self.marker_stream = markers, eeg_name, marker_stream
-        self.poll_interval, self.keep_record = poll_interval, keep_record
+        self.markers, self.eeg_stream, self.marker_stream = markers, eeg_stream, marker_stream
+        self.poll_interval_s, self.keep_record = poll_interval_s, keep_record
         self.partition = settings.partition
         self.n_written = 0
         self.t0 = 0.0
@@ -191,20 +197,20 @@ class VirtualAmp:
 
         if self._clock is None:
             self._clock = pylsl.local_clock
-        if self.eeg_name:
+        if self.eeg_stream:
             self._outlet = pylsl.StreamOutlet(self._info(), chunk_size=0, max_buffered=360)
         if self.markers is not None:
             self.markers.connect()
         elif self.marker_stream is not None:
             self._start(self._find_markers, "virtual-amp-markers")
         self.t0 = self._clock() + 0.1
-        if self.poll_interval is not None:
+        if self.poll_interval_s is not None:
             self._start(self._run, "virtual-amp")
 
     def acquire(self) -> int:
         """Answer new markers, then produce (and push) the samples that are due; returns how many."""
         self._take_markers()
-        if self.poll_interval is None:
+        if self.poll_interval_s is None:
             n = self.chunk
         else:
             due = (self._clock() - self.settings.push_delay_s - self.t0) * self.sfreq
@@ -268,8 +274,12 @@ class VirtualAmp:
         lat = latent_for(self.subject, self.partition, image, self._rng) if kind == "image" else None
         if lat is None:
             if self.n_unknown == 0:
-                log.warning("marker %r names no %s image of the subject (1 … %d); no response", code,
-                            self.partition, len(self.subject.latents[self.partition]))  # fmt: skip
+                log.warning(
+                    "marker %r names no %s image of the subject (1 … %d); no response",
+                    code,
+                    self.partition,
+                    len(self.subject.latents[self.partition]),
+                )
             self.n_unknown += 1
             return None
         sample = int(round((t_s - self.t0) * self.sfreq))
@@ -297,8 +307,9 @@ class VirtualAmp:
     def _info(self):
         import pylsl
 
-        info = pylsl.StreamInfo(self.eeg_name, "EEG", len(self.ch_names), self.sfreq, pylsl.cf_float32,
-                                source_id=self.eeg_name)  # fmt: skip
+        info = pylsl.StreamInfo(
+            self.eeg_stream, "EEG", len(self.ch_names), self.sfreq, pylsl.cf_float32, source_id=self.eeg_stream
+        )
         desc = info.desc()
         desc.append_child_value("manufacturer", "hmavd virtual amplifier (simulated subject)")
         chans = desc.append_child("channels")
@@ -319,7 +330,7 @@ class VirtualAmp:
         while not self._stop.is_set():
             if self.acquire() == 0:
                 next_due = self.t0 + (self.n_written + self.chunk - 1) / self.sfreq + self.settings.push_delay_s
-                self._stop.wait(min(max(next_due - self._clock(), 0.0005), self.poll_interval or 0.01))
+                self._stop.wait(min(max(next_due - self._clock(), 0.0005), self.poll_interval_s or 0.01))
 
     def _find_markers(self) -> None:
         from .markers import LSLMarkerSource

@@ -45,12 +45,14 @@ __all__ = [
 
 #: A 64-channel actiCAP-like montage in the amplifier's channel order: the 63 ThingsEEG2 channels plus
 #: ``Fz`` (ThingsEEG2's reference, streamed here as an ordinary channel carrying noise only).
-ACTICAP64: tuple[str, ...] = (
-    "Fp1", "Fz", "F3", "F7", "FT9", "FC5", "FC1", "C3", "T7", "TP9", "CP5", "CP1", "Pz", "P3", "P7", "O1",
-    "Oz", "O2", "P4", "P8", "TP10", "CP6", "CP2", "Cz", "C4", "T8", "FT10", "FC6", "FC2", "F4", "F8", "Fp2",
-    "AF7", "AF3", "AFz", "F1", "F5", "FT7", "FC3", "C1", "C5", "TP7", "CP3", "P1", "P5", "PO7", "PO3", "POz",
-    "PO4", "PO8", "P6", "P2", "CPz", "CP4", "TP8", "C6", "C2", "FC4", "FT8", "F6", "AF8", "AF4", "F2", "FCz",
-)  # fmt: skip
+ACTICAP64: tuple[str, ...] = tuple(
+    (
+        "Fp1 Fz F3 F7 FT9 FC5 FC1 C3 T7 TP9 CP5 CP1 Pz P3 P7 O1 "
+        "Oz O2 P4 P8 TP10 CP6 CP2 Cz C4 T8 FT10 FC6 FC2 F4 F8 Fp2 "
+        "AF7 AF3 AFz F1 F5 FT7 FC3 C1 C5 TP7 CP3 P1 P5 PO7 PO3 POz "
+        "PO4 PO8 P6 P2 CPz CP4 TP8 C6 C2 FC4 FT8 F6 AF8 AF4 F2 FCz"
+    ).split()
+)
 
 _TRAILING_INT = re.compile(r"(\d+)\s*$")
 _BLOCK = re.compile(r"^block:(training|test)$")
@@ -138,11 +140,19 @@ def load_virtual_subject(folder: str | Path, subject: int = 1) -> VirtualSubject
             f"{written:.6g} V in simulation.json); re-simulate it with hmavd-simulate"
         )
     return VirtualSubject(
-        ch_names=fm["ch_names"], model=fm["model"], sfreq=fm["sfreq"], gain_v=fm["gain_v"],
-        erp_gain_v=fm["erp_gain_v"], latents=fm["latents"], noise_uv=fm["noise_uv"], noise_ar=fm["noise_ar"],
-        noise_length_m=fm["noise_length_m"], noise_white_fraction=fm["noise_white_fraction"], subject=subject,
+        ch_names=fm["ch_names"],
+        model=fm["model"],
+        sfreq=fm["sfreq"],
+        gain_v=fm["gain_v"],
+        erp_gain_v=fm["erp_gain_v"],
+        latents=fm["latents"],
+        noise_uv=fm["noise_uv"],
+        noise_ar=fm["noise_ar"],
+        noise_length_m=fm["noise_length_m"],
+        noise_white_fraction=fm["noise_white_fraction"],
+        subject=subject,
         folder=str(folder),
-    )  # fmt: skip
+    )
 
 
 def model_at_rate(subject: VirtualSubject, sfreq: float) -> VirtualSubject:
@@ -187,8 +197,9 @@ def image_response(subject: VirtualSubject, latent: np.ndarray) -> np.ndarray:
     """
     m = subject.model
     z = np.asarray(latent, dtype=np.float64)  # (K,)
-    return subject.gain_v * (m.patterns * z) @ m.waveforms + subject.erp_gain_v * np.outer(m.erp_pattern,
-                                                                                          m.erp_waveform)  # fmt: skip
+    return subject.gain_v * (m.patterns * z) @ m.waveforms + subject.erp_gain_v * np.outer(
+        m.erp_pattern, m.erp_waveform
+    )
 
 
 def render_chunk(pending: list[PendingResponse], start: int, stop: int, n_chans: int) -> np.ndarray:

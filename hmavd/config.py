@@ -12,6 +12,11 @@ config is built from, in order of precedence:
 Unknown keys are rejected with a one-line :class:`~hmavd.errors.UserError` naming the key, the
 source and the valid keys. The resolved config is saved beside every run and checkpoint with
 :func:`save_config`.
+
+A config class derives from :class:`ValidatedConfig`: its ``validate()`` checks the fields and runs on
+construction (``__post_init__``), so a config built in Python, by :func:`dataclasses.replace` or from
+YAML is refused the same way. ``validate()`` never reads files (the defaults always construct); checks
+that need the filesystem run when the command runs. docs/contributing.md, "Adding a config field".
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .errors import UserError
 
 __all__ = [
     "CONFIG_DIR",
+    "ValidatedConfig",
     "available_configs",
     "config_path",
     "load_config",
@@ -44,6 +50,21 @@ C = TypeVar("C")
 
 #: Folder of the packaged YAML configs (also reachable as ``configs/`` at the repository root).
 CONFIG_DIR = Path(str(importlib.resources.files("hmavd") / "configs"))
+
+
+class ValidatedConfig:
+    """Mixin of every command config: ``validate()`` runs when the (frozen) dataclass is built.
+
+    Subclasses override :meth:`validate` (calling ``super().validate()`` when they extend another
+    config) and raise a one-line :class:`~hmavd.errors.UserError` naming the field, the value and the
+    fix. Keep it free of file access: it runs for the defaults and on every ``dataclasses.replace``.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the fields; raise :class:`~hmavd.errors.UserError` on the first bad one."""
 
 
 def available_configs() -> list[str]:
@@ -158,9 +179,9 @@ def config_from_dict(cls: type[C], values: Mapping[str, Any], source: str = "dic
                 f"unknown config key {key!r} (from {source}); valid keys for {cls.__name__}: {sorted(fields)}"
             )
         kwargs[k] = _coerce(k, hints[k], value, source)
-    obj = cls(**kwargs)
+    obj = cls(**kwargs)  # a ValidatedConfig validates itself here
     validate = getattr(obj, "validate", None)
-    if callable(validate):
+    if callable(validate) and not isinstance(obj, ValidatedConfig):
         validate()
     return obj
 

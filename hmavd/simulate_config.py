@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .channels import CHANNEL_SETS
+from .config import ValidatedConfig
 from .data.thingseeg2 import ImageMetadata
 from .errors import UserError
 from .preprocessing.presets import PRESETS
@@ -28,8 +29,24 @@ PAPER_SIZES: dict[str, int] = {
 }
 
 
+#: Integer keys that must be >= 1.
+_AT_LEAST_ONE = (
+    "n_subjects",
+    "n_train_images_per_concept",
+    "n_sessions",
+    "train_reps_per_session",
+    "test_reps_per_session",
+    "n_sources",
+    "sequence_length",
+    "prototype_rank",
+    "geometry_n_categories",
+    "geometry_center_images",
+    "geometry_spectrum_rank",
+)
+
+
 @dataclass(frozen=True)
-class SimulateConfig:
+class SimulateConfig(ValidatedConfig):
     """Config of ``hmavd-simulate`` (``configs/simulate.yaml``, ``simulate-paper.yaml``).
 
     Sizes: ``n_train_concepts`` x ``n_train_images_per_concept`` training images shown
@@ -85,14 +102,21 @@ class SimulateConfig:
     new_session: bool = False
     new_session_change: float = 1.0
 
+    def __post_init__(self) -> None:
+        self.validate_fields()  # construction reads no file: the defaults and replace() always work
+
     def validate(self) -> None:
+        """The whole check before writing: :meth:`validate_fields`, then :meth:`check_inputs`."""
+        self.validate_fields()
+        self.check_inputs()
+
+    def validate_fields(self) -> None:
+        """Check the fields; reads no file (``features_from`` / ``concepts_from``: :meth:`check_inputs`)."""
         if self.scale not in ("default", "paper"):
             raise UserError(f"scale: {self.scale!r} is not 'default' or 'paper'; pick one")
         if self.preset not in PRESETS:
             raise UserError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}; pick one")
-        for key in ("n_subjects", "n_train_images_per_concept", "n_sessions", "train_reps_per_session",
-                    "test_reps_per_session", "n_sources", "sequence_length", "prototype_rank",
-                    "geometry_n_categories", "geometry_center_images", "geometry_spectrum_rank"):  # fmt: skip
+        for key in _AT_LEAST_ONE:
             if getattr(self, key) < 1:
                 raise UserError(f"{key}: {getattr(self, key)} must be >= 1")
         if not self.snr > 0:
@@ -114,13 +138,18 @@ class SimulateConfig:
         if self.noise_uv <= 0:
             raise UserError(f"noise_uv: {self.noise_uv} must be > 0 (µV)")
         self._validate_geometry()
-        names = self.channel_names()
-        electrode_positions(names)  # every name must be a 10-05 electrode
-        r = self.resolved()
+        self._validate_channels()
+        sizes = self._sizes()
+        if not self.concepts_from:  # generated names; a user's list is checked by check_inputs
+            select_concepts(sizes["n_train_concepts"], sizes["n_test_concepts"], None)
+
+    def check_inputs(self) -> None:
+        """Read ``features_from`` / ``concepts_from`` and check them against the sizes (before writing)."""
+        sizes = self._sizes()
         source = self.concept_source()
-        train_folders, _ = select_concepts(r.n_train_concepts, r.n_test_concepts, source)
+        train_folders, _ = select_concepts(sizes["n_train_concepts"], sizes["n_test_concepts"], source)
         if source is not None:
-            make_image_metadata(train_folders, r.n_train_images_per_concept, (), source)  # enough file names
+            make_image_metadata(train_folders, sizes["n_train_images_per_concept"], (), source)  # enough file names
         ref = self.reference()
         if ref is not None and source is not None and ref.test_concepts is not None:
             if ref.test_concepts != source.test_concepts:
@@ -128,11 +157,19 @@ class SimulateConfig:
                     f"concepts_from: {self.concepts_from} lists other test concepts than features_from="
                     f"{self.features_from} (its rows would be misnamed); give the metadata the cache was built from"
                 )
-        if ref is not None and len(ref.test_image) < r.n_test_concepts:
+        if ref is not None and len(ref.test_image) < sizes["n_test_concepts"]:
             raise UserError(
-                f"n_test_concepts: {r.n_test_concepts} but features_from={self.features_from} has "
+                f"n_test_concepts: {sizes['n_test_concepts']} but features_from={self.features_from} has "
                 f"{len(ref.test_image)} test images; lower it to {len(ref.test_image)}"
             )
+
+    def _sizes(self) -> dict[str, int]:
+        """The six size keys after ``scale`` (without building another config)."""
+        return dict(PAPER_SIZES) if self.scale == "paper" else {k: getattr(self, k) for k in PAPER_SIZES}
+
+    def _validate_channels(self) -> None:
+        names = self.channel_names()
+        electrode_positions(names)  # every name must be a 10-05 electrode
         preset = PRESETS[self.preset]
         try:
             preset.select_channels(list(names))
@@ -141,10 +178,12 @@ class SimulateConfig:
                 f"channels: {self.channels!r} does not fit preset={self.preset} ({err}); record all63 for "
                 "preset=nice, or use preset=gifford (needs O*/P* channels)"
             ) from None
-        if preset.mvnn_mode == "gifford" and min(r.train_reps_per_session, r.test_reps_per_session) < 2:
+        reps = self._sizes()
+        if preset.mvnn_mode == "gifford" and min(reps["train_reps_per_session"], reps["test_reps_per_session"]) < 2:
             raise UserError(
-                f"train_reps_per_session/test_reps_per_session: {r.train_reps_per_session}/{r.test_reps_per_session}"
-                " are too few for preset=gifford (its covariance is over repetitions); set both >= 2"
+                f"train_reps_per_session/test_reps_per_session: {reps['train_reps_per_session']}/"
+                f"{reps['test_reps_per_session']} are too few for preset=gifford (its covariance is over "
+                "repetitions); set both >= 2"
             )
 
     def _validate_geometry(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_overrides
+from ..config import ValidatedConfig, parse_overrides
 from ..errors import UserError
 from ..io import atomic_path
 
@@ -41,7 +41,7 @@ REGION_NAMES = ("occipital", "temporal", "parietal", "central", "frontal")
 
 
 @dataclass(frozen=True)
-class AnalyzeConfig:
+class AnalyzeConfig(ValidatedConfig):
     """Config of ``hmavd-analyze`` (all subcommands; each reads the fields it needs).
 
     Training-based analyses (time-windows, regions, sweep, gradients without ``--runs``) train one
@@ -94,7 +94,7 @@ class AnalyzeConfig:
             if getattr(self, name) <= 0:
                 raise UserError(f"{name}: {getattr(self, name)} must be > 0 seconds (e.g. 0.1)")
         if self.template not in ("image", "text", "fused"):
-            raise UserError(f"template: {self.template!r} is not image, text or fused")
+            raise UserError(f"template: {self.template!r} is not image, text or fused; pick one")
         if self.sweep_labels and len(self.sweep_labels) != len(self.sweep_grid):
             raise UserError(
                 f"sweep_labels: {len(self.sweep_labels)} labels for {len(self.sweep_grid)} sweep_grid entries; "
@@ -102,7 +102,10 @@ class AnalyzeConfig:
             )
         self.paper_reference()
         if len(self.gradient_labels) != len(self.gradient_configs):
-            raise UserError("gradient_labels: give one label per gradient_configs entry")
+            raise UserError(
+                f"gradient_labels: {len(self.gradient_labels)} labels for {len(self.gradient_configs)} "
+                "gradient_configs entries; give one label per entry"
+            )
 
     def paper_reference(self) -> dict[str, tuple[float, float]]:
         """``sweep_paper`` parsed: ``{label: (top1 %, top5 %)}``."""

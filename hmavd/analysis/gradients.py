@@ -147,8 +147,16 @@ def plot_gradients(rows: Sequence[dict[str, Any]], path: str | Path, context: st
                 kax.plot(ep, k, color=f"C{i}", marker="." if len(ep) < 30 else None, label=f"κ {names[m]}")
                 has_kappa = True
         if not has_kappa:
-            kax.text(0.5, 0.5, "no MCDB: κ = 1 for every modality", transform=kax.transAxes, ha="center",
-                     va="center", fontsize=8, color="grey")  # fmt: skip
+            kax.text(
+                0.5,
+                0.5,
+                "no MCDB: κ = 1 for every modality",
+                transform=kax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="grey",
+            )
         kax.axhline(1.0, color="grey", lw=0.8, ls=":")
         kax.set_xlabel("epoch")
         kax.grid(alpha=0.3)

@@ -117,8 +117,14 @@ def plot_sweep(
             if r.get(f"paper_{metric}") not in (None, "")
         ]
         if paper:
-            ax.plot(*zip(*paper), style[0], mfc="none", color=f"C{i}", alpha=0.7,
-                    label=f"{metric.replace('top', 'top-')} (paper, 200-way)")  # fmt: skip
+            ax.plot(
+                *zip(*paper),
+                style[0],
+                mfc="none",
+                color=f"C{i}",
+                alpha=0.7,
+                label=f"{metric.replace('top', 'top-')} (paper, 200-way)",
+            )
     if chance is not None:
         for k, ls in ((1, ":"), (5, "-.")):
             level = 100 * min(1.0, k * chance)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import add_config_arguments, config_to_dict, load_config, save_config
+from ..config import ValidatedConfig, add_config_arguments, config_to_dict, load_config, save_config
 from ..errors import UserError, run_command, setup_logging
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ PROG = "hmavd-features"
 
 
 @dataclass(frozen=True)
-class FeaturesConfig:
+class FeaturesConfig(ValidatedConfig):
     """Settings of ``hmavd-features`` (packaged defaults: ``configs/features.yaml``)."""
 
     model: str = "ViT-L-14"  # open_clip architecture, "local-dir:/path" or a cached "hf-hub:org/repo"
@@ -62,24 +62,26 @@ class FeaturesConfig:
     def validate(self) -> None:
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name}: {getattr(self, name)} must be >= 1")
+                raise UserError(f"{name}: {getattr(self, name)} must be >= 1 (e.g. 64)")
         if self.num_workers < 0:
-            raise UserError(f"num_workers: {self.num_workers} must be >= 0")
+            raise UserError(f"num_workers: {self.num_workers} must be >= 0 (0 = decode images in this process)")
         if "{concept}" not in self.prompt_template:
-            raise UserError(f"prompt_template: {self.prompt_template!r} lacks '{{concept}}'")
+            raise UserError(
+                f"prompt_template: {self.prompt_template!r} lacks '{{concept}}'; put it where the name goes"
+            )
         from ..features.banks import POOLS, parse_variants
 
         if self.pool not in POOLS:
-            raise UserError(f"pool: {self.pool!r} is not one of {POOLS}")
+            raise UserError(f"pool: {self.pool!r} is not one of {POOLS}; pick one")
         parse_variants(self.variants)
         if self.backend not in ("open_clip", "timm"):
-            raise UserError(f"backend: {self.backend!r} is not 'open_clip' or 'timm'")
+            raise UserError(f"backend: {self.backend!r} is not 'open_clip' or 'timm'; pick one")
         if self.backend == "timm" and not self.text_from:
             raise UserError("text_from: a timm backbone has no text tower; pass text_from=/path/to/a/feature/cache")
         if self.pre_resize < 0:
             raise UserError(f"pre_resize: {self.pre_resize} must be >= 0 (0 = off, e.g. 224)")
         if self.variant_mode not in ("mean", "concat"):
-            raise UserError(f"variant_mode: {self.variant_mode!r} is not 'mean' or 'concat'")
+            raise UserError(f"variant_mode: {self.variant_mode!r} is not 'mean' or 'concat'; pick one")
         if not 0.0 < self.max_median_cosine <= 1.0 or self.min_effective_rank < 0:
             raise UserError(
                 f"max_median_cosine/min_effective_rank: {self.max_median_cosine}/{self.min_effective_rank}; "
@@ -214,10 +216,21 @@ def _extract(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
     encoder = _encoder(cfg)
     partial = args.out.with_name(args.out.name + ".partial")
     arrays = extract_features(
-        encoder, train, test, partial, cfg.prompt_template, centers, cfg.chunk_size, cfg.batch_size,
-        cfg.num_workers, progress=not args.no_progress, variants=cfg.variants, store_variants=cfg.store_variants,
-        variant_mode=cfg.variant_mode, text_arrays=_text_from(cfg, train, test),
-    )  # fmt: skip
+        encoder,
+        train,
+        test,
+        partial,
+        cfg.prompt_template,
+        centers,
+        cfg.chunk_size,
+        cfg.batch_size,
+        cfg.num_workers,
+        progress=not args.no_progress,
+        variants=cfg.variants,
+        store_variants=cfg.store_variants,
+        variant_mode=cfg.variant_mode,
+        text_arrays=_text_from(cfg, train, test),
+    )
     prov = {
         **encoder.info,
         **cfg.bank_provenance(),
@@ -293,9 +306,16 @@ def _import(args: argparse.Namespace, cfg: FeaturesConfig) -> int:
         feats["train_text"] = encoder.encode_texts(concept_prompts(meta.train_concepts, cfg.prompt_template))
         feats["test_text"] = encoder.encode_texts(concept_prompts(meta.test_concepts, cfg.prompt_template))
     arrays, prov = fi.build_import(
-        meta, feats["training"], feats["test"], feats["train_text"], feats["test_text"], feats.get("center"),
-        cfg.normalize_import, prov, sources,
-    )  # fmt: skip
+        meta,
+        feats["training"],
+        feats["test"],
+        feats["train_text"],
+        feats["test_text"],
+        feats.get("center"),
+        cfg.normalize_import,
+        prov,
+        sources,
+    )
     return _finish(args, cfg, arrays, prov, meta)
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config import add_config_arguments, config_to_dict, load_config, save_config
-from ..errors import run_command, setup_logging
+from ..errors import UserError, run_command, setup_logging
 
 PROG = "hmavd-simulate"
 #: The reference decoders of ``simulation.json`` (docs/simulated-subject.md), as printed.
@@ -39,9 +40,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _body(argv: Sequence[str] | None) -> int:
-    from pathlib import Path
-
-    from ..errors import UserError
     from ..simulate_io import SimulateConfig, simulate_dataset
 
     args = _parser().parse_intermixed_args(argv)
@@ -61,33 +59,50 @@ def _body(argv: Sequence[str] | None) -> int:
         saved = out / "simulate_config.yaml"  # the dataset's own sizes and paradigm, unless --config is given
         if args.config == "simulate" and saved.exists():
             cfg = load_config(SimulateConfig, str(saved), overrides)
+        cfg.check_inputs()
         ns = write_new_session(cfg.resolved(), out, cfg.new_session_change)
         print(f"SIMULATED new session (not real EEG, noise change x{cfg.new_session_change}): {out / NEW_SESSION_DIR}")
         for sub in ns["subjects"]:
             print(f"  sub-{sub['subject']:02d}: replay {sub['paths']['replay']}; noisy {sub['noisy_channels']}")
         return 0
+    cfg.check_inputs()  # the files named by features_from / concepts_from, before anything is written
     s = simulate_dataset(cfg, out, force=args.force)
     save_config(cfg.resolved(), out / "simulate_config.yaml")
-    print(f"SIMULATED subject(s) written to {out} (not real EEG)")
-    print(f"  images: {s['n_train_images']} training, {s['n_test_images']} test; snr {s['config']['snr']} "
-          f"({s['snr_db']:.1f} dB single trial)")  # fmt: skip
+    for line in summary_lines(s, out):
+        print(line)
+    return 0
+
+
+def summary_lines(s: dict, out: Path) -> list[str]:
+    """What ``hmavd-simulate`` prints about the dataset it wrote (``s``: the ``simulation.json`` summary)."""
+    lines = [
+        f"SIMULATED subject(s) written to {out} (not real EEG)",
+        f"  images: {s['n_train_images']} training, {s['n_test_images']} test; snr {s['config']['snr']} "
+        f"({s['snr_db']:.1f} dB single trial)",
+    ]
     for sub in s["subjects"]:
-        print(f"  sub-{sub['subject']:02d}: training {tuple(sub['shapes']['training'])}, "
-              f"test {tuple(sub['shapes']['test'])}; {s['n_test_images']}-way test top-1 / top-5 "
-              f"(chance {100 * s['chance_top1']:.1f} %):")  # fmt: skip
+        lines.append(
+            f"  sub-{sub['subject']:02d}: training {tuple(sub['shapes']['training'])}, "
+            f"test {tuple(sub['shapes']['test'])}; {s['n_test_images']}-way test top-1 / top-5 "
+            f"(chance {100 * s['chance_top1']:.1f} %):"
+        )
         for key, label in REFERENCE_LABELS:
             o = sub.get(key)
             score = f"{100 * o['top1']:5.1f} % / {100 * o['top5']:5.1f} %" if o else "skipped (too many images)"
-            print(f"    {label:<44} {score}")
+            lines.append(f"    {label:<44} {score}")
     g = s["test_feature_statistics"]
-    print(f"  feature geometry: {s['feature_geometry']}; test images: mean pairwise cosine "
-          f"{g['pairwise_cosine_mean']:.2f}" + (f", image-centre {g['center_cosine_mean']:.2f}"
-                                                 if "center_cosine_mean" in g else ""))  # fmt: skip
-    print(f"  features: {out / s['feature_cache']}; metadata: {out / 'image_set' / 'image_metadata.npy'}")
+    centre = f", image-centre {g['center_cosine_mean']:.2f}" if "center_cosine_mean" in g else ""
+    lines.append(
+        f"  feature geometry: {s['feature_geometry']}; test images: mean pairwise cosine "
+        f"{g['pairwise_cosine_mean']:.2f}{centre}"
+    )
+    lines.append(f"  features: {out / s['feature_cache']}; metadata: {out / 'image_set' / 'image_metadata.npy'}")
     if s["config"]["write_raw"]:
-        print(f"  raw recordings: {out / 'raw_eeg'}; re-prepare with: hmavd-prepare raw_dir={out / 'raw_eeg'} "
-              f"out_dir=<dir> {' '.join(s['prepare_overrides'])}")  # fmt: skip
-    return 0
+        lines.append(
+            f"  raw recordings: {out / 'raw_eeg'}; re-prepare with: hmavd-prepare raw_dir={out / 'raw_eeg'} "
+            f"out_dir=<dir> {' '.join(s['prepare_overrides'])}"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import ValidatedConfig
 from ..errors import UserError
 from .adapters import Adapter, fuse
 from .attention import SA_VARIANTS, ChannelSelfAttention
@@ -37,7 +38,7 @@ __all__ = ["ModelConfig", "HMAVD", "count_parameters"]
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ValidatedConfig):
     """Model hyper-parameters (one frozen, hashable record; saved with every checkpoint).
 
     Attributes
@@ -122,7 +123,7 @@ class ModelConfig:
     image_head_kwargs: tuple[tuple[str, Any], ...] = ()
     encoder_kwargs: tuple[tuple[str, Any], ...] = ()
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.temperature not in ("fixed", "learnable"):
             raise UserError(f"temperature: {self.temperature!r} is not a policy; use 'fixed' or 'learnable'")
         if not self.tau > 0:
@@ -146,7 +147,7 @@ class ModelConfig:
             if r < 1 or r > dim:
                 raise UserError(f"{name}: {r} must be between 1 and {dim_name}={dim}; lower it")
         if not 0.0 <= self.fusion_beta <= 1.0:
-            raise UserError(f"fusion_beta: {self.fusion_beta} must be in [0, 1]")
+            raise UserError(f"fusion_beta: {self.fusion_beta} must be in [0, 1] (e.g. 0.5)")
 
     @property
     def text_features_dim(self) -> int:

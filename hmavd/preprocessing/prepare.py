@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..config import save_config
+from ..config import ValidatedConfig, save_config
 from ..data.thingseeg2 import EEGSplit, save_split
 from ..errors import UserError
 from ..io import atomic_path
@@ -57,7 +57,7 @@ PARTITIONS = ("training", "test")
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(ValidatedConfig):
     """Config of ``hmavd-prepare`` (``configs/prepare-nice.yaml``, ``prepare-gifford.yaml``).
 
     Attributes
@@ -110,9 +110,10 @@ class PrepareConfig:
         if self.format not in ("npy", "npz"):
             raise UserError(f"format: {self.format!r} is not 'npy' or 'npz'; pick one")
         if self.chunk_size < 1:
-            raise UserError(f"chunk_size: {self.chunk_size} must be >= 1")
-        if self.max_reps_training < 0 or self.max_reps_test < 0:
-            raise UserError("max_reps_training/max_reps_test: must be >= 0 (0 = the preset's)")
+            raise UserError(f"chunk_size: {self.chunk_size} must be >= 1 (events per mne.Epochs call, e.g. 256)")
+        for name in ("max_reps_training", "max_reps_test"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: {getattr(self, name)} must be >= 0 (0 = the preset's)")
         if self.subject < 1:
             raise UserError(f"subject: {self.subject} must be >= 1 (sub-01 is subject 1)")
         preset = PRESETS[self.preset]
@@ -222,11 +223,11 @@ def epoch_recording(
         raw.reorder_channels(picked)
     chunks = [events[i : i + chunk_size] for i in range(0, len(events), chunk_size)]
     out, codes, times = [], [], None
+    baseline = (preset.baseline_tmin_s, preset.baseline_tmax_s)
     for ev in tqdm(chunks, desc=desc, unit="chunk", disable=not progress, leave=False):
         ep = mne.Epochs(
-            raw, ev, event_id=None, tmin=preset.tmin_s, tmax=preset.tmax_s,
-            baseline=(preset.baseline_tmin_s, preset.baseline_tmax_s), preload=True, verbose="error",
-        )  # fmt: skip
+            raw, ev, tmin=preset.tmin_s, tmax=preset.tmax_s, baseline=baseline, preload=True, verbose="error"
+        )
         if len(ep) == 0:
             continue
         if preset.sfreq != ep.info["sfreq"]:
@@ -239,8 +240,7 @@ def epoch_recording(
         times = t
     n_kept = sum(len(c) for c in codes)
     if n_kept < len(events):
-        log.warning("%s: %d of %d epochs dropped by MNE (too close to the recording's ends)", desc,
-                    len(events) - n_kept, len(events))  # fmt: skip
+        log.warning("%s: %d of %d epochs dropped by MNE (too near the ends)", desc, len(events) - n_kept, len(events))
     if n_kept == 0:
         raise UserError(
             f"recording {source or desc}: no complete epoch ({preset.tmin_s}…{preset.tmax_s} s) fits the data"

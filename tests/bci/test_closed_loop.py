@@ -50,9 +50,17 @@ N_TEST, REPS_OFFLINE, REPS_LIVE = 10, 10, 3
 def sim(tmp_path_factory):
     """A small high-SNR simulated subject: 10 test images x 10 repetitions (single trials well above chance)."""
     out = tmp_path_factory.mktemp("sim")
-    cfg = SimulateConfig(n_train_concepts=20, n_train_images_per_concept=1, n_test_concepts=N_TEST, n_sessions=1,
-                         test_reps_per_session=REPS_OFFLINE, snr=1.0, write_raw=False, write_replay=False,
-                         progress=False)  # fmt: skip
+    cfg = SimulateConfig(
+        n_train_concepts=20,
+        n_train_images_per_concept=1,
+        n_test_concepts=N_TEST,
+        n_sessions=1,
+        test_reps_per_session=REPS_OFFLINE,
+        snr=1.0,
+        write_raw=False,
+        write_replay=False,
+        progress=False,
+    )
     simulate_dataset(cfg, out)
     return out
 
@@ -60,9 +68,16 @@ def sim(tmp_path_factory):
 def _checkpoint(tmp: Path, ch_names, preset) -> Path:
     torch.manual_seed(0)
     times = preprocessed_times(preset, 1000.0)
-    cfg = ModelConfig(encoder="tsconv", n_chans=len(ch_names), n_times=len(times), feature_dim=768, proj_dim=16,
-                      img_reduction=2, txt_reduction=2,
-                      encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)))  # fmt: skip
+    cfg = ModelConfig(
+        encoder="tsconv",
+        n_chans=len(ch_names),
+        n_times=len(times),
+        feature_dim=768,
+        proj_dim=16,
+        img_reduction=2,
+        txt_reduction=2,
+        encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
+    )
     extra = {"ch_names": list(ch_names), "times": times.tolist(), "sfreq": preset.sfreq}
     return save_checkpoint(tmp / "best.safetensors", HMAVD(cfg).eval(), extra=extra)
 
@@ -85,7 +100,7 @@ def _present_cmd(*args: str) -> list[str]:
 
 def test_present_amp_live_closed_loop(sim, tmp_path):
     tag = uuid.uuid4().hex[:8]
-    eeg_name, marker_name = f"test-amp-{tag}", f"test-present-{tag}"
+    eeg_stream, marker_stream = f"test-amp-{tag}", f"test-present-{tag}"
     preset = get_preset("nice")
     test_split = load_split(sim / "preprocessed_eeg" / "sub-01" / "preprocessed_eeg_test.npy")
     ch_names = list(test_split.ch_names)
@@ -93,20 +108,48 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
     mvnn = sim / "preprocessed_eeg" / "sub-01" / "mvnn.npz"
     pres_dir = tmp_path / "present"
     present = subprocess.Popen(
-        _present_cmd("--data", str(sim), "--block", "test", "--dry-run", "--marker-name", marker_name, "--out-dir",
-                     str(pres_dir), f"reps={REPS_LIVE}", "seed=3", "wait_consumers_s=60", "lead_s=5"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        _present_cmd(
+            "--data",
+            str(sim),
+            "--block",
+            "test",
+            "--dry-run",
+            "--marker-stream",
+            marker_stream,
+            "--out-dir",
+            str(pres_dir),
+            f"reps={REPS_LIVE}",
+            "seed=3",
+            "wait_consumers_s=60",
+            "lead_s=5",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     subject = load_virtual_subject(sim)
     settings = AmpSettings(unit="microvolts", montage="acticap64", sample_index=True, push_delay_s=0.1)
-    amp = VirtualAmp(subject, settings, markers=LSLMarkerSource(marker_name, resolve_timeout_s=30.0),
-                     eeg_name=eeg_name, poll_interval=0.01, keep_record=True)  # fmt: skip
+    amp = VirtualAmp(
+        subject,
+        settings,
+        markers=LSLMarkerSource(marker_stream, resolve_timeout_s=30.0),
+        eeg_stream=eeg_stream,
+        poll_interval_s=0.01,
+        keep_record=True,
+    )
     messages: list[dict] = []
     try:
         amp.connect()  # the presenter starts lead_s after this first consumer
-        cfg = LiveConfig(eeg_stream=eeg_name, marker_stream=marker_name, checkpoint=str(ckpt),
-                         features=str(sim / "features" / "clip-vitl14-sim"), whitening=str(mvnn), device="cpu",
-                         resolve_timeout_s=20.0, marker_timeout_s=10.0)  # fmt: skip
+        cfg = LiveConfig(
+            eeg_stream=eeg_stream,
+            marker_stream=marker_stream,
+            checkpoint=str(ckpt),
+            features=str(sim / "features" / "clip-vitl14-sim"),
+            whitening=str(mvnn),
+            device="cpu",
+            resolve_timeout_s=20.0,
+            marker_timeout_s=10.0,
+        )
         engine = LiveEngine(cfg)
         engine.epoch_log = []
 
@@ -167,5 +210,7 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
     sd = np.sqrt(off_acc * (1 - off_acc) / n_images)
     assert off_acc > 3 * chance, off_acc
     assert abs(live_acc - off_acc) <= 3 * sd + 0.05, (live_acc, off_acc)
-    print(f"closed loop: live {live_acc:.3f} vs offline {off_acc:.3f} (chance {chance}); "
-          f"marker push lag p50 {pres['push_lag_ms']['p50']:.2f} ms, {pres['n_dropped']} dropped frames")  # fmt: skip
+    print(
+        f"closed loop: live {live_acc:.3f} vs offline {off_acc:.3f} (chance {chance}); "
+        f"marker push lag p50 {pres['push_lag_ms']['p50']:.2f} ms, {pres['n_dropped']} dropped frames"
+    )

@@ -17,14 +17,36 @@ from hmavd.errors import UserError
 
 def test_labels_normalized_and_aliases():
     assert [normalize_label(x) for x in ["EEG Fp1-REF", "FCz", "Fp1-A1", "EEG:O1", " CZ "]] == [
-        "fp1", "fcz", "fp1", "o1", "cz"]  # fmt: skip
+        "fp1",
+        "fcz",
+        "fp1",
+        "o1",
+        "cz",
+    ]
     m = match_montage(["t3", "T4", "T5", "t6", "FP1"], ["T7", "T8", "P7", "P8", "Fp1"], "amp")
     assert m.picks == (0, 1, 2, 3, 4) and not m.missing
     assert ("t3", "T7") in m.renamed and ("FP1", "Fp1") in m.renamed
 
 
-@pytest.mark.parametrize("name", ["Right AUX", "AUX1", "EOG", "HEOG", "ECG", "EMG2", "Trigger", "STI 014", "Status",
-                                  "sample_index", "Counter", "x_acc", "ACC_X", "TRIG"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Right AUX",
+        "AUX1",
+        "EOG",
+        "HEOG",
+        "ECG",
+        "EMG2",
+        "Trigger",
+        "STI 014",
+        "Status",
+        "sample_index",
+        "Counter",
+        "x_acc",
+        "ACC_X",
+        "TRIG",
+    ],
+)
 def test_non_eeg_names(name):
     assert is_non_eeg(name)
 
@@ -105,12 +127,19 @@ def test_engine_interpolates_a_missing_channel_like_mne(tmp_path):
     off, _ = offline_epochs(tmp_path / "interp_raw.fif")
     stream = ["O2", "o1", "PZ", "Right AUX"]  # Oz missing, other order and case, an AUX channel
     data = np.vstack([eeg[2], eeg[0], eeg[3], np.zeros(eeg.shape[1])]) * 1e6  # µV
-    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
-                             CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu"
+    )
     src = InMemorySource(stream, SFREQ_IN, ch_units=["uV"] * 4, ch_types=["EEG", "EEG", "EEG", "AUX"])
     marks = InMemoryMarkers()
-    eng = LiveEngine(LiveConfig(interpolate_missing=1, status_interval_s=0.0), source=src, markers=marks,
-                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(interpolate_missing=1, status_interval_s=0.0),
+        source=src,
+        markers=marks,
+        decoder=dec,
+        preset=PRESET,
+        whitening=None,
+    )
     eng.epoch_log = []
     msg = eng.connect()
     assert any("interpolated 1" in n and "Oz" in n for n in msg["notes"])
@@ -123,5 +152,6 @@ def test_engine_interpolates_a_missing_channel_like_mne(tmp_path):
     assert online.shape == off.shape
     np.testing.assert_allclose(online, off, rtol=1e-4, atol=1e-4 * np.abs(off).max())
     with pytest.raises(UserError, match=r"lacks 1 of the model's 4: \['Oz'\]; interpolate_missing=1"):
-        LiveEngine(LiveConfig(), source=InMemorySource(stream, SFREQ_IN), markers=InMemoryMarkers(), decoder=dec,
-                   preset=PRESET).connect()  # fmt: skip
+        LiveEngine(
+            LiveConfig(), source=InMemorySource(stream, SFREQ_IN), markers=InMemoryMarkers(), decoder=dec, preset=PRESET
+        ).connect()

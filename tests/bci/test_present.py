@@ -195,9 +195,23 @@ def test_dry_run_pushes_markers_on_time_over_lsl(dataset, tmp_path):
 
     name = f"test-present-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "pres"
-    proc = subprocess.Popen(_present_cmd("--data", str(dataset), "--dry-run", "--marker-name", name, "--out-dir",
-                                         str(out), "reps=3", "wait_consumers_s=30", "lead_s=0.5"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _present_cmd(
+            "--data",
+            str(dataset),
+            "--dry-run",
+            "--marker-stream",
+            name,
+            "--out-dir",
+            str(out),
+            "reps=3",
+            "wait_consumers_s=30",
+            "lead_s=0.5",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         found = pylsl.resolve_byprop("name", name, 1, 30.0)
         assert found
@@ -280,9 +294,19 @@ def test_window_path_when_psychopy_and_a_display_exist(tmp_path):
     from bci.cli_present import main
 
     out = tmp_path / "out"
-    args = ["--images", str(tmp_path / "list.txt"), "--target-image", str(tmp_path / files[3]), "reps=2",
-            "target_fraction=0.2", "fullscreen=false", "photodiode=bottom-left", "lead_s=0",
-            "--out-dir", str(out)]  # fmt: skip
+    args = [
+        "--images",
+        str(tmp_path / "list.txt"),
+        "--target-image",
+        str(tmp_path / files[3]),
+        "reps=2",
+        "target_fraction=0.2",
+        "fullscreen=false",
+        "photodiode=bottom-left",
+        "lead_s=0",
+        "--out-dir",
+        str(out),
+    ]
     assert main(args) == 0
     pres = json.loads((out / "presentation.json").read_text())
     assert pres["n_shown"] == pres["n_trials_planned"] == 7 and pres["n_targets"] == 1

@@ -38,8 +38,16 @@ except ImportError:  # the config's older home
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    cfg = SimulateConfig(n_train_concepts=12, n_train_images_per_concept=1, n_test_concepts=6, n_sessions=1,
-                         test_reps_per_session=2, write_raw=False, write_replay=False, progress=False)  # fmt: skip
+    cfg = SimulateConfig(
+        n_train_concepts=12,
+        n_train_images_per_concept=1,
+        n_test_concepts=6,
+        n_sessions=1,
+        test_reps_per_session=2,
+        write_raw=False,
+        write_replay=False,
+        progress=False,
+    )
     simulate_dataset(cfg, out)
     return out
 
@@ -90,12 +98,17 @@ def test_live_responses_equal_the_simulators_render(sim):
     while amp.n_written < 2000:
         amp.acquire()
     assert [(o.sample, o.partition, o.image) for o in amp.onsets] == [
-        (120, "test", 3), (321, "test", 6), (555, "training", 12), (700, "training", 99999)]  # fmt: skip
+        (120, "test", 3),
+        (321, "test", 6),
+        (555, "training", 12),
+        (700, "training", 99999),
+    ]
     assert amp.n_unknown == 1 and amp.lost_samples == 0  # image 77 does not exist
     signal = amp.get_data(signal=True)  # (C, n) volts
     lat = np.stack([subject.latents["test"][2], subject.latents["test"][5], subject.latents["training"][11]])
-    ref = render_signal(signal.shape[1], np.array([120, 321, 555]), lat, subject.model, subject.gain_v,
-                        subject.erp_gain_v)  # fmt: skip
+    ref = render_signal(
+        signal.shape[1], np.array([120, 321, 555]), lat, subject.model, subject.gain_v, subject.erp_gain_v
+    )
     target = amp.get_data(signal=True)[:, 700:] - ref[:, 700:]  # the target's random-latent response
     assert np.abs(target).max() > 0.1 * np.abs(ref).max()
     np.testing.assert_allclose(signal[:, :700], ref[:, :700], atol=1e-6 * np.abs(ref).max())
@@ -114,8 +127,9 @@ def test_late_marker_loses_only_what_was_pushed(sim):
     assert onset.sample == 150 and onset.lost == 50 and amp.lost_samples == 50
     while amp.n_written < 1000:
         amp.acquire()
-    ref = render_signal(1000, np.array([150]), subject.latents["test"][1:2], subject.model, subject.gain_v,
-                        subject.erp_gain_v)  # fmt: skip
+    ref = render_signal(
+        1000, np.array([150]), subject.latents["test"][1:2], subject.model, subject.gain_v, subject.erp_gain_v
+    )
     sig = amp.get_data(signal=True)
     np.testing.assert_allclose(sig[:, 300:], ref[:, 300:], atol=1e-6 * np.abs(ref).max())
     assert not sig[:, :300].any()
@@ -126,8 +140,9 @@ def test_rates_units_and_noise(sim):
     half = model_at_rate(subject, 500.0)
     assert half.model.window_offset == subject.model.window_offset // 2
     np.testing.assert_array_equal(half.model.waveforms, subject.model.waveforms[:, ::2])
-    np.testing.assert_allclose(image_response(half, subject.latents["test"][0]),
-                               image_response(subject, subject.latents["test"][0])[:, ::2])  # fmt: skip
+    np.testing.assert_allclose(
+        image_response(half, subject.latents["test"][0]), image_response(subject, subject.latents["test"][0])[:, ::2]
+    )
     amp, markers = manual_amp(subject, sfreq=500.0, unit="microvolts", sample_index=True)
     markers.push(amp.time_of(100), "1")
     while amp.n_written < 20000:
@@ -162,8 +177,12 @@ def _cmd(*args):
     exe = Path(sys.executable).with_name("hmavd-virtual-amp")
     if exe.exists():
         return [str(exe), *args]
-    return [sys.executable, "-c", "import sys; from bci.cli_virtual_amp import main; sys.exit(main(sys.argv[1:]))",
-            *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from bci.cli_virtual_amp import main; sys.exit(main(sys.argv[1:]))",
+        *args,
+    ]
 
 
 @pytest.mark.lsl
@@ -173,9 +192,24 @@ def test_command_streams_labelled_microvolts_and_answers_markers(sim, tmp_path):
     tag = uuid.uuid4().hex[:8]
     eeg, mk = f"test-vamp-{tag}", f"test-vamp-markers-{tag}"
     outlet = pylsl.StreamOutlet(pylsl.StreamInfo(mk, "Markers", 1, 0, pylsl.cf_string, mk))
-    proc = subprocess.Popen(_cmd("--subject-dir", str(sim), "--eeg-name", eeg, "--marker-stream", mk, "--duration",
-                                 "8", "--out-dir", str(tmp_path / "amp"), "sample_index=true"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _cmd(
+            "--subject-dir",
+            str(sim),
+            "--eeg-stream",
+            eeg,
+            "--marker-stream",
+            mk,
+            "--duration",
+            "8",
+            "--out-dir",
+            str(tmp_path / "amp"),
+            "sample_index=true",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         found = pylsl.resolve_byprop("name", eeg, 1, 30.0)
         assert found, "the amplifier's stream did not appear"
@@ -250,8 +284,14 @@ def test_display_delay_and_photodiode(sim):
     photo = amp.get_data()[-1]
     np.testing.assert_array_equal(photodiode_delays(photo, onsets, amp.sfreq), 0.031)
     assert photo.sum() == 4 * 100
-    ref = render_signal(3000, np.array(onsets) + 31, np.repeat(subject.latents["test"][4:5], 4, axis=0),
-                        subject.model, subject.gain_v, subject.erp_gain_v)  # fmt: skip
+    ref = render_signal(
+        3000,
+        np.array(onsets) + 31,
+        np.repeat(subject.latents["test"][4:5], 4, axis=0),
+        subject.model,
+        subject.gain_v,
+        subject.erp_gain_v,
+    )
     np.testing.assert_allclose(amp.get_data(signal=True), ref, atol=1e-6 * np.abs(ref).max())
 
 

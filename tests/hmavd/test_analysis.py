@@ -61,8 +61,12 @@ def test_sweep_paper_reference_parsing():
     for bad in ("0.7", "0.7=15.8", "=1/2", "0.7=a/b"):
         with pytest.raises(UserError, match="sweep_paper"):
             AnalyzeConfig(sweep_paper=(bad,)).validate()
-    rows = sweeps.run_sweep(lambda name, ov: {"top1": 0.5, "top5": 0.9}, ["mcdb_gamma=0.7", "mcdb_gamma=0.2"],
-                            paper=cfg.paper_reference() | {"0.2": (1.0, 2.0)}, progress=False)  # fmt: skip
+    rows = sweeps.run_sweep(
+        lambda name, ov: {"top1": 0.5, "top5": 0.9},
+        ["mcdb_gamma=0.7", "mcdb_gamma=0.2"],
+        paper=cfg.paper_reference() | {"0.2": (1.0, 2.0)},
+        progress=False,
+    )
     assert [(r["paper_top1"], r["paper_top5"]) for r in rows] == [(0.158, 0.442), (0.01, 0.02)]
     rows = sweeps.run_sweep(lambda name, ov: {"top1": 0.5, "top5": 0.9}, ["mcdb_gamma=0.3"], progress=False)
     assert rows[0]["paper_top1"] == "" and "Paper" not in sweeps.paper_table(rows)
@@ -165,8 +169,17 @@ def sim_dir(tmp_path_factory):
     from hmavd.features.cache import load_feature_cache
 
     root = tmp_path_factory.mktemp("sim")
-    write_planted_dataset(root, n_train_concepts=60, images_per_concept=4, n_test_concepts=40, ch_names=CHANS,
-                          n_times=N_TIMES, sfreq=SFREQ, dim=16, seed=3)  # fmt: skip
+    write_planted_dataset(
+        root,
+        n_train_concepts=60,
+        images_per_concept=4,
+        n_test_concepts=40,
+        ch_names=CHANS,
+        n_times=N_TIMES,
+        sfreq=SFREQ,
+        dim=16,
+        seed=3,
+    )
     cache = load_feature_cache(root / "features" / "planted")
     rng = np.random.default_rng(7)
     times = np.arange(N_TIMES) / SFREQ
@@ -179,8 +192,10 @@ def sim_dir(tmp_path_factory):
         f = cache.image_features(split) * 4.0  # (N, D)
         sig = np.einsum("cd,nd,dt->nct", mix, f, wave)  # (N, C, T)
         eeg = sig[:, None] + rng.standard_normal((len(f), reps, len(CHANS), N_TIMES))
-        save_split(root / "preprocessed_eeg" / "sub-01" / f"preprocessed_eeg_{split}.npy",
-                   EEGSplit(eeg.astype(np.float32), CHANS, times))  # fmt: skip
+        save_split(
+            root / "preprocessed_eeg" / "sub-01" / f"preprocessed_eeg_{split}.npy",
+            EEGSplit(eeg.astype(np.float32), CHANS, times),
+        )
     (root / "simulation.json").write_text(json.dumps({"signal_tmin_s": SIGNAL_S[0], "signal_tmax_s": SIGNAL_S[1]}))
     return root
 
@@ -293,8 +308,17 @@ def test_cli_bad_input_exit_2(sim_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "'temporal' has no channel" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "regions" / "runs").exists()
-    rc = main(["sweep", "--data", str(sim_dir), "--out", str(tmp_path), "sweep_grid=[mcdb_gamma=0.5, nokey=1]",
-               "sweep_labels=[]"])  # fmt: skip
+    rc = main(
+        [
+            "sweep",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(tmp_path),
+            "sweep_grid=[mcdb_gamma=0.5, nokey=1]",
+            "sweep_labels=[]",
+        ]
+    )
     assert rc == 2 and "sweep_grid: entry 'nokey=1'" in capsys.readouterr().err
     assert not (tmp_path / "sweep" / "runs").exists()
 

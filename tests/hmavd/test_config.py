@@ -164,6 +164,111 @@ def test_measurement_sweeps_are_valid_training_overrides():
                 TrainConfig, cfg.train_config, [*cfg.train_overrides, *(f"{k}={v}" for k, v in ov.items())]
             )
             assert tc.epochs == 20 and key in ov
-    sigmas = {load_config(TrainConfig, "demo", [e.split(";")[0]]).spr_sigma_max for e in load_config(
-        AnalyzeConfig, "sweep-sigma").sweep_grid}  # fmt: skip
+    sigmas = {
+        load_config(TrainConfig, "demo", [e.split(";")[0]]).spr_sigma_max
+        for e in load_config(AnalyzeConfig, "sweep-sigma").sweep_grid
+    }
     assert sigmas == {0.0, 1e-5, 1e-4, 1e-3, 1e-2}
+
+
+# --------------------------------------------------------------------------- the config convention
+
+
+def _command_configs():
+    """Every command config of the tree, with one bad field each (built in Python, not from YAML)."""
+    from bci.cli_present import PresentConfig
+    from bci.cli_replay import ReplayConfig
+    from bci.cli_virtual_amp import VirtualAmpConfig
+    from bci.quality import QualityConfig
+    from bci.virtual_amp import AmpSettings
+    from hmavd.analysis.common import AnalyzeConfig
+    from hmavd.cli.features import FeaturesConfig
+    from hmavd.models.hmavd_model import ModelConfig
+    from hmavd.preprocessing.prepare import PrepareConfig
+    from hmavd.simulate_config import SimulateConfig
+
+    return [
+        (PrepareConfig, "chunk_size", 0),
+        (PrepareConfig, "max_reps_test", -3),
+        (FeaturesConfig, "batch_size", 0),
+        (AnalyzeConfig, "template", "video"),
+        (SimulateConfig, "snr", 0.0),
+        (SimulateConfig, "noise_ar", 1.5),
+        (ModelConfig, "tau", -0.07),
+        (ReplayConfig, "replay_speed", 0.0),
+        (PresentConfig, "refresh_hz", -60.0),
+        (AmpSettings, "sfreq", 20.0),
+        (VirtualAmpConfig, "duration_s", -1.0),
+        (VirtualAmpConfig, "sfreq", 20.0),  # the inherited amplifier fields are checked too
+        (QualityConfig, "window_s", 0.0),
+        (QualityConfig, "rail_fraction", 1.5),
+    ]
+
+
+@pytest.mark.parametrize("index", range(14))
+def test_every_command_config_validates_on_construction(index):
+    import dataclasses
+
+    from hmavd.config import ValidatedConfig
+
+    cls, field, bad = _command_configs()[index]
+    assert issubclass(cls, ValidatedConfig)
+    good = cls()  # the defaults construct
+    with pytest.raises(UserError) as e:
+        cls(**{field: bad})
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{field}: {bad!r}" if isinstance(bad, str) else f"{field}: {bad}")
+    assert len(msg) > len(f"{field}: {bad}") + 10  # says what to do, not only what is wrong
+    with pytest.raises(UserError, match=f"^{field}"):
+        dataclasses.replace(good, **{field: bad})  # replace() builds a new one: checked as well
+    callable(good.validate) and good.validate()  # validate() stays callable on a good config
+
+
+def test_command_config_table_is_complete():
+    """Every frozen config class in the command modules is in the table above (a new one gets a row)."""
+    import importlib
+    import inspect
+
+    modules = [
+        "hmavd.preprocessing.prepare",
+        "hmavd.cli.features",
+        "hmavd.analysis.common",
+        "hmavd.simulate_config",
+        "hmavd.models.hmavd_model",
+        "bci.cli_replay",
+        "bci.cli_present",
+        "bci.cli_virtual_amp",
+        "bci.virtual_amp",
+        "bci.quality",
+    ]
+    found = set()
+    for name in modules:
+        mod = importlib.import_module(name)
+        for obj in vars(mod).values():
+            if inspect.isclass(obj) and obj.__module__ == name and obj.__name__.endswith(("Config", "Settings")):
+                found.add(obj)
+    assert found == {cls for cls, _, _ in _command_configs()}
+
+
+def test_validation_reads_no_file_and_runs_once_per_construction(tmp_path, monkeypatch):
+    """Construction never needs a file; files are checked when the command runs (check_inputs / run time)."""
+    from hmavd.preprocessing.prepare import PrepareConfig
+    from hmavd.simulate_config import SimulateConfig
+
+    missing = str(tmp_path / "nope")
+    assert PrepareConfig(raw_dir=missing).raw_dir == missing
+    cfg = SimulateConfig(features_from=missing)  # constructs: the file is read by check_inputs
+    with pytest.raises(UserError, match="features_from"):
+        cfg.check_inputs()
+    with pytest.raises(UserError, match="features_from"):
+        cfg.validate()  # the whole check, as simulate_dataset runs it before writing
+    calls = []
+    monkeypatch.setattr(PrepareConfig, "validate", lambda self: calls.append(self))
+    load_config(PrepareConfig, None, ["subject=2"])
+    assert len(calls) == 2  # the overrides' pre-check and the result, each once: no second validate() call
+
+
+def test_loader_rejects_unknown_keys_of_every_command_config():
+    for cls, _, _ in _command_configs():
+        with pytest.raises(UserError, match=f"unknown config key 'bogus_key'.*{cls.__name__}"):
+            load_config(cls, None, {"bogus_key": 1})

@@ -74,9 +74,15 @@ def write_fixture(root: Path, n_sessions: int = 2, sfreqs=None, fmt: str = "npy"
 
 def _args(raw_dir: Path, out: Path, preset: str = "nice", *extra: str) -> list[str]:
     return [
-        "--config", f"prepare-{preset}", f"raw_dir={raw_dir}", f"out_dir={out}",
-        f"max_reps_training={REPS_TRAIN}", f"max_reps_test={REPS_TEST}", "progress=false", *extra,
-    ]  # fmt: skip
+        "--config",
+        f"prepare-{preset}",
+        f"raw_dir={raw_dir}",
+        f"out_dir={out}",
+        f"max_reps_training={REPS_TRAIN}",
+        f"max_reps_test={REPS_TEST}",
+        "progress=false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +212,13 @@ def test_fif_sessions_give_the_same_output(tmp_path, prepared_nice):
 
 def test_prepare_subject_api_returns_paths(fixture_root, tmp_path):
     cfg = PrepareConfig(
-        raw_dir=str(fixture_root / "raw_eeg"), out_dir=str(tmp_path), sessions=(1,), max_reps_training=2,
-        max_reps_test=3, progress=False,
-    )  # fmt: skip
+        raw_dir=str(fixture_root / "raw_eeg"),
+        out_dir=str(tmp_path),
+        sessions=(1,),
+        max_reps_training=2,
+        max_reps_test=3,
+        progress=False,
+    )
     paths = prepare_subject(cfg)
     assert set(paths) == {"training", "test", "mvnn", "config"}
     assert all(p.exists() for p in paths.values())
@@ -242,9 +252,14 @@ def test_thingseeg2_fif_brainvision_edf_readers_agree(tmp_path):
     import pybv
 
     pybv.write_brainvision(
-        data=data, sfreq=SFREQ, ch_names=names, fname_base="rec", folder_out=str(tmp_path),
-        events=events[:, [0, 2]], unit="µV",
-    )  # fmt: skip
+        data=data,
+        sfreq=SFREQ,
+        ch_names=names,
+        fname_base="rec",
+        folder_out=str(tmp_path),
+        events=events[:, [0, 2]],
+        unit="µV",
+    )
     raw_bv, ev_bv = read_recording(tmp_path / "rec.vhdr")
     np.testing.assert_array_equal(ev_bv[:, [0, 2]], events[:, [0, 2]])
     np.testing.assert_allclose(raw_bv.get_data(), data, rtol=1e-6, atol=1e-9)
@@ -274,11 +289,15 @@ def write_xdf(path: Path, data_uv: np.ndarray, names, sfreq: float, t0: float, m
     import struct
 
     chans = "".join(f"<channel><label>{n}</label><unit>microvolts</unit></channel>" for n in names)
-    eeg_hdr = (f"<?xml version='1.0'?><info><name>eeg</name><type>EEG</type><channel_count>{len(names)}"
-               f"</channel_count><nominal_srate>{sfreq}</nominal_srate><channel_format>float32</channel_format>"
-               f"<desc><channels>{chans}</channels></desc></info>")  # fmt: skip
-    mk_hdr = ("<?xml version='1.0'?><info><name>mk</name><type>Markers</type><channel_count>1</channel_count>"
-              "<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>")  # fmt: skip
+    eeg_hdr = (
+        f"<?xml version='1.0'?><info><name>eeg</name><type>EEG</type><channel_count>{len(names)}"
+        f"</channel_count><nominal_srate>{sfreq}</nominal_srate><channel_format>float32</channel_format>"
+        f"<desc><channels>{chans}</channels></desc></info>"
+    )
+    mk_hdr = (
+        "<?xml version='1.0'?><info><name>mk</name><type>Markers</type><channel_count>1</channel_count>"
+        "<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>"
+    )
     out = [b"XDF:", _xdf_chunk(1, b"<?xml version='1.0'?><info><version>1.0</version></info>")]
     out += [
         _xdf_chunk(2, struct.pack("<I", 1) + eeg_hdr.encode()),
@@ -326,8 +345,13 @@ def test_brainvision_default_mapping_is_the_pitfall(tmp_path):
 
     data, names, events = _events_fixture()
     pybv.write_brainvision(
-        data=data, sfreq=SFREQ, ch_names=names, fname_base="rec", folder_out=str(tmp_path), events=events[:, [0, 2]],
-    )  # fmt: skip
+        data=data,
+        sfreq=SFREQ,
+        ch_names=names,
+        fname_base="rec",
+        folder_out=str(tmp_path),
+        events=events[:, [0, 2]],
+    )
     raw = mne.io.read_raw_brainvision(tmp_path / "rec.vhdr", verbose="error")
     default, _ = mne.events_from_annotations(raw, verbose="error")
     assert 16540 not in default[:, 2]

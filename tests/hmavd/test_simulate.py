@@ -267,9 +267,9 @@ def test_replay_fif_has_monotone_sample_index_and_test_events(sim):
     np.testing.assert_array_equal(events[:, [0, 2]], ref[:, [0, 2]])
     assert np.sum(events[:, 2] != CATCH_ID) == 12 * 2
     np.testing.assert_allclose(
-        raw.get_data(picks=["Oz"])[0], mne.io.read_raw_fif(out / "recordings" / "sub-01_test.fif",
-                                                           verbose="error").get_data(picks=["Oz"])[0]
-    )  # fmt: skip
+        raw.get_data(picks=["Oz"])[0],
+        mne.io.read_raw_fif(out / "recordings" / "sub-01_test.fif", verbose="error").get_data(picks=["Oz"])[0],
+    )
 
 
 def test_round_trip_raw_recording_through_prepare_reproduces_dataset(sim, tmp_path):
@@ -303,8 +303,13 @@ def test_paper_scale_and_bad_config_values():
     assert {k: getattr(cfg, k) for k in PAPER_SIZES} == PAPER_SIZES
     assert load_config(SimulateConfig, None, ["scale=paper"]).resolved().n_train_concepts == 1654
     assert load_config(SimulateConfig, "simulate") == SimulateConfig()
-    for bad, key in (("snr=0", "snr"), ("scale=huge", "scale"), ("signal_tmax_s=2", "signal window"),
-                     ("channels=Fp1,XX9", "channels"), ("preset=foo", "preset")):  # fmt: skip
+    for bad, key in (
+        ("snr=0", "snr"),
+        ("scale=huge", "scale"),
+        ("signal_tmax_s=2", "signal window"),
+        ("channels=Fp1,XX9", "channels"),
+        ("preset=foo", "preset"),
+    ):
         with pytest.raises(UserError, match=key):
             load_config(SimulateConfig, None, [bad])
 
@@ -363,8 +368,15 @@ def test_gifford_round_trip_through_prepare(tmp_path):
     kw = {"preset": "gifford", "train_reps_per_session": 2, "n_sessions": 1, "write_replay": False}
     summary = simulate_dataset(tiny_config(**kw), tmp_path / "sim")
     overrides = dict(o.split("=") for o in summary["prepare_overrides"])
-    cfg = config_from_dict(PrepareConfig, {**overrides, "raw_dir": str(tmp_path / "sim" / "raw_eeg"),
-                                           "out_dir": str(tmp_path / "prep"), "progress": False})  # fmt: skip
+    cfg = config_from_dict(
+        PrepareConfig,
+        {
+            **overrides,
+            "raw_dir": str(tmp_path / "sim" / "raw_eeg"),
+            "out_dir": str(tmp_path / "prep"),
+            "progress": False,
+        },
+    )
     prepare_subject(cfg)
     a = load_subject(tmp_path / "sim" / "preprocessed_eeg", 1)
     b = load_subject(tmp_path / "prep", 1)
