@@ -170,6 +170,24 @@ class DemoPaths:
             cmd += ["--out", _quote(str(self.runs_dir))]
         return " ".join(cmd)
 
+    def notice(self) -> tuple[str, str, str]:
+        """``(html, kind, tooltip)`` of the window's notice: how to start the demo, or how to create it."""
+        if self.ready:
+            return (
+                "The simulated subject is ready: press <b>▶ Start demo</b> to replay its test session and "
+                "decode it live with the demo model (or choose streams and a checkpoint, then Connect).",
+                "ready",
+                str(self.recording),
+            )
+        where = Path.cwd() if not self.data_dir.is_absolute() else self.data_dir.parent
+        return (
+            f"<b>No simulated subject here yet.</b> Create it and its demo model once with "
+            f"<code>{self.create_command}</code> (run in {where}; a few minutes on a CPU), then press "
+            "<b>▶ Start demo</b>. Or choose your own streams and checkpoint above.",
+            "missing",
+            "missing:\n" + "\n".join(self.missing),
+        )
+
 
 def _quote(text: str) -> str:
     import shlex

@@ -26,6 +26,9 @@ __all__ = [
     "robust_scale_uv",
     "RunningAccuracy",
     "HistoryEntry",
+    "PredictionHistory",
+    "RepetitionCurve",
+    "chance_levels",
     "format_status",
     "ThumbnailIndex",
 ]
@@ -261,6 +264,97 @@ class HistoryEntry:
         if self.top1_correct is False or self.top5_correct is False:
             return "✗"
         return ""
+
+
+class PredictionHistory:
+    """The newest ``max_rows`` predictions (newest first) and the running accuracy over all of them.
+
+    Parameters
+    ----------
+    max_rows : int
+        Entries kept (the accuracy counts every prediction).
+    """
+
+    def __init__(self, max_rows: int = 50) -> None:
+        self.max_rows = int(max_rows)
+        self.entries: deque[HistoryEntry] = deque(maxlen=self.max_rows)
+        self.accuracy = RunningAccuracy()
+        self.n_concepts: int | None = None
+
+    def reset(self, n_concepts: int | None = None) -> None:
+        """Forget every prediction; ``n_concepts`` gives the chance level of the summary."""
+        self.entries.clear()
+        self.accuracy = RunningAccuracy()
+        self.n_concepts = n_concepts
+
+    def add(self, msg: Mapping[str, Any]) -> HistoryEntry:
+        """Count one ``prediction`` message; returns its row."""
+        entry = HistoryEntry.from_message(msg)
+        self.accuracy.update(entry.top1_correct, entry.top5_correct)
+        self.entries.appendleft(entry)
+        return entry
+
+    def summary(self) -> str:
+        return self.accuracy.text(self.n_concepts)
+
+
+def chance_levels(n_concepts: int | None) -> tuple[float, float] | None:
+    """Top-1 and top-5 chance accuracy (fractions) among ``n_concepts`` candidates; None when unknown."""
+    if not n_concepts:
+        return None
+    return 1.0 / n_concepts, min(5.0 / n_concepts, 1.0)
+
+
+@dataclass(frozen=True)
+class RepetitionCurve:
+    """Top-1/top-5 accuracy against the number of repetitions averaged (a status message's ``accumulated``).
+
+    Attributes
+    ----------
+    k : ndarray, (n,) int
+        Repetitions averaged, increasing.
+    top1, top5 : ndarray, (n,) float
+        Fraction of images whose k-repetition average ranks the true concept first / in the top 5.
+    n_images : ndarray, (n,) int
+        Images that reached ``k`` repetitions (each point's sample size).
+    mode : str
+        The average (``epochs`` or ``embeddings``; :mod:`bci.accumulate`).
+    images, max_reps : int
+        Images seen so far, most repetitions of one image.
+    """
+
+    k: np.ndarray
+    top1: np.ndarray
+    top5: np.ndarray
+    n_images: np.ndarray
+    mode: str = ""
+    images: int = 0
+    max_reps: int = 0
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any] | None) -> RepetitionCurve | None:
+        """From :meth:`bci.accumulate.RepetitionAccumulator.report`; None when it is missing or empty."""
+        report = report or {}
+        points = sorted(report.get("curve") or (), key=lambda p: int(p["k"]))
+        if not points:
+            return None
+        return cls(
+            k=np.array([int(p["k"]) for p in points]),
+            top1=np.array([float(p["top1"]) for p in points]),
+            top5=np.array([float(p["top5"]) for p in points]),
+            n_images=np.array([int(p.get("n_images", 0)) for p in points]),
+            mode=str(report.get("mode", "")),
+            images=int(report.get("n_images", 0)),
+            max_reps=int(report.get("max_reps", 0)),
+        )
+
+    def text(self) -> str:
+        """One line: the newest point and how many images the curve rests on."""
+        mode = f" ({self.mode} averaged)" if self.mode else ""
+        return (
+            f"k={int(self.k[-1])}: top-1 {100 * self.top1[-1]:.1f} % / top-5 {100 * self.top5[-1]:.1f} % over "
+            f"{int(self.n_images[-1])} images{mode}; {self.images} images seen, up to {self.max_reps} repetitions"
+        )
 
 
 def _fmt_ms(x: Any) -> str:

@@ -82,7 +82,7 @@ def split_streams(streams: Sequence[StreamEntry]) -> tuple[list[StreamEntry], li
 
 
 def unique_stream_names(prefix: str = "hmavd-live") -> tuple[str, str]:
-    """A fresh ``(eeg_name, marker_name)`` pair, so several replays never collide."""
+    """A fresh ``(eeg_stream, marker_stream)`` pair of names, so several replays never collide."""
     tag = uuid.uuid4().hex[:8]
     return f"{prefix}-eeg-{tag}", f"{prefix}-markers-{tag}"
 
@@ -94,9 +94,9 @@ class ReplayProcess:
     ----------
     recording : str or Path
         Any recording ``hmavd-replay`` reads (FIF, BrainVision, EDF, XDF, ThingsEEG2 raw).
-    eeg_name, marker_name : str
+    eeg_stream, marker_stream : str
         LSL stream names to publish (see :func:`unique_stream_names`).
-    speed : float
+    replay_speed : float
         Replay speed factor (1 = real time).
     loop : bool
         Restart at the end.
@@ -107,15 +107,15 @@ class ReplayProcess:
     def __init__(
         self,
         recording: str | Path,
-        eeg_name: str,
-        marker_name: str,
-        speed: float = 1.0,
+        eeg_stream: str,
+        marker_stream: str,
+        replay_speed: float = 1.0,
         loop: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.recording = Path(recording)
-        self.eeg_name, self.marker_name = eeg_name, marker_name
-        self.speed, self.loop = float(speed), bool(loop)
+        self.eeg_stream, self.marker_stream = eeg_stream, marker_stream
+        self.replay_speed, self.loop = float(replay_speed), bool(loop)
         self.extra_args = list(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -124,12 +124,12 @@ class ReplayProcess:
         """The argv used to start the replay (the console script through this interpreter)."""
         args = [
             str(self.recording),
-            "--eeg-name",
-            self.eeg_name,
-            "--marker-name",
-            self.marker_name,
-            "--speed",
-            f"{self.speed:g}",
+            "--eeg-stream",
+            self.eeg_stream,
+            "--marker-stream",
+            self.marker_stream,
+            "--replay-speed",
+            f"{self.replay_speed:g}",
         ]
         if self.loop:
             args.append("--loop")

@@ -7,7 +7,7 @@ from typing import Any
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from ..state import HistoryEntry, RunningAccuracy
+from ..state import HistoryEntry, PredictionHistory, RunningAccuracy
 
 __all__ = ["HistoryWidget"]
 
@@ -18,21 +18,25 @@ _RIGHT = QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCent
 
 
 class HistoryWidget(QtWidgets.QGroupBox):
-    """The last ``max_rows`` predictions (newest on top) and the running accuracy over the session.
+    """The newest predictions of a :class:`gui.state.PredictionHistory` (newest on top) and its accuracy.
 
     Parameters
     ----------
+    history : PredictionHistory, optional
+        What is shown (the window passes its session's; a new one of ``max_rows`` otherwise).
     max_rows : int
-        Rows kept in the table (the accuracy counts every prediction).
+        Rows of a new history (the accuracy counts every prediction).
     """
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None, max_rows: int = 50) -> None:
+    def __init__(
+        self,
+        history: PredictionHistory | None = None,
+        parent: QtWidgets.QWidget | None = None,
+        max_rows: int = 50,
+    ) -> None:
         super().__init__("History", parent)
-        self.max_rows = int(max_rows)
-        self.accuracy = RunningAccuracy()
-        self.n_concepts: int | None = None
-        self.entries: list[HistoryEntry] = []
-        self.summary = QtWidgets.QLabel(self.accuracy.text())
+        self.history = history if history is not None else PredictionHistory(max_rows)
+        self.summary = QtWidgets.QLabel(self.history.summary())
         self.table = QtWidgets.QTableWidget(0, len(_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(_COLUMNS))
         self.table.verticalHeader().setVisible(False)
@@ -52,19 +56,31 @@ class HistoryWidget(QtWidgets.QGroupBox):
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
 
+    @property
+    def accuracy(self) -> RunningAccuracy:
+        """The running top-1/top-5 accuracy shown."""
+        return self.history.accuracy
+
     def reset(self, n_concepts: int | None = None) -> None:
-        self.accuracy = RunningAccuracy()
-        self.n_concepts = n_concepts
-        self.entries.clear()
+        """Forget every prediction (the history too)."""
+        self.history.reset(n_concepts)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw the table and the summary from the history (after it was reset elsewhere)."""
         self.table.setRowCount(0)
-        self.summary.setText(self.accuracy.text())
+        for entry in reversed(self.history.entries):  # oldest first: each row goes on top
+            self.add_row(entry)
+        self.summary.setText(self.history.summary())
 
     def add_prediction(self, msg: Mapping[str, Any]) -> HistoryEntry:
-        """Append a ``prediction`` message; updates the table and the running accuracy."""
-        entry = HistoryEntry.from_message(msg)
-        self.accuracy.update(entry.top1_correct, entry.top5_correct)
-        self.entries.insert(0, entry)
-        del self.entries[self.max_rows :]
+        """Count a ``prediction`` message in the history and show its row."""
+        entry = self.history.add(msg)
+        self.add_row(entry)
+        return entry
+
+    def add_row(self, entry: HistoryEntry) -> None:
+        """Show one entry already counted in the history on top of the table."""
         self.table.insertRow(0)
         cells = (
             f"{entry.onset_s:.2f}",
@@ -88,7 +104,6 @@ class HistoryWidget(QtWidgets.QGroupBox):
             if colour is not None:
                 item.setBackground(colour)
             self.table.setItem(0, col, item)
-        while self.table.rowCount() > self.max_rows:
+        while self.table.rowCount() > self.history.max_rows:
             self.table.removeRow(self.table.rowCount() - 1)
-        self.summary.setText(self.accuracy.text(self.n_concepts))
-        return entry
+        self.summary.setText(self.history.summary())

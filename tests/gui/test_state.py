@@ -8,10 +8,13 @@ import pytest
 from gui.settings import LiveSettings, demo_paths, load_settings, save_settings
 from gui.state import (
     HistoryEntry,
+    PredictionHistory,
+    RepetitionCurve,
     RunningAccuracy,
     ScopeBuffer,
     ThumbnailIndex,
     center_channels,
+    chance_levels,
     channel_offsets,
     format_status,
     is_data_channel,
@@ -176,11 +179,38 @@ def test_settings_default_path_from_env(tmp_path, monkeypatch):
     assert default_settings_path() == tmp_path / "hmavd" / "live.json"
 
 
+def test_prediction_history_keeps_the_newest_rows_and_counts_all():
+    hist = PredictionHistory(max_rows=2)
+    hist.reset(n_concepts=200)
+    for true, t1, t5 in [("dog", True, True), ("cat", False, True), ("cup", False, False), (None, None, None)]:
+        hist.add({"topk": [("dog", 0.9)], "true_concept": true, "top1_correct": t1, "top5_correct": t5})
+    assert [e.true_concept for e in hist.entries] == [None, "cup"]  # newest first, two kept
+    assert hist.accuracy.n == 3 and hist.accuracy.n_top5 == 2  # every known-truth prediction counted
+    assert "top-1 33.3 %" in hist.summary() and "chance 0.5 %" in hist.summary()
+    hist.reset()
+    assert not hist.entries and hist.accuracy.n == 0 and hist.n_concepts is None
+
+
+def test_repetition_curve_from_the_accumulators_report():
+    assert RepetitionCurve.from_report(None) is None and RepetitionCurve.from_report({"curve": []}) is None
+    points = [{"k": 5, "top1": 0.25, "top5": 0.5, "n_images": 12}, {"k": 1, "top1": 0.05, "top5": 0.1, "n_images": 40}]
+    report = {"mode": "epochs", "n_images": 40, "max_reps": 7, "curve": points}
+    curve = RepetitionCurve.from_report(report)
+    assert curve.k.tolist() == [1, 5] and curve.top1.tolist() == [0.05, 0.25]  # sorted by k
+    assert curve.top5.tolist() == [0.1, 0.5] and curve.n_images.tolist() == [40, 12]
+    assert (curve.mode, curve.images, curve.max_reps) == ("epochs", 40, 7)
+    expected = "k=5: top-1 25.0 % / top-5 50.0 % over 12 images (epochs averaged); 40 images seen, up to 7 repetitions"
+    assert curve.text() == expected
+    assert chance_levels(200) == (0.005, 0.025) and chance_levels(3) == (1 / 3, 1.0) and chance_levels(None) is None
+
+
 def test_demo_paths_reports_missing_then_finds_files(tmp_path):
     data, runs = tmp_path / "sim", tmp_path / "runs"
     demo = demo_paths(data, runs)
     assert not demo.ready and len(demo.missing) == 4
     assert demo.create_command == f"hmavd-demo --data {data} --out {runs}"  # not the default folders
+    html, kind, tip = demo.notice()
+    assert kind == "missing" and demo.create_command in html and tip.startswith("missing:\nrecording")
     assert demo_paths().create_command == "hmavd-demo"
     (data / "recordings").mkdir(parents=True)
     (data / "recordings" / "sub-01_test.fif").write_bytes(b"")
@@ -195,6 +225,7 @@ def test_demo_paths_reports_missing_then_finds_files(tmp_path):
     assert demo.ready, demo.missing
     assert demo.checkpoint == runs / "hmavd" / "best.safetensors"  # HMAVD before the NICE baseline
     assert demo.features == data / "features" / "clip"
+    assert demo.notice()[1:] == ("ready", str(data / "recordings" / "sub-01_test.fif"))
 
 
 def test_stream_entries_split_and_unique_names():

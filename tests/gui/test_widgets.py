@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from gui_fakes import prediction_msg, status_msg
+from gui_fakes import accumulated_run, prediction_msg, status_msg
 
-from gui.widgets import ErrorBanner, HistoryWidget, ScopeWidget, StatusPanel, TopKPanel
+from gui.widgets import ErrorBanner, HistoryWidget, RepetitionCurveWidget, ScopeWidget, StatusPanel, TopKPanel
 
 
 def test_scope_draws_new_data_markers_and_channel_selection(qtbot):
@@ -93,7 +93,9 @@ def test_topk_panel_measures_last_sample_to_painted(qtbot):
     panel.show_prediction(msg)
     qtbot.waitUntil(lambda: len(panel.draw_latencies_ms) == 1, timeout=5000)
     assert panel.draw_latencies_ms[0] >= 50.0
-    panel.show_prediction(prediction_msg(true="dog"))  # no arrival time: nothing measured
+    plain = prediction_msg(true="dog")
+    del plain["last_arrival_s"]
+    panel.show_prediction(plain)  # no arrival time: nothing measured
     panel.repaint()
     assert len(panel.draw_latencies_ms) == 1
 
@@ -109,6 +111,12 @@ def test_history_running_accuracy(qtbot):
     assert hist.table.rowCount() == 2 and hist.accuracy.n == 3
     assert "top-1 33.3 %" in hist.summary.text() and "top-5 66.7 %" in hist.summary.text()
     assert hist.table.item(1, 4).text() == "✗"  # rows are newest first
+    assert [e.true_concept for e in hist.history.entries] == [None, "zebra"]
+    hist.history.reset(6)  # the session resets its history: the widget redraws from it
+    hist.refresh()
+    assert (
+        hist.table.rowCount() == 0 and hist.accuracy.n == 0 and "markers carry no true concept" in hist.summary.text()
+    )
 
 
 def test_status_panel_and_error_banner(qtbot):
@@ -130,15 +138,50 @@ def test_status_panel_and_error_banner(qtbot):
     assert banner.isHidden()
 
 
-def test_topk_panel_shows_the_accumulated_top5_of_the_image(qtbot):
-    from gui.widgets.topk import accumulated_text
-
+def test_topk_panel_shows_the_accumulated_top5_beside_the_single_trial(qtbot):
+    last, _ = accumulated_run()  # a real RepetitionAccumulator's fields for the image "dog" after 5 repetitions
+    acc = last[0]
     panel = TopKPanel()
     qtbot.addWidget(panel)
-    msg = {**prediction_msg(true="cat"), "acc_n": 7, "acc_topk": [("dog", 0.5), ("cat", 0.4)]}
-    panel.show_prediction(msg)
-    assert panel.accumulated.text() == "averaged over 7 repetitions: dog 0.50, cat 0.40 ✓ rank 2"
-    panel.show_prediction(prediction_msg(true="cat"))  # accumulation off: nothing shown
-    assert panel.accumulated.text() == "" and accumulated_text({"acc_n": 1, "acc_topk": [("a", 1.0)]}).endswith(
-        "a 1.00"
+    panel.show()
+    panel.show_prediction(prediction_msg(true="dog"))  # accumulation off: no second column
+    assert not panel.acc_title.isVisible() and not panel.acc_rows[0].isVisible()
+    panel.show_prediction(prediction_msg(true="dog", **acc))
+    assert panel.names()[0] == "dog"  # the single trial's column is unchanged
+    assert panel.accumulated_names() == [c for c, _ in acc["acc_topk"]]
+    assert panel.acc_rows[0].score.text() == f"{acc['acc_topk'][0][1]:.3f}" and panel.acc_rows[0].bar.value() == 1000
+    second = acc["acc_topk"][1][1] / acc["acc_topk"][0][1]
+    assert panel.acc_rows[1].bar.value() == round(1000 * second)
+    assert panel.accumulated_highlighted() == ["dog"] and panel.acc_rows[0].isVisible()
+    assert panel.acc_title.text().startswith("averaged over 5 repetitions") and "✓ top-1" in panel.acc_title.text()
+    assert not panel.acc_rows[0].thumb.isVisible()  # thumbnails only in the single-trial column
+    miss = {**acc, "acc_topk": [("cup", 0.5), ("car", 0.4)], "acc_n": 1}
+    panel.show_prediction(prediction_msg(true="dog", **miss))
+    assert panel.accumulated_names() == ["cup", "car", "–", "–", "–"] and panel.accumulated_highlighted() == []
+    assert (
+        "averaged over 1 repetition " in panel.acc_title.text() + " " and "not in the top-5" in panel.acc_title.text()
     )
+    panel.show_prediction(prediction_msg(true="dog"))
+    assert not panel.acc_title.isVisible()
+
+
+def test_repetition_curve_draws_the_accumulators_report(qtbot):
+    from gui.state import RepetitionCurve
+
+    _, report = accumulated_run(n_reps=12, noise=3.0)
+    widget = RepetitionCurveWidget()
+    qtbot.addWidget(widget)
+    widget.reset(n_concepts=6)
+    assert widget.points()["top1"][0].size == 0 and all(line.isVisible() for line in widget.chance_lines)
+    assert [line.value() for line in widget.chance_lines] == pytest.approx([100 / 6, 500 / 6])
+    status = status_msg(accumulated=report)
+    assert widget.show_curve(RepetitionCurve.from_report(status["accumulated"])) is True
+    points = widget.points()
+    assert points["top1"][0].tolist() == [1, 2, 5, 10] == [p["k"] for p in report["curve"]]
+    assert points["top1"][1] == pytest.approx([100 * p["top1"] for p in report["curve"]])
+    assert points["top5"][1] == pytest.approx([100 * p["top5"] for p in report["curve"]])
+    assert "k=10" in widget.summary.text() and "6 images" in widget.summary.text()
+    assert widget.show_curve(RepetitionCurve.from_report(report)) is False  # the same points: nothing redrawn
+    assert widget.show_curve(None) is False and widget.points()["top1"][0].size == 4
+    widget.reset(None)
+    assert widget.points()["top5"][0].size == 0 and not widget.chance_lines[0].isVisible()

@@ -48,7 +48,7 @@ def test_connect_feed_messages_and_disconnect(window, qtbot, tmp_path):
     assert window.recording and "Stop recording" in window.record_button.text()
     eng.queue.append(status_msg(recording=True, n_epochs=13))
     qtbot.waitUntil(lambda: "epochs 13" in window.status.text(), timeout=5000)
-    assert window._record_wanted is None and window.recording
+    assert window.session.record_wanted is None and window.recording
     window.record_button.click()
     assert eng.sent[-1] == {"cmd": "record_stop"} and "Record" in window.record_button.text()
     window.disconnect_button.click()
@@ -100,7 +100,7 @@ def test_set_streams_fills_combos(window):
     from gui.streams import StreamEntry
 
     window.set_streams([StreamEntry("eeg-x", "EEG", 64, 1000.0), StreamEntry("mk", "Markers", 1, 0.0)])
-    assert window.eeg_combo.count() == 1 and window.eeg_name() == "eeg-x"
+    assert window.eeg_combo.count() == 1 and window.eeg_stream() == "eeg-x"
     assert window.marker_combo.count() == 1
 
 
