@@ -27,12 +27,8 @@ from hmavd.channels import THINGS63
 from hmavd.errors import UserError
 from hmavd.sim_forward import forward_model_path
 from hmavd.simulate import noise_mixing, render_signal
+from hmavd.simulate_config import SimulateConfig
 from hmavd.simulate_io import simulate_dataset
-
-try:
-    from hmavd.simulate_config import SimulateConfig
-except ImportError:  # the config's older home
-    from hmavd.simulate_io import SimulateConfig
 
 
 @pytest.fixture(scope="module")
@@ -185,57 +181,62 @@ def _cmd(*args):
     ]
 
 
+def _channel_labels_and_units(info) -> tuple[list[str], list[str]]:
+    ch = info.desc().child("channels").child("channel")
+    labels, units = [], []
+    while not ch.empty():
+        labels.append(ch.child_value("label"))
+        units.append(ch.child_value("unit"))
+        ch = ch.next_sibling()
+    return labels, units
+
+
+def _pull_until(inlet, chunks: list, stamps: list, done, timeout_s: float) -> None:
+    """Pull chunks into ``chunks`` / ``stamps`` until ``done()`` or ``timeout_s`` passes."""
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end and not done():
+        d, ts = inlet.pull_chunk(timeout=0.2)
+        if ts:
+            chunks.append(np.asarray(d))
+            stamps += ts
+
+
 @pytest.mark.lsl
 def test_command_streams_labelled_microvolts_and_answers_markers(sim, tmp_path):
+    """The command on real LSL. Every wait is for a condition, with generous timeouts (a loaded machine); the
+    command runs until interrupted as with Ctrl-C (``--duration`` only caps it should the test die)."""
+    import signal
+
     import pylsl
 
     tag = uuid.uuid4().hex[:8]
     eeg, mk = f"test-vamp-{tag}", f"test-vamp-markers-{tag}"
     outlet = pylsl.StreamOutlet(pylsl.StreamInfo(mk, "Markers", 1, 0, pylsl.cf_string, mk))
+    args = ("--subject-dir", str(sim), "--eeg-stream", eeg, "--marker-stream", mk, "--duration", "300")
     proc = subprocess.Popen(
-        _cmd(
-            "--subject-dir",
-            str(sim),
-            "--eeg-stream",
-            eeg,
-            "--marker-stream",
-            mk,
-            "--duration",
-            "8",
-            "--out-dir",
-            str(tmp_path / "amp"),
-            "sample_index=true",
-        ),
+        _cmd(*args, "--out-dir", str(tmp_path / "amp"), "sample_index=true"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    chunks, stamps = [], []
     try:
-        found = pylsl.resolve_byprop("name", eeg, 1, 30.0)
+        found = pylsl.resolve_byprop("name", eeg, 1, 60.0)
         assert found, "the amplifier's stream did not appear"
-        inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-        inlet.open_stream(timeout=10.0)  # the amplifier answers markers once its EEG has a reader
+        inlet = pylsl.StreamInlet(found[0], max_buflen=360)
+        inlet.open_stream(timeout=30.0)  # the amplifier answers markers once its EEG has a reader
         info = inlet.info()
-        ch = info.desc().child("channels").child("channel")
-        labels, units = [], []
-        while not ch.empty():
-            labels.append(ch.child_value("label"))
-            units.append(ch.child_value("unit"))
-            ch = ch.next_sibling()
+        labels, units = _channel_labels_and_units(info)
         assert labels == [*ACTICAP64, "sample_index"] and set(units[:-1]) == {"microvolts"}
         assert info.nominal_srate() == 1000.0 and info.channel_format() == pylsl.cf_float32
-        assert outlet.wait_for_consumers(20.0)
-        time.sleep(0.5)
+        assert outlet.wait_for_consumers(60.0)  # the amplifier's marker inlet is open
+        _pull_until(inlet, chunks, stamps, lambda: len(stamps) >= 500, 60.0)  # streaming for 0.5 s
         t_marker = pylsl.local_clock()
         outlet.push_sample(["4"], t_marker)
-        chunks, stamps = [], []
-        t_end = time.monotonic() + 4.0
-        while time.monotonic() < t_end:
-            d, ts = inlet.pull_chunk(timeout=0.2)
-            if ts:
-                chunks.append(np.asarray(d))
-                stamps += ts
-        out, _ = proc.communicate(timeout=30)
+        past_response = lambda: bool(stamps) and stamps[-1] > t_marker + 1.5  # noqa: E731
+        _pull_until(inlet, chunks, stamps, past_response, 60.0)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the command stops, then writes onsets.tsv and its summary
+        out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
