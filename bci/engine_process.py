@@ -47,7 +47,7 @@ def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
             for msg in engine.get_data():
                 out_q.put(msg)
             if running:
-                engine.acquire(cfg.poll_timeout_s)
+                engine.acquire(cfg.poll_interval_s)
         engine.outbox.append(engine.status())  # the final counts, so the last status matches the predictions
         for msg in engine.get_data():
             out_q.put(msg)

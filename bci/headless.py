@@ -100,7 +100,7 @@ def run_headless(
         engine.record_start(str(out), from_start=True)
         save_config(cfg, out / "live_config.yaml")
         while (t_end is None or time.monotonic() < t_end) and not engine.finished:
-            engine.acquire(cfg.poll_timeout_s)
+            engine.acquire(cfg.poll_interval_s)
             for msg in engine.get_data():
                 _log_message(msg, errors, quality)
                 if on_message is not None:

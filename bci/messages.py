@@ -50,6 +50,7 @@ Commands (``cmd["cmd"]``, :meth:`bci.engine_process.EngineProcess.send`, :meth:`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
 import numpy as np
@@ -58,7 +59,7 @@ __all__ = [
     "AccumulatedFields", "Command", "ConnectedMessage", "EngineMessage", "ErrorMessage", "MESSAGE_TYPES",
     "PredictionMessage", "QualityMessage", "RecordStartCommand", "RecordStopCommand", "ScopeMessage",
     "StatusMessage", "StopCommand", "StoppedMessage", "COMMANDS", "error_message", "record_start_command",
-    "record_stop_command", "stop_command", "stopped_message",
+    "record_stop_command", "stop_command", "stopped_message", "prediction_message",
 ]  # fmt: skip
 
 #: Every ``type`` an engine message can have.
@@ -225,3 +226,20 @@ def record_start_command(path: str = "") -> RecordStartCommand:
 def record_stop_command() -> RecordStopCommand:
     """``{"cmd": "record_stop"}``."""
     return RecordStopCommand(cmd="record_stop")
+
+
+def prediction_message(
+    onset_s: float, onset_index: int, marker: str, true_concept: str | None, topk: list[tuple[str, float]],
+    latency_ms: float, epoch_latency_ms: float, top1_correct: bool | None, top5_correct: bool | None,
+    last_arrival_s: float, *optional: Mapping[str, Any] | None,
+) -> PredictionMessage:  # fmt: skip
+    """One ``"prediction"`` message; ``optional`` mappings add ``sample_index`` / the ``acc_*`` fields."""
+    msg = PredictionMessage(
+        type="prediction", onset_s=float(onset_s), onset_index=int(onset_index), marker=str(marker),
+        true_concept=true_concept, topk=list(topk), latency_ms=float(latency_ms),
+        epoch_latency_ms=float(epoch_latency_ms), top1_correct=top1_correct, top5_correct=top5_correct,
+        last_arrival_s=float(last_arrival_s),
+    )  # fmt: skip
+    for extra in optional:
+        msg.update(extra or {})  # type: ignore[typeddict-item]
+    return msg

@@ -297,17 +297,17 @@ class RecordingSource(EEGSource):
         :meth:`acquire` moves the next chunk at once.
     chunk_s : float
         Recording seconds per chunk.
-    poll_interval : float or None
+    poll_interval_s : float or None
         ``None`` = manual :meth:`acquire`; else the longest the thread sleeps between chunks (s).
     """
 
     def __init__(
-        self, rec: ReplayData, speed: float = 1.0, chunk_s: float = 0.01, poll_interval: float | None = 0.01,
+        self, rec: ReplayData, speed: float = 1.0, chunk_s: float = 0.01, poll_interval_s: float | None = 0.01,
         buffer_s: float = 60.0, name: str = "replay",
     ) -> None:  # fmt: skip
         if speed <= 0:
             raise UserError(f"replay_speed: {speed} must be > 0 (1 = real time, 10 = ten times faster)")
-        super().__init__(poll_interval=poll_interval, buffer_s=buffer_s)
+        super().__init__(poll_interval_s=poll_interval_s, buffer_s=buffer_s)
         self.rec, self.speed, self.name = rec, float(speed), name
         self.chunk = max(1, int(round(chunk_s * rec.sfreq)))
         self._data = np.ascontiguousarray(rec.data.T, dtype=np.float32)  # (N, C)
@@ -330,10 +330,10 @@ class RecordingSource(EEGSource):
         if self.finished:
             return None, np.zeros(0)
         end = min(self.pos + self.chunk, self._data.shape[0])
-        if self.poll_interval is not None:
+        if self.poll_interval_s is not None:
             wait = self._t_start + end / (self.rec.sfreq * self.speed) - time.monotonic()
             if wait > 0:
-                self._stop.wait(min(wait, self.poll_interval))
+                self._stop.wait(min(wait, self.poll_interval_s))
                 return None, np.zeros(0)
         chunk = self._data[self.pos : end]
         stamps = np.arange(self.pos, end, dtype=np.float64) / self.rec.sfreq
@@ -341,7 +341,7 @@ class RecordingSource(EEGSource):
         return chunk, stamps
 
     def _idle_sleep_s(self) -> float:
-        return (self.poll_interval or 0.0) if self.finished else 0.0
+        return (self.poll_interval_s or 0.0) if self.finished else 0.0
 
 
 class RecordingMarkers:

@@ -7,8 +7,8 @@
   the first pull and refreshed off the hot path, guarded against ``TimeoutError``) and dejittered by
   :class:`~bci.ringbuffer.SampleClock`.
 
-``poll_interval=None`` is the manual mode: nothing runs in the background and the caller calls
-:meth:`EEGSource.acquire`. Otherwise a thread calls it in a loop (for LSL ``poll_interval`` is the pull
+``poll_interval_s=None`` is the manual mode: nothing runs in the background and the caller calls
+:meth:`EEGSource.acquire`. Otherwise a thread calls it in a loop (for LSL ``poll_interval_s`` is the pull
 timeout; for in-memory sources the sleep between polls).
 """
 
@@ -69,7 +69,7 @@ class EEGSource:
 
     Parameters
     ----------
-    poll_interval : float or None
+    poll_interval_s : float or None
         ``None`` = manual :meth:`acquire`; else the background thread's pull timeout (s).
     buffer_s : float
         Seconds of data the ring buffer holds.
@@ -77,8 +77,8 @@ class EEGSource:
         Timestamp jump tolerance of gap detection (see :class:`~bci.ringbuffer.SampleClock`).
     """
 
-    def __init__(self, poll_interval: float | None = None, buffer_s: float = 60.0, jitter_tol_s: float = 0.0005):
-        self.poll_interval = poll_interval
+    def __init__(self, poll_interval_s: float | None = None, buffer_s: float = 60.0, jitter_tol_s: float = 0.0005):
+        self.poll_interval_s = poll_interval_s
         self.buffer_s = float(buffer_s)
         self.jitter_tol_s = float(jitter_tol_s)
         self.description: StreamDescription | None = None
@@ -100,7 +100,7 @@ class EEGSource:
         cap = max(int(round(self.buffer_s * desc.sfreq)), 1024)
         self.buffer = RingBuffer(desc.n_chans, cap, dtype=np.dtype(desc.dtype))
         self.clock = SampleClock(desc.sfreq, self.jitter_tol_s)
-        if self.poll_interval is not None:
+        if self.poll_interval_s is not None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"acquire-{desc.name}", daemon=True)
             self._thread.start()
@@ -197,12 +197,12 @@ class InMemorySource(EEGSource):
         t_start_s: float = 0.0,
         dtype: str = "float32",
         name: str = "in-memory",
-        poll_interval: float | None = None,
+        poll_interval_s: float | None = None,
         buffer_s: float = 60.0,
         ch_units: Sequence[str] = (),
         ch_types: Sequence[str] = (),
     ) -> None:
-        super().__init__(poll_interval=poll_interval, buffer_s=buffer_s)
+        super().__init__(poll_interval_s=poll_interval_s, buffer_s=buffer_s)
         self._desc = StreamDescription(name, tuple(ch_names), float(sfreq), dtype, tuple(ch_units), tuple(ch_types))
         self._queue: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._next_t = float(t_start_s)
@@ -236,7 +236,7 @@ class InMemorySource(EEGSource):
             return self._queue.popleft()
 
     def _idle_sleep_s(self) -> float:
-        return self.poll_interval or 0.0
+        return self.poll_interval_s or 0.0
 
 
 def stream_channel_names(info) -> list[str]:
@@ -342,7 +342,7 @@ class LSLSource(EEGSource):
         Stream type used when ``name`` is empty.
     resolve_timeout_s : float
         How long to look for the stream at connect.
-    poll_interval : float or None
+    poll_interval_s : float or None
         Pull timeout of the acquisition thread (s); ``None`` for manual :meth:`acquire`.
     max_chunk : int
         Largest chunk pulled at once.
@@ -353,13 +353,13 @@ class LSLSource(EEGSource):
         name: str,
         stype: str = "EEG",
         resolve_timeout_s: float = 5.0,
-        poll_interval: float | None = 0.1,
+        poll_interval_s: float | None = 0.1,
         buffer_s: float = 60.0,
         max_chunk: int = 4096,
         clock_refresh_s: float = 5.0,
         jitter_tol_s: float = 0.0005,
     ) -> None:
-        super().__init__(poll_interval=poll_interval, buffer_s=buffer_s, jitter_tol_s=jitter_tol_s)
+        super().__init__(poll_interval_s=poll_interval_s, buffer_s=buffer_s, jitter_tol_s=jitter_tol_s)
         self.name, self.stype = name, stype
         self.resolve_timeout_s = resolve_timeout_s
         self.max_chunk = int(max_chunk)
@@ -396,7 +396,7 @@ class LSLSource(EEGSource):
     def _pull(self) -> tuple[np.ndarray | None, np.ndarray]:
         import pylsl
 
-        timeout = self.poll_interval if self.poll_interval is not None else 0.0
+        timeout = self.poll_interval_s if self.poll_interval_s is not None else 0.0
         try:
             chunk, ts = self._inlet.pull_chunk(
                 timeout=timeout, max_samples=self.max_chunk, dest_obj=self._dest, min_samples=1, as_numpy=True

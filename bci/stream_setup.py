@@ -133,17 +133,19 @@ class AmplitudeCheck:
         return True
 
 
-def model_time_axis(preset, sfreq_in: float, info: dict, n_times: int, notes: list[str]):
+def model_time_axis(preset, sfreq_in: float, model_times: Sequence[float], n_times: int, notes: list[str]):
     """The preset cropped onto the model's time axis at ``sfreq_in`` (:func:`bci.rates.align_to_model`).
 
-    The model's times come from the checkpoint (``info["times"]``), else the preset's own output at a
+    The model's times are the checkpoint's (``model_times``, s), else (empty) the preset's own output at a
     rate that is a multiple of its ``sfreq``. ``None`` when they cannot be matched within half a sample.
     """
     from hmavd.preprocessing.transforms import preprocessed_times
 
     from .rates import align_to_model
 
-    times = np.asarray(info.get("times") or preprocessed_times(preset, 4 * preset.sfreq), dtype=np.float64)
+    times = np.asarray(
+        model_times if len(model_times) else preprocessed_times(preset, 4 * preset.sfreq), dtype=np.float64
+    )
     if len(times) != n_times:
         return None
     hit = align_to_model(preset, sfreq_in, times)

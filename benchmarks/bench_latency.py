@@ -312,7 +312,7 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
     t_end = time.monotonic() + duration_s + 60.0
     tail = None
     while time.monotonic() < t_end:
-        engine.acquire(engine.cfg.poll_timeout_s)
+        engine.acquire(engine.cfg.poll_interval_s)
         n = src.n_written
         if n > seen:
             idx_parts.append(src.get_data(seen, n)[ich].astype(np.int64))

@@ -105,7 +105,7 @@ def test_unnamed_stream_channels_must_match_the_model_count():
 
 
 def test_preset_is_inferred_from_the_checkpoint_time_axis():
-    from bci.engine import preset_for_checkpoint
+    from bci.session_plan import preset_for_checkpoint
     from hmavd.preprocessing.presets import PRESETS
     from hmavd.preprocessing.transforms import preprocessed_times
 
@@ -174,5 +174,5 @@ def test_packaged_live_and_replay_configs_are_the_defaults(capsys):
     assert live_main(["--headless", "--print-config", "top_k=3"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["top_k"] == 3 and printed["clip_run"] == 20
-    assert replay_main(["rec.fif", "--print-config", "speed=2"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["speed"] == 2.0
+    assert replay_main(["rec.fif", "--print-config", "replay_speed=2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["replay_speed"] == 2.0

@@ -37,7 +37,7 @@ def names():
 def make_engine(eeg_name, marker_name, whitening=None, **cfg):
     dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
                              CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
-    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval=0.02)
+    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval_s=0.02)
     marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(**cfg), source=src, markers=marks, decoder=dec, preset=PRESET, whitening=whitening)
     eng.epoch_log = []
@@ -209,8 +209,8 @@ def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg_name, marker_name = names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-name", eeg_name, "--marker-name",
-                               marker_name, "--speed", "2", "--wait-consumers-s", "30"],
+    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-stream", eeg_name, "--marker-stream",
+                               marker_name, "--replay-speed", "2", "--wait-consumers-s", "30"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         rc = live_main(["--headless", "--eeg-stream", eeg_name, "--marker-stream", marker_name, "--checkpoint",

@@ -95,12 +95,14 @@ def test_offset_catch_unknown_in_engine(tmp_path):
 
 
 def test_online_settings_validated(tmp_path):
-    for bad, match in [({"marker_offset_s": 5.0}, "marker_offset_s"), ({"marker_map": str(tmp_path / "x.csv")},
-                       "marker_map"), ({"stream_units": "furlongs"}, "stream_units"),
+    for bad, match in [({"marker_offset_s": 5.0}, "marker_offset_s"), ({"stream_units": "furlongs"}, "stream_units"),
                        ({"interpolate_missing": -1}, "interpolate_missing"), ({"amplitude_check": "maybe"},
                        "amplitude_check")]:  # fmt: skip
-        with pytest.raises(UserError, match=match):
-            LiveConfig(**bad).validate()
+        with pytest.raises(UserError, match=match):  # refused when built, also in Python
+            LiveConfig(**bad)
+    eng, _, _ = _engine(marker_map=str(tmp_path / "x.csv"))  # files are checked when the session is resolved
+    with pytest.raises(UserError, match="marker_map: .*is not a file"):
+        eng.connect()
 
 
 @pytest.mark.lsl

@@ -95,7 +95,7 @@ def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
                              CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
     player.start()
-    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval=0.02)
+    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
     eng = LiveEngine(LiveConfig(marker_timeout_s=8.0), source=src, markers=LSLMarkerSource(name + "-mk", 5.0),
                      decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
     eng.epoch_log = []
@@ -147,7 +147,7 @@ def test_markers_from_before_the_session_are_not_decoded_as_live():
                              CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
     player.start()
     time.sleep(2.5)  # the outlets have streamed ~1.5 s before the session starts
-    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval=0.02)
+    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
     eng = LiveEngine(LiveConfig(), source=src, markers=LSLMarkerSource(name + "-mk", 5.0), decoder=dec,
                      preset=PRESET, whitening=None)  # fmt: skip
     eng.epoch_log = []

@@ -35,7 +35,7 @@ def tiny_decoder():
 
 def test_recording_source_manual_mode_equals_offline(tmp_path):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0, extra_codes={330: 99999})
-    src = RecordingSource(load_replay(str(path)), chunk_s=0.13, poll_interval=None)
+    src = RecordingSource(load_replay(str(path)), chunk_s=0.13, poll_interval_s=None)
     eng = LiveEngine(LiveConfig(), source=src, markers=src.markers, decoder=tiny_decoder(), preset=PRESET)
     eng.epoch_log = []
     eng.connect()
@@ -56,8 +56,8 @@ def test_headless_replay_writes_csv_recording_that_replays_and_reprepares(tmp_pa
     hmavd-replay streams again and converts to FIF for hmavd-prepare, with the same epochs."""
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0)
     dec = tiny_decoder()
-    cfg = LiveConfig(replay=str(path), replay_speed=20.0, poll_timeout_s=0.01)
-    src = RecordingSource(load_replay(cfg.replay), speed=cfg.replay_speed, poll_interval=0.01)
+    cfg = LiveConfig(replay=str(path), replay_speed=20.0, poll_interval_s=0.01)
+    src = RecordingSource(load_replay(cfg.replay), speed=cfg.replay_speed, poll_interval_s=0.01)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=dec, preset=PRESET)
     summary = run_headless(cfg, duration_s=30.0, out_dir=tmp_path / "out", engine=eng)
     assert summary["n_predictions"] == len(events) and summary["rejected"] == {}
@@ -119,7 +119,7 @@ def test_replay_command_errors_are_one_line(tmp_path, capsys):
     cases = [
         ([str(tmp_path / "missing.fif")], "does not exist"),
         ([str(tmp_path / "bad.fif")], "could not be read"),
-        ([str(path), "--speed", "0"], "speed: 0.0 must be > 0"),
+        ([str(path), "--replay-speed", "0"], "replay_speed: 0.0 must be > 0"),
         ([str(path), "--start-s", "10"], "start_s/stop_s: 10"),
         ([str(path), "--to-fif", str(tmp_path / "x.fif")], "--to-fif: .* is not a session folder"),
     ]
@@ -172,7 +172,7 @@ def test_every_format_replays_to_the_same_epochs(tmp_path, fmt):
     rec = load_replay(str(path), sample_index=True)
     assert rec.ch_names == (*CH_NAMES, "sample_index") and rec.sfreq == SFREQ_IN
     assert [[s, int(c)] for s, c in rec.events] == events[:, [0, 2]].tolist()
-    src = RecordingSource(rec, poll_interval=None)
+    src = RecordingSource(rec, poll_interval_s=None)
     eng = LiveEngine(LiveConfig(), source=src, markers=src.markers, decoder=tiny_decoder(), preset=PRESET)
     eng.epoch_log = []
     eng.connect()
@@ -188,7 +188,7 @@ def _record_xdf(recording, out, chunk_s=0.05):
     """Record ``recording`` as a live session would (source chunks → XDFSessionRecorder); returns the file."""
     from bci.recorder import open_recorder
 
-    src = RecordingSource(load_replay(str(recording)), chunk_s=chunk_s, poll_interval=None)
+    src = RecordingSource(load_replay(str(recording)), chunk_s=chunk_s, poll_interval_s=None)
     src.connect()
     rec = open_recorder(LiveConfig(), out, src, 0, {"stream": "test"}, src.markers)
     done = 0
@@ -286,7 +286,7 @@ def test_record_format_folder_keeps_the_older_layout_and_bad_formats_are_refused
 
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=4.0)
     cfg = LiveConfig(replay=str(path), record_format="folder")
-    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.1, poll_interval=None)
+    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.1, poll_interval_s=None)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=tiny_decoder(), preset=PRESET)
     run_headless(cfg, duration_s=30.0, out_dir=tmp_path / "out", engine=eng)
     assert (tmp_path / "out" / "eeg.f32").exists() and not (tmp_path / "out" / "session.xdf").exists()

@@ -44,6 +44,6 @@ def test_create_window_applies_overrides(qtbot, tmp_path):
 
     win = create_window(tmp_path / "s.json", {"eeg_stream": "amp-1", "checkpoint": None}, auto_discover=False)
     qtbot.addWidget(win)
-    assert win.eeg_name() == "amp-1"
+    assert win.eeg_stream() == "amp-1"
     win.shutdown()
     assert (tmp_path / "s.json").exists()
