@@ -2,8 +2,9 @@
 
 Built around a small protocol so it can be tested without a trained checkpoint: an ``encode``
 function ``(B, C, T) tensor -> (B, D) tensor``, a ``(K, D)`` template matrix and ``K`` concept
-names. :meth:`Decoder.from_checkpoint` wires in ``hmavd.checkpoint.load_checkpoint`` and
-``hmavd.evaluate.build_templates``.
+names. :meth:`Decoder.from_checkpoint` wires in ``hmavd.checkpoint.load_checkpoint`` and the templates of
+``hmavd.templates``: the checkpoint's stored gallery (no feature cache needed), or templates built from a
+feature cache (checkpoints without a gallery, or when a cache is passed explicitly).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmavd.checkpoint_meta import CheckpointInfo
 from hmavd.devices import resolve_device
 from hmavd.errors import UserError
 
@@ -44,7 +46,7 @@ def training_path(recorded: str, checkpoint: str | Path) -> Path | None:
     return None
 
 
-def checkpoint_whitening(info: dict) -> tuple[str, Path | None]:
+def checkpoint_whitening(info: CheckpointInfo) -> tuple[str, Path | None]:
     """``(recorded, found)`` MVNN file of the data a checkpoint was trained on.
 
     ``recorded`` is ``<data_dir>/preprocessed_eeg/sub-XX/mvnn.npz`` from the checkpoint's
@@ -156,52 +158,70 @@ class Decoder:
 
     @classmethod
     def from_checkpoint(
-        cls, checkpoint: str, features: str, kind: str = "image", image_source: str = "test-images",
-        device: str = "auto", k: int = 5,
-    ) -> tuple[Decoder, dict]:  # fmt: skip
-        """Load ``hmavd-train``'s checkpoint and pre-encode the test templates from a feature cache.
+        cls,
+        checkpoint: str,
+        features: str = "",
+        kind: str = "image",
+        image_source: str = "test-images",
+        device: str = "auto",
+        k: int = 5,
+    ) -> tuple[Decoder, CheckpointInfo]:
+        """Load ``hmavd-train``'s checkpoint with its test templates pre-encoded.
 
-        ``features`` empty: the cache the checkpoint was trained with (its recorded path, see
-        :func:`training_path`). Returns the decoder and the checkpoint's info (``ch_names``,
-        ``times``, ``sfreq``, ``train_config``, ``path``, …).
+        ``features`` empty: the checkpoint's stored gallery when it has one (no feature cache is read),
+        else the cache it was trained with (its recorded path, see :func:`training_path`). ``features``
+        given: templates built from that cache. Returns the decoder and the checkpoint's info
+        (``ch_names``, ``times``, ``sfreq``, ``train_config``, ``path``, …) with ``template_source``
+        (``"gallery"`` or ``"cache"``) and ``features_path`` (the cache used, ``""`` for the gallery).
         """
         from hmavd.checkpoint import load_checkpoint
-        from hmavd.features.cache import load_feature_cache
+        from hmavd.templates import templates_from
 
         dev = resolve_device(device)
         model, info = load_checkpoint(checkpoint, map_location=dev)
-        if not features:
-            recorded = str((info.get("features") or {}).get("path") or "")
-            found = training_path(recorded, info.get("path") or checkpoint)
-            if found is None:
-                raise UserError(
-                    f"features: not set, and the checkpoint's feature cache {recorded or '(not recorded)'!r} "
-                    "was not found; pass the feature cache folder (e.g. --features hmavd_data/sim/features/<name>)"
-                )
-            features = str(found)
-            log.info("templates from the checkpoint's feature cache %s", features)
-        cache = load_feature_cache(features)
-        info["features_path"] = str(features)
-        try:
-            from hmavd.evaluate import build_templates
-        except ImportError as err:  # pragma: no cover - evaluate is written by another helper
-            raise UserError(f"templates: hmavd.evaluate.build_templates is unavailable ({err})") from None
-        templates = build_templates(model, cache, kind, image_source, device=dev)
-        if isinstance(templates, torch.Tensor):
-            templates = templates.detach().float().cpu().numpy()
-        concepts = _concept_names(cache, len(templates))
+        gallery = info.get("gallery")
+        if not features and gallery is not None:
+            n = len(gallery.concepts)
+            log.info("templates from the checkpoint's stored gallery (%d concepts; no feature cache read)", n)
+            source, folders = gallery, list(gallery.concepts)
+            info["features_path"], info["template_source"] = "", "gallery"
+        else:
+            source = _feature_cache(features, info, checkpoint)
+            info["features_path"], info["template_source"] = str(source.path), "cache"
+            folders = None
+        templates = templates_from(source, model, kind, image_source, device=dev).detach().float().cpu().numpy()
+        concepts = _concept_names(source, len(templates)) if folders is None else _names(folders)
         ch_names = tuple(info.get("ch_names") or ())
         times = info.get("times") or []
         dec = cls.from_model(model, templates, concepts, len(ch_names), len(times), ch_names, str(dev), k)
         return dec, info
 
 
-def _concept_names(cache, n: int) -> list[str]:
-    """Readable names of the ``n`` test concepts of a cache (``00001_aircraft_carrier`` → ``aircraft carrier``)."""
+def _feature_cache(features: str, info: CheckpointInfo, checkpoint: str):
+    """The feature cache ``features``, or the checkpoint's recorded one (one-line error when it is gone)."""
+    from hmavd.features.cache import load_feature_cache
+
+    if not features:
+        recorded = str((info.get("features") or {}).get("path") or "")
+        found = training_path(recorded, info.get("path") or checkpoint)
+        if found is None:
+            raise UserError(
+                f"features: not set, and the checkpoint's feature cache {recorded or '(not recorded)'!r} "
+                "was not found; pass the feature cache folder (e.g. --features hmavd_data/sim/features/<name>)"
+            )
+        features = str(found)
+        log.info("templates from the checkpoint's feature cache %s", features)
+    return load_feature_cache(features)
+
+
+def _names(folders: Sequence[str]) -> list[str]:
     from hmavd.data.thingseeg2 import concept_name
 
-    folders = list(cache.provenance.get("test_concepts") or [])
-    if len(folders) != n:
-        images = list(cache.provenance.get("test_images") or [])
-        folders = [s.split("/")[0] for s in images] if len(images) == n else [f"concept {i + 1}" for i in range(n)]
     return [concept_name(f) for f in folders]
+
+
+def _concept_names(cache, n: int) -> list[str]:
+    """Readable names of the ``n`` test concepts of a cache (``00001_aircraft_carrier`` → ``aircraft carrier``)."""
+    from hmavd.templates import concepts_of
+
+    return _names(concepts_of(cache, n))

@@ -5,9 +5,13 @@ A checkpoint file (``best.safetensors``, ``last.safetensors``) holds
 * ``model/<name>`` — the model's ``state_dict`` tensors;
 * ``state/<path>`` — optional training state (optimiser, RNG states …): any nest of dicts/lists of
   tensors and JSON scalars, flattened; the tensors go into the file and the structure into metadata;
+* ``gallery.image.<source>``, ``gallery.text`` — optional stored gallery (:class:`hmavd.templates.Gallery`):
+  the trained template branches' outputs for every test concept, so evaluation and the live decoder
+  need no feature cache;
 * the safetensors metadata entry ``"hmavd"``: JSON with ``model_config``, ``train_config`` (resolved),
-  ``ch_names``, ``times``, ``sfreq``, ``features`` (cache provenance summary), ``code_version``, and
-  anything passed as ``extra`` (epoch, val_loss …).
+  ``ch_names``, ``times``, ``sfreq``, ``features`` (cache provenance summary), ``code_version``,
+  ``gallery`` (its names and bank provenance) and anything passed as ``extra`` (epoch, val_loss …).
+  The keys are typed in :class:`hmavd.checkpoint_meta.CheckpointInfo`.
 
 :func:`load_checkpoint` rebuilds the :class:`~hmavd.models.hmavd_model.HMAVD` from ``model_config``.
 """
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint_meta import CheckpointInfo
 from .config import config_to_dict
 from .errors import UserError
 from .io import atomic_path, json_default
@@ -111,6 +116,7 @@ def save_checkpoint(
     cfg: Any = None,
     extra: Mapping[str, Any] | None = None,
     state: Mapping[str, Any] | None = None,
+    gallery: Any = None,
 ) -> Path:
     """Write a checkpoint atomically.
 
@@ -126,6 +132,8 @@ def save_checkpoint(
         JSON-able metadata (``ch_names``, ``times``, ``sfreq``, ``features``, ``epoch``, ``val_loss`` …).
     state : mapping, optional
         Training state for resuming (``optimizer``, ``rng`` …): nested dicts/lists of tensors and scalars.
+    gallery : hmavd.templates.Gallery, optional
+        The model's templates for the test concepts (:func:`hmavd.templates.compute_gallery`).
     """
     from safetensors.torch import save_file
 
@@ -134,6 +142,8 @@ def save_checkpoint(
     for name, t in model.state_dict().items():
         tensors[f"model/{name}"] = t.detach().to("cpu").contiguous()
     state_skeleton = flatten_state(dict(state), "state", tensors) if state else None
+    if gallery is not None:
+        tensors.update(gallery.tensors())
     model_cfg = getattr(model, "cfg", None)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -141,6 +151,7 @@ def save_checkpoint(
         "model_config": _config_dict(model_cfg),
         "train_config": _config_dict(cfg),
         **dict(extra or {}),
+        "gallery": gallery.metadata() if gallery is not None else None,
         "state": state_skeleton,
     }
     with atomic_path(path) as tmp:
@@ -148,8 +159,11 @@ def save_checkpoint(
     return path
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """Raw read: (tensors, metadata) with the training ``state`` already unflattened into metadata."""
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Raw read: (tensors, metadata) with the training ``state`` unflattened into the metadata and the stored
+    gallery, when there is one, as a :class:`hmavd.templates.Gallery` under ``gallery`` (else ``None``)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -168,6 +182,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint: {path} has no '{METADATA_KEY}' metadata; it was not written by hmavd-train")
     meta = json.loads(meta_raw)
     meta["state"] = unflatten_state(meta.get("state"), tensors) if meta.get("state") else None
+    if meta.get("gallery"):
+        from .templates import Gallery
+
+        meta["gallery"] = Gallery.from_checkpoint(tensors, meta["gallery"])
+    else:
+        meta["gallery"] = None
     meta["path"] = str(path)
     return tensors, meta
 
@@ -187,7 +207,7 @@ def model_config_from_dict(d: Mapping[str, Any]) -> Any:
     return ModelConfig(**{k: tup(v) for k, v in d.items()})
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Parameters
@@ -200,9 +220,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     -------
     model : HMAVD
         In eval mode on ``map_location``.
-    info : dict
+    info : CheckpointInfo
         The metadata (``train_config``, ``model_config``, ``ch_names``, ``times``, ``sfreq``,
-        ``features``, ``code_version``, ``epoch`` …) and ``state`` (training state or None).
+        ``features``, ``code_version``, ``epoch`` …), ``gallery`` (a ``Gallery`` or None) and ``state``
+        (training state or None).
     """
     from .models.hmavd_model import HMAVD
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -152,15 +153,20 @@ def evaluate_checkpoint_reps(
     image_source: str = "test-images",
     device: str = "cpu",
     averages: Sequence[str] = AVERAGES,
+    features: str | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`reps_curve` of a checkpoint on its subject's per-repetition test split (both averages)."""
+    """:func:`reps_curve` of a checkpoint on its subject's per-repetition test split (both averages).
+
+    Templates: the checkpoint's stored gallery, or the feature cache ``features`` (the evaluation's rule,
+    :func:`hmavd.evaluate.checkpoint_template_source`).
+    """
     import torch
 
     from .checkpoint import load_checkpoint
     from .data.thingseeg2 import load_split, split_file, subject_dir
-    from .datasets import _prepare_split, load_image_metadata, metadata_path, resolve_feature_cache
-    from .evaluate import build_templates, encode_eeg_batched
-    from .features.cache import load_feature_cache
+    from .datasets import _prepare_split, load_image_metadata, metadata_path
+    from .evaluate import checkpoint_template_source, encode_eeg_batched
+    from .templates import templates_from
 
     model, info = load_checkpoint(path, map_location=device)
     model.eval()
@@ -173,13 +179,9 @@ def evaluate_checkpoint_reps(
     folder = subject_dir(Path(data_dir) / "preprocessed_eeg", subject)
     split = load_split(split_file(folder, "test"), expected_conditions=len(meta.test_img_files))
     split = _prepare_split(split, info["ch_names"], tc.get("tmin_s"), tc.get("tmax_s"))
-    feat = info.get("features", {}).get("path") or tc.get("features", "")
-    if feat and not Path(feat).is_dir():
-        feat = tc.get("features", "")
-    cache = load_feature_cache(resolve_feature_cache(data_dir, feat or ""))
     labels = meta.concept_index("test")
-    tmpl = build_templates(model, cache, kind, image_source, labels, device)
-    tmpl = tmpl.detach().float().cpu().numpy() if isinstance(tmpl, torch.Tensor) else np.asarray(tmpl)
+    source = checkpoint_template_source(info, SimpleNamespace(concepts=meta.test_concepts), data_dir, features, path)
+    tmpl = templates_from(source, model, kind, image_source, labels, device).detach().float().cpu().numpy()  # (K, D)
 
     def encode(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

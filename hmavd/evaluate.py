@@ -9,8 +9,14 @@ for the NICE rows, whose image side is the identity, the raw CLIP centre feature
 from the **test-images** (the feature of the concept's test image, mean when a concept has several)
 or the per-concept **centers** (mean feature of other images of the concept, NICE's reference); the
 source is part of every result label (``image[test-images]``, ``fused[centers]``, ``text``), and so is a
-non-default scoring (``image[centers,dot]``, ``text[dot]``).
-Checkpoints are selected on validation loss during training, never here.
+non-default scoring (``image[centers,dot]``, ``text[dot]``). Templates come from the checkpoint's stored
+gallery (:class:`hmavd.templates.Gallery`, no feature cache needed) unless a cache is passed, and from the
+cache for checkpoints written before galleries were stored.
+
+Reporting: every run is evaluated at its validation-selected epoch (``best.safetensors``) and its last
+epoch (``last.safetensors``); nothing is ever selected on the test set. :func:`aggregate` averages the
+runs of one config that differ only by seed (mean ± std), and :func:`table_markdown` shows the published
+figure (:mod:`hmavd.results`) beside ours when the config names a published method.
 
 Ties: a label counts as within top-k only if fewer than k *other* templates score >= its score.
 """
@@ -18,7 +24,9 @@ Ties: a label counts as within top-k only if fewer than k *other* templates scor
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import math
 from collections import defaultdict
@@ -30,20 +38,23 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .templates import TEMPLATE_KINDS, Gallery, template_label, templates_from
+
+# Re-exported for importers outside this module's owners (hmavd/analysis/topomaps.py, runners.py,
+# common.py, benchmarks/bench_new_session.py): import them from hmavd.templates instead.
+from .templates import build_templates as build_templates
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "TEMPLATE_KINDS",
-    "IMAGE_SOURCES",
-    "SCORINGS",
     "DEFAULT_WAYS",
     "topk_accuracy",
     "n_way_accuracy",
     "zero_shot",
-    "concept_image_features",
-    "build_templates",
-    "template_label",
+    "encode_eeg_batched",
+    "SELECTIONS",
+    "selection_of",
+    "config_key",
     "evaluate_model",
     "evaluate_checkpoint",
     "aggregate",
@@ -51,11 +62,12 @@ __all__ = [
     "results_csv",
 ]
 
-TEMPLATE_KINDS = ("image", "text", "fused")
-IMAGE_SOURCES = ("test-images", "centers")
-#: ``cosine``: normalised EEG · normalised template; ``dot``: normalised EEG · raw template (NICE).
-SCORINGS = ("cosine", "dot")
 DEFAULT_WAYS = (2, 4, 10, 50, 100, 200)
+#: checkpoint file stem -> the epoch it holds, as results tables name it
+SELECTIONS = {"best": "val-selected", "last": "last"}
+#: TrainConfig keys that do not make two runs different configs (the seed is averaged over, the subject
+#: is a column; the rest only say where and how a run was written)
+RUN_KEYS = ("seed", "subject", "run_name", "out_dir", "device")
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -142,88 +154,6 @@ def zero_shot(
     return out
 
 
-def concept_image_features(image_features: np.ndarray, image_labels: np.ndarray, n_concepts: int) -> np.ndarray:
-    """Per-concept image feature: mean of the concept's images (the image itself when it has one).
-
-    Returns (n_concepts, D).
-    """
-    image_features = np.asarray(image_features, dtype=np.float64)
-    out = np.zeros((n_concepts, image_features.shape[1]))
-    np.add.at(out, image_labels, image_features)
-    counts = np.bincount(image_labels, minlength=n_concepts)
-    if (counts == 0).any():
-        raise UserError(f"features: {int((counts == 0).sum())} test concepts have no test image; check metadata")
-    return (out / counts[:, None]).astype(np.float32)
-
-
-def template_label(kind: str, image_source: str, scoring: str = "cosine") -> str:
-    """``image[test-images]``, ``fused[centers]``, ``text``; ``scoring="dot"`` adds it: ``image[centers,dot]``."""
-    parts = ([] if kind == "text" else [image_source]) + ([] if scoring == "cosine" else [scoring])
-    return f"{kind}[{','.join(parts)}]" if parts else kind
-
-
-def build_templates(
-    model: Any,
-    cache: Any,
-    kind: str,
-    image_source: str = "test-images",
-    image_labels: np.ndarray | None = None,
-    device: str | torch.device = "cpu",
-    scoring: str = "cosine",
-) -> torch.Tensor:
-    """Encode one template per test concept (rows in the cache's ``test_concepts`` order).
-
-    Parameters
-    ----------
-    model : HMAVD
-    cache : FeatureCache
-    kind : {"image", "text", "fused"}
-    image_source : {"test-images", "centers"}
-    image_labels : array of int, shape (n_test_images,), optional
-        Concept index of each test image (default: image i is concept i).
-    scoring : {"cosine", "dot"}
-        ``"cosine"``: L2-normalised templates; ``"dot"``: the template branch's output before its final
-        normalisation (NICE scores raw centre features).
-
-    Returns
-    -------
-    Tensor, shape (n_test_concepts, D), L2-normalised for ``"cosine"``.
-    """
-    if kind not in TEMPLATE_KINDS:
-        raise UserError(f"--templates: {kind!r} is not one of {TEMPLATE_KINDS}")
-    if image_source not in IMAGE_SOURCES:
-        raise UserError(f"--image-source: {image_source!r} is not one of {IMAGE_SOURCES}")
-    if scoring not in SCORINGS:
-        raise UserError(f"--scoring: {scoring!r} is not one of {SCORINGS}")
-    text = np.asarray(cache.text_features("test"), dtype=np.float32)  # (K, D)
-    n_concepts = len(text)
-    image = None
-    if kind in ("image", "fused"):
-        if image_source == "centers":
-            image = cache.center_features()
-            if image is None:
-                raise UserError(
-                    f"--image-source: centers, but the feature cache {cache.path} has no test_center_features; "
-                    "use --image-source test-images or rebuild the cache with centers"
-                )
-        else:
-            labels = np.arange(n_concepts) if image_labels is None else np.asarray(image_labels)
-            image = concept_image_features(cache.image_features("test"), labels, n_concepts)
-    if kind in ("text", "fused") and not getattr(getattr(model, "cfg", None), "use_text", True):
-        raise UserError(f"--templates: {kind!r} needs a model trained with text (use_text=true); use image")
-
-    def t(x: Any) -> torch.Tensor | None:
-        return None if x is None else torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-
-    with torch.no_grad():
-        return model.encode_templates(
-            image_features=t(image),
-            text_features=t(text) if kind != "image" else None,
-            kind=kind,
-            normalize=scoring == "cosine",
-        )
-
-
 @torch.no_grad()
 def encode_eeg_batched(model: Any, eeg: np.ndarray, device: str | torch.device, batch_size: int = 400) -> torch.Tensor:
     """Encode (N, C, T) EEG in batches (the paper's test batch is 400): (N, D)."""
@@ -248,8 +178,9 @@ def evaluate_model(
 ) -> dict[str, dict[str, float]]:
     """Zero-shot metrics of ``model`` on a :class:`~hmavd.datasets.TestSet`, one entry per template kind.
 
+    ``cache``: a :class:`~hmavd.features.cache.FeatureCache` or a stored :class:`~hmavd.templates.Gallery`.
     Kinds needing text are skipped (with a log line) for models trained without text. ``scoring``: see
-    :func:`build_templates` (the EEG embedding is L2-normalised either way).
+    :func:`~hmavd.templates.build_templates` (the EEG embedding is L2-normalised either way).
     """
     model.eval()
     eeg_features = encode_eeg_batched(model, test.eeg, device)  # (N, D)
@@ -259,12 +190,55 @@ def evaluate_model(
         if kind in ("text", "fused") and not use_text:
             log.info("skipping %s templates: the model was trained without text", kind)
             continue
-        tmpl = build_templates(model, cache, kind, image_source, test.labels, device, scoring)  # (K, D)
+        tmpl = templates_from(cache, model, kind, image_source, test.labels, device, scoring)  # (K, D)
         scores = (eeg_features @ tmpl.T).cpu()  # (N, K) cosine, or dot with raw templates
         out[template_label(kind, image_source, scoring)] = zero_shot(
             scores, test.labels, ways=ways, seed=seed, n_draws=n_draws
         )
     return out
+
+
+def selection_of(info: Mapping[str, Any]) -> str:
+    """``val-selected`` (best.safetensors), ``last`` (last.safetensors), or the file's stem."""
+    if info.get("selection"):
+        return str(info["selection"])
+    stem = Path(str(info.get("path") or "")).stem
+    return SELECTIONS.get(stem, stem or "checkpoint")
+
+
+def config_key(train_config: Mapping[str, Any] | None) -> str:
+    """Short hash of a training config without :data:`RUN_KEYS`: equal for runs that differ only by seed."""
+    kept = {k: v for k, v in (train_config or {}).items() if k not in RUN_KEYS}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def checkpoint_template_source(
+    info: Mapping[str, Any], test: Any, data_dir: str | Path, features: str | None, path: str | Path
+) -> Gallery | Any:
+    """The stored gallery (``features`` None and the checkpoint has one), else the feature cache.
+
+    The cache is ``features`` when given, else the one the checkpoint was trained with (its recorded
+    path, then the training config's ``features`` under ``data_dir``).
+    """
+    from .datasets import resolve_feature_cache
+    from .features.cache import load_feature_cache
+
+    gallery = info.get("gallery")
+    if features is None and gallery is not None:
+        if tuple(gallery.concepts) != tuple(test.concepts):
+            raise UserError(
+                f"--data: the test concepts of {data_dir} ({len(test.concepts)}) differ from the gallery stored in "
+                f"{path} ({len(gallery.concepts)}); pass --features CACHE to build templates from that cache"
+            )
+        log.info("%s: templates from the checkpoint's stored gallery (no feature cache read)", path)
+        return gallery
+    tc = info.get("train_config") or {}
+    feat = features if features is not None else (info.get("features") or {}).get("path") or tc.get("features", "")
+    if feat and not Path(feat).is_dir():
+        feat = tc.get("features", "")
+    cache = load_feature_cache(resolve_feature_cache(data_dir, feat or ""))
+    log.info("%s: templates from the feature cache %s", path, cache.path)
+    return cache
 
 
 def evaluate_checkpoint(
@@ -280,16 +254,17 @@ def evaluate_checkpoint(
     features: str | None = None,
     scoring: str = "cosine",
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint (or run folder) on a subject's test set.
+    """Evaluate a checkpoint (or run folder: its ``best.safetensors``) on a subject's test set.
 
-    ``data_dir``/``subject``/``features`` default to the training config stored in the checkpoint
-    (for a leave-one-subject-out run, ``subject`` is the held-out subject). Returns a JSON-able dict
-    with ``run``, ``method`` (config name), ``subject``, ``seed``, ``protocol``, ``epoch``,
-    ``val_loss`` and ``results`` ({template label: metrics}).
+    ``data_dir``/``subject`` default to the training config stored in the checkpoint (for a
+    leave-one-subject-out run, ``subject`` is the held-out subject). Templates come from the stored
+    gallery unless ``features`` names a cache (see :func:`checkpoint_template_source`). Returns a
+    JSON-able dict with ``run``, ``checkpoint``, ``selection`` (``val-selected`` / ``last``), ``method``
+    (config name), ``config_key``, ``subject``, ``seed``, ``protocol``, ``epoch``, ``val_loss``,
+    ``templates_from`` and ``results`` ({template label: metrics}).
     """
     from .checkpoint import load_checkpoint
-    from .datasets import load_test_set, resolve_feature_cache
-    from .features.cache import load_feature_cache
+    from .datasets import load_test_set
 
     model, info = load_checkpoint(path, map_location=device)
     tc = info.get("train_config") or {}
@@ -297,25 +272,25 @@ def evaluate_checkpoint(
     subject = int(subject if subject is not None else tc.get("subject", 1))
     if not data_dir:
         raise UserError(f"data_dir: the checkpoint {path} names no data_dir; pass --data DIR")
-    feat = features if features is not None else info.get("features", {}).get("path") or tc.get("features", "")
-    if feat and not Path(feat).is_dir():
-        feat = tc.get("features", "")
-    cache = load_feature_cache(resolve_feature_cache(data_dir, feat or ""))
     test = load_test_set(
         data_dir, subject, info["ch_names"], tc.get("tmin_s"), tc.get("tmax_s"), np.asarray(info["times"])
     )
-    results = evaluate_model(model, test, cache, templates, image_source, ways, seed, n_draws, device, scoring)
+    source = checkpoint_template_source(info, test, data_dir, features, path)
+    results = evaluate_model(model, test, source, templates, image_source, ways, seed, n_draws, device, scoring)
     p = Path(path)
     return {
         "run": str(p if p.is_dir() else p.parent),
         "checkpoint": info.get("path"),
+        "selection": selection_of(info),
         "method": tc.get("name", "model"),
+        "config_key": config_key(tc),
         "subject": subject,
         "seed": tc.get("seed"),
         "protocol": tc.get("protocol", "intra"),
         "epoch": info.get("epoch"),
         "val_loss": info.get("val_loss"),
         "n_test": len(test.labels),
+        "templates_from": "gallery" if isinstance(source, Gallery) else f"cache {source.path}",
         "results": results,
     }
 
@@ -323,44 +298,68 @@ def evaluate_checkpoint(
 # ----------------------------------------------------------------------------------- tables
 
 
-def aggregate(evals: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("top1", "top5")) -> list[dict[str, Any]]:
-    """Group evaluations by (method, protocol, template, subject): mean and std over seeds.
+def _method_labels(evals: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """(method, config_key) -> table label: the method name, plus ``[key]`` when one name has several configs."""
+    keys: dict[str, set[str]] = defaultdict(set)
+    for ev in evals:
+        keys[ev.get("method", "model")].add(ev.get("config_key", ""))
+    return {(m, k): (m if len(ks) == 1 else f"{m} [{k}]") for m, ks in keys.items() for k in ks}
 
-    Returns one row per group with ``mean_<metric>``, ``std_<metric>`` (population std, 0 for one
-    seed, in %) and ``n_seeds``, plus an ``Avg`` row per (method, protocol, template) averaging the
-    per-subject means (its std is the spread of the per-seed averages when every subject has the
-    same seeds, else the std over the subjects' means).
+
+def _spread_row(base: dict[str, Any], subs: list[tuple[int, dict]], metrics: Sequence[str]) -> dict[str, Any]:
+    """The ``Avg`` row of one line: mean of the per-subject means, std over seeds (or subjects)."""
+    row = {**base, "subject": "Avg"}
+    seed_sets = {frozenset(s) for _, s in subs}
+    same_seeds = len(seed_sets) == 1
+    row["n_seeds"] = min(len(s) for _, s in subs)
+    for m in metrics:
+        subject_means = [np.mean([v[m] for v in s.values()]) for _, s in subs]
+        row[f"mean_{m}"] = float(np.mean(subject_means))
+        if same_seeds:  # spread of the per-seed averages over subjects (the NICE paper's mean ± std)
+            spread = [np.mean([s[sd][m] for _, s in subs]) for sd in next(iter(seed_sets))]
+        else:
+            spread = subject_means
+        row[f"std_{m}"] = float(np.std(spread))
+    return row
+
+
+def aggregate(evals: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("top1", "top5")) -> list[dict[str, Any]]:
+    """Group evaluations by (method, protocol, templates, selection, subject): mean and std over seeds.
+
+    Runs are one config when their training configs differ only by seed (:func:`config_key`); a method
+    name with several configs gets one line each (``name [key]``). Returns one row per group with
+    ``mean_<metric>``, ``std_<metric>`` (population std, 0 for one seed, in %), ``n_seeds``,
+    ``selection`` and ``published`` (the method's published figure, :mod:`hmavd.results`), plus an
+    ``Avg`` row per line averaging the per-subject means (its std is the spread of the per-seed
+    averages when every subject has the same seeds, else the std over the subjects' means).
     """
+    from .results import format_published, published_for
+
+    evals = list(evals)
+    labels = _method_labels(evals)
     groups: dict[tuple, dict[Any, dict[str, float]]] = defaultdict(dict)
     for ev in evals:
+        method = labels[(ev.get("method", "model"), ev.get("config_key", ""))]
+        published = format_published(published_for(ev.get("method", "model"), ev.get("protocol", "intra")))
         for label, res in ev["results"].items():
-            key = (ev.get("method", "model"), ev.get("protocol", "intra"), label, int(ev["subject"]))
-            groups[key][ev.get("seed")] = {m: 100.0 * res[m] for m in metrics if m in res}
+            line = (method, ev.get("protocol", "intra"), label, ev.get("selection", "val-selected"), published)
+            groups[(*line, int(ev["subject"]))][ev.get("seed")] = {m: 100.0 * res[m] for m in metrics if m in res}
     rows: list[dict[str, Any]] = []
-    by_method: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
-    for (method, proto, label, subject), seeds in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        row: dict[str, Any] = {"method": method, "protocol": proto, "templates": label, "subject": subject}
-        row["n_seeds"] = len(seeds)
+    by_line: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
+    order = {"val-selected": "0", "last": "1"}
+    for key, seeds in sorted(groups.items(), key=lambda kv: (*map(str, kv[0][:3]), order.get(kv[0][3], kv[0][3]))):
+        *line, subject = key
+        base = dict(zip(("method", "protocol", "templates", "selection", "published"), line))
+        row: dict[str, Any] = {**base, "subject": subject, "n_seeds": len(seeds)}
         for m in metrics:
             vals = [v[m] for v in seeds.values() if m in v]
             row[f"mean_{m}"] = float(np.mean(vals)) if vals else math.nan
             row[f"std_{m}"] = float(np.std(vals)) if vals else math.nan
         rows.append(row)
-        by_method[(method, proto, label)].append((subject, seeds))
-    for (method, proto, label), subs in by_method.items():
-        row = {"method": method, "protocol": proto, "templates": label, "subject": "Avg"}
-        seed_sets = {frozenset(s) for _, s in subs}
-        same_seeds = len(seed_sets) == 1
-        row["n_seeds"] = min(len(s) for _, s in subs)
-        for m in metrics:
-            subject_means = [np.mean([v[m] for v in s.values()]) for _, s in subs]
-            row[f"mean_{m}"] = float(np.mean(subject_means))
-            if same_seeds:  # spread of the per-seed averages over subjects (the NICE paper's mean ± std)
-                spread = [np.mean([s[sd][m] for _, s in subs]) for sd in next(iter(seed_sets))]
-            else:
-                spread = subject_means
-            row[f"std_{m}"] = float(np.std(spread))
-        rows.append(row)
+        by_line[tuple(line)].append((subject, seeds))
+    for line, subs in by_line.items():
+        base = dict(zip(("method", "protocol", "templates", "selection", "published"), line))
+        rows.append(_spread_row(base, subs, metrics))
     return rows
 
 
@@ -375,27 +374,30 @@ def _cell(row: Mapping[str, Any], metrics: Sequence[str]) -> str:
 
 
 def table_markdown(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("top1", "top5")) -> str:
-    """Table 2 layout: one line per (method, templates), columns Sub1 … SubN and Avg, cells
-    ``top1/top5`` in % (``mean±std`` over seeds when there are several)."""
+    """Table 2 layout: one line per (method, epoch, templates), columns Sub1 … SubN, Avg and Published;
+    cells ``top1/top5`` in % (``mean±std`` over seeds when there are several)."""
     subjects = sorted({r["subject"] for r in rows if r["subject"] != "Avg"})
     lines_by: dict[tuple, dict[Any, str]] = defaultdict(dict)
     for r in rows:
-        lines_by[(r["method"], r["protocol"], r["templates"])][r["subject"]] = _cell(r, metrics)
-    head = ["Method", "Templates"] + [f"Sub{s}" for s in subjects] + ["Avg."]
+        key = (r["method"], r["protocol"], r.get("selection", "val-selected"), r["templates"], r.get("published", "–"))
+        lines_by[key][r["subject"]] = _cell(r, metrics)
+    head = ["Method", "Epoch", "Templates"] + [f"Sub{s}" for s in subjects] + ["Avg.", "Published"]
     out = io.StringIO()
     out.write("| " + " | ".join(head) + " |\n")
     out.write("|" + "---|" * len(head) + "\n")
-    for (method, proto, label), cells in lines_by.items():
+    for (method, proto, selection, label, published), cells in lines_by.items():
         name = method if proto == "intra" else f"{method} ({proto})"
         vals = [cells.get(s, "–") for s in subjects] + [cells.get("Avg", "–")]
-        out.write("| " + " | ".join([name, label, *vals]) + " |\n")
+        out.write("| " + " | ".join([name, selection, label, *vals, published]) + " |\n")
     out.write(f"\nTop-{'/'.join(m[3:] for m in metrics)} accuracy in %, zero-shot; test EEG averaged over ")
-    out.write("repetitions; checkpoints selected on validation loss.\n")
+    out.write("repetitions; mean±std over seeds. Epoch: val-selected = lowest validation loss (best.safetensors), ")
+    out.write("last = final epoch (last.safetensors); nothing is selected on the test set. Published: the authors' ")
+    out.write("mean over subjects, with the epoch it reports (test-selected figures flatter; hmavd/results.py).\n")
     return out.getvalue()
 
 
 def results_csv(evals: Iterable[Mapping[str, Any]]) -> str:
-    """Long-format CSV: one line per (run, template) with every metric (fractions, not %)."""
+    """Long-format CSV: one line per (run, epoch, template) with every metric (fractions, not %)."""
     evals = list(evals)
     metric_names: list[str] = []
     for ev in evals:
@@ -405,11 +407,9 @@ def results_csv(evals: Iterable[Mapping[str, Any]]) -> str:
                     metric_names.append(m)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "protocol", "subject", "seed", "templates", "run", *metric_names])
+    w.writerow(["method", "protocol", "subject", "seed", "selection", "epoch", "templates", "run", *metric_names])
     for ev in evals:
         for label, res in ev["results"].items():
-            w.writerow(
-                [ev.get("method"), ev.get("protocol"), ev["subject"], ev.get("seed"), label, ev.get("run")]
-                + [res.get(m, "") for m in metric_names]
-            )
+            run = [ev.get("method"), ev.get("protocol"), ev["subject"], ev.get("seed"), ev.get("selection")]
+            w.writerow([*run, ev.get("epoch"), label, ev.get("run")] + [res.get(m, "") for m in metric_names])
     return buf.getvalue()

@@ -17,7 +17,10 @@ After every epoch the validation loss (``n_val`` held-out training images, seede
 which is NICE's whole validation loss and so the same criterion for every table row; ``"total"``
 selects on the full loss, whose EEG-free terms (image-text cosine, adapter consistency) fall within an
 epoch or two and can pick a checkpoint whose EEG encoder has barely trained. ``last.safetensors`` holds
-model + optimiser + RNG states for ``--resume``. The test set is never touched here.
+model + optimiser + RNG states for ``--resume``. Both carry the model's gallery (the test templates after
+the trained image side, :mod:`hmavd.templates`), so they decode without the feature cache. The test set
+is never touched here. The run-folder helpers (data loading, resume, checkpoint writing) are in
+:mod:`hmavd.run_folder`.
 
 Run folder ``<out_dir>/<run_name>/``: ``config.yaml`` (resolved), ``metrics.jsonl`` (``{"type": "step",
 ...}`` per step with every loss term, ``rho/*``, ``kappa/*``, ``grad_norm/*``, ``sigma``; ``{"type":
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import config_from_dict, config_to_dict, save_config
+from .config import ValidatedConfig, save_config
 from .devices import resolve_device
 from .errors import UserError
 from .optim import apply_schedule
@@ -50,7 +53,7 @@ __all__ = ["TrainConfig", "train", "run_dir_of", "build_model", "make_optimizer"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ValidatedConfig):
     """Resolved ``hmavd-train`` config (paper defaults; one YAML per table row in ``configs/``).
 
     ``spr_sigma_max`` (σ_max of Eq. 17) and ``fusion_beta`` (β of Eq. 8) are not given by the paper;
@@ -125,9 +128,13 @@ class TrainConfig:
     finetune_layers: str = "all"  # what trains when fine-tuning: all | eeg | eeg_projection
 
     def validate(self) -> None:
+        """Check the fields; runs on construction (``ValidatedConfig``), so a config built in Python or by
+        ``dataclasses.replace`` is refused like one from YAML. No file access: :meth:`check_paths` reads files."""
+        from types import SimpleNamespace
+
         from .finetune import validate_finetune
 
-        validate_finetune(self)
+        validate_finetune(SimpleNamespace(finetune="", finetune_layers=self.finetune_layers))  # the path: check_paths
         choices = {
             "protocol": ("intra", "loso"),
             "temperature": ("fixed", "learnable"),
@@ -149,6 +156,12 @@ class TrainConfig:
         from .optim import validate_optim
 
         validate_optim(self)
+
+    def check_paths(self) -> None:
+        """The checks that read the filesystem (the ``finetune`` checkpoint), run when training starts."""
+        from .finetune import validate_finetune
+
+        validate_finetune(self)
 
 
 #: Loss terms averaged into the checkpoint-selection validation loss, per ``TrainConfig.select_on``.
@@ -328,66 +341,6 @@ def _batches(n: int, batch_size: int, perm: torch.Tensor, min_size: int = 2) -> 
     return [perm[i : i + batch_size] for i in range(0, n, batch_size) if min(batch_size, n - i) >= min_size]
 
 
-def _rng_state(gen: torch.Generator, device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "perm": gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].to(torch.uint8))
-    gen.set_state(state["perm"].to(torch.uint8))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8), device)
-
-
-def _to_jsonable(logs: dict[str, Any]) -> dict[str, float]:
-    return {k: (float(v) if not isinstance(v, torch.Tensor) else float(v.item())) for k, v in logs.items()}
-
-
-def _truncate_metrics(path: Path, last_epoch: int) -> None:
-    """Keep the metrics lines of completed epochs ``<= last_epoch`` (after an interruption)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("epoch", 0) <= last_epoch:
-                keep.append(line)
-        except json.JSONDecodeError:
-            break
-    path.write_text("".join(x + "\n" for x in keep))
-
-
-def _load_data(cfg: TrainConfig) -> Any:
-    from .datasets import load_training_set, parse_subjects
-
-    if not cfg.data_dir:
-        raise UserError("data_dir: empty; pass --data DIR (a ThingsEEG2 root or hmavd-simulate output)")
-    if not Path(cfg.data_dir).is_dir():
-        raise UserError(f"data_dir: {cfg.data_dir} is not a folder; pass --data DIR (ThingsEEG2 root)")
-    if cfg.protocol == "loso":
-        pool = [s for s in parse_subjects(list(cfg.subjects), cfg.data_dir) if s != cfg.subject]
-        if not pool:
-            raise UserError(f"subjects: no training subject left after holding out {cfg.subject}; add subjects")
-        parse_subjects(cfg.subject, cfg.data_dir)  # the held-out subject must exist
-    else:
-        pool = parse_subjects(cfg.subject, cfg.data_dir)
-    return load_training_set(
-        cfg.data_dir,
-        pool,
-        channels=cfg.channels,
-        exclude_channels=cfg.exclude_channels,
-        tmin_s=cfg.tmin_s,
-        tmax_s=cfg.tmax_s,
-        features=cfg.features,
-        average_train_reps=cfg.average_train_reps,
-        n_val=cfg.n_val,
-        seed=cfg.seed,
-    )
-
-
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -410,9 +363,9 @@ def train(
     dist_ctx : hmavd.distributed.DistContext, optional
         [distributed] default: :func:`hmavd.distributed.setup` (DDP under ``torchrun``, else one process).
     """
-    from .checkpoint import read_checkpoint, save_checkpoint
-    from .datasets import cache_summary
+    from .run_folder import RunWriter, load_data, resume_state, rng_state, to_jsonable, truncate_metrics
 
+    cfg.check_paths()
     run_dir = run_dir_of(cfg)
     last_path, best_path, metrics_path = (
         run_dir / n for n in ("last.safetensors", "best.safetensors", "metrics.jsonl")
@@ -424,7 +377,7 @@ def train(
     dctx = dist_ctx if dist_ctx is not None else dist_setup(cfg.device)  # [distributed]
     main = dctx.is_main  # [distributed] only rank 0 writes files
     device = dctx.device if dctx.is_distributed or dist_ctx is not None else resolve_device(cfg.device)
-    data = _load_data(cfg)
+    data = load_data(cfg)
     from .models.image_heads import check_bank_levels  # [recipes] blur_levels needs the bank's level count
 
     check_bank_levels(cfg.image_head, cfg.image_levels, data.cache.provenance, str(data.cache.path))
@@ -450,32 +403,12 @@ def train(
         apply_finetune(model, cfg, load=not (resume and last_path.exists()))
     optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     step_fn = TrainStep(cfg, model, optimizer, dctx if dctx.is_distributed else None)  # [distributed]
-    extra = {
-        "data_dir": str(Path(cfg.data_dir).resolve()),  # absolute, for the live engine's MVNN/feature defaults
-        "ch_names": list(data.ch_names),
-        "times": [float(t) for t in data.times],
-        "sfreq": data.sfreq,
-        "units": "V",  # hmavd-prepare writes volts; the live engine converts streams to these units
-        "features": cache_summary(data.cache),
-        "train_subjects": list(data.subjects),
-        "n_train": n,
-        "n_val": len(v_eeg),
-    }
+    writer = RunWriter(cfg, data)  # checkpoints with their typed metadata and gallery
     start_epoch, global_step, best_val = 0, 0, math.inf
     if resume and last_path.exists():
-        tensors, meta = read_checkpoint(last_path, "cpu")
-        saved = config_to_dict(config_from_dict(TrainConfig, meta["train_config"], str(last_path)))
-        mine = config_to_dict(cfg)
-        diff = [k for k in mine if k != "device" and saved.get(k) != mine[k]]
-        if diff:
-            raise UserError(f"--resume: {run_dir} was trained with other {diff}; resume without overrides")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        st = meta["state"]
-        optimizer.load_state_dict(st["optimizer"])
-        _set_rng_state(st["rng"], gen, device)
-        start_epoch, global_step, best_val = int(meta["epoch"]), int(st["global_step"]), float(st["best_val"])
+        start_epoch, global_step, best_val = resume_state(cfg, last_path, model, optimizer, gen, device)
         if main:  # [distributed]
-            _truncate_metrics(metrics_path, start_epoch)
+            truncate_metrics(metrics_path, start_epoch)
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
     elif main:  # [distributed]
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -495,15 +428,16 @@ def train(
             logs = step_fn(eeg[idx], img[idx], txt[idx])
             global_step += 1
             step_logs.append((global_step, logs))
-        records = [{"type": "step", "epoch": epoch, "step": s, **_to_jsonable(lg)} for s, lg in step_logs]
+        records = [{"type": "step", "epoch": epoch, "step": s, **to_jsonable(lg)} for s, lg in step_logs]
         train_loss = float(np.mean([r["total"] for r in records]))
         val = validation_loss(step_fn, v_eeg, v_img, v_txt, cfg.batch_size) if len(v_eeg) >= 2 else {}
         val_loss = selection_loss(val, cfg.select_on) if val else train_loss
         improved = val_loss < best_val
         if improved:
             best_val = val_loss
+        gallery = writer.gallery(model) if main else None  # [distributed] rank 0 writes the checkpoints
         if improved and main:  # [distributed]
-            save_checkpoint(best_path, model, cfg, {**extra, "epoch": epoch, "val_loss": val_loss})
+            writer.save(best_path, model, epoch, val_loss, gallery)
         rec = {
             "type": "epoch",
             "epoch": epoch,
@@ -519,11 +453,11 @@ def train(
                 fh.write("".join(json.dumps(r) + "\n" for r in [*records, rec]))
             state = {
                 "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(gen, device),
+                "rng": rng_state(gen, device),
                 "global_step": global_step,
                 "best_val": best_val,
             }
-            save_checkpoint(last_path, model, cfg, {**extra, "epoch": epoch, "val_loss": val_loss}, state=state)
+            writer.save(last_path, model, epoch, val_loss, gallery, state=state)
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
         if on_epoch_end is not None:

@@ -4,16 +4,23 @@ Examples::
 
     hmavd-train --config hmavd-63 --data hmavd_data/sim --subject 1
     hmavd-train --config nice --data /data/things-eeg2 --subject all --seeds 0,1,2 epochs=200
+    hmavd-train --config ubp --data hmavd_data/sim --subject 1 --seeds 0,1,2 device=cpu   # ends with the table
     hmavd-train --config hmavd-63 --data DIR --subject all protocol=loso
     hmavd-train --resume runs/hmavd-63_sub-01_seed0
     torchrun --nproc-per-node 4 -m hmavd.cli.train --config nice --data DIR --subject all    # DDP, run by run
     torchrun --nproc-per-node 4 -m hmavd.cli.train --config nice --data DIR --subject all --fan-out
+
+When the runs are done, each is evaluated at its validation-selected and its last epoch (image templates
+from the stored gallery) and the results table of these runs (mean ± std over seeds, the published figure
+beside ours when the config names a recipe) is printed and written to ``<out_dir>/eval/<name>/``
+(``--no-eval`` skips it; ``hmavd-eval`` gives the other template kinds).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from ..config import add_config_arguments, config_from_dict, config_to_dict, loa
 from ..errors import UserError, run_command, setup_logging
 
 PROG = "hmavd-train"
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,9 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         help="under torchrun: each process trains whole runs of the subject x seed list on its own "
         "(runs[rank::world]) instead of sharing every run by DDP",
     )
-    p.add_argument("--finetune", metavar="CHECKPOINT", help="start from this run/checkpoint; sets finetune= "
-                   "(finetune_layers=all|eeg|eeg_projection says what trains; docs/new-session.md)")  # fmt: skip
+    p.add_argument(
+        "--finetune",
+        metavar="CHECKPOINT",
+        help="start from this run/checkpoint; sets finetune= "
+        "(finetune_layers=all|eeg|eeg_projection says what trains; docs/new-session.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-eval", action="store_true", help="skip the results table of the runs at the end")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -82,7 +95,7 @@ def _body(argv: Sequence[str] | None) -> int:
         raise UserError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None
     jobs = [dataclasses.replace(cfg, subject=subject, seed=seed) for subject in subjects for seed in seeds]
     for job in jobs:
-        job.validate()
+        job.check_paths()  # the fields were checked when each job was built
     ctx = None  # default: DDP over every torchrun process (one process without torchrun)
     if args.fan_out:
         from ..distributed import fan_out, local_context
@@ -92,7 +105,24 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.fan_out or _is_main_process():
         for run in runs:
             print(run)
+    if not args.no_eval and not args.fan_out and _is_main_process():
+        _report(runs, cfg)
     return 0
+
+
+def _report(runs: Sequence[Path], cfg) -> None:
+    """Evaluate the runs just trained (both epochs, image templates) and print / write their results table."""
+    from ..devices import resolve_device
+    from .evaluate import evaluate_runs, write_results
+
+    out = Path(cfg.out_dir) / "eval" / cfg.name
+    try:
+        evals = evaluate_runs(runs, ("image",), ways=(2, 4, 10), device=str(resolve_device(cfg.device)))
+    except UserError as err:  # the runs are saved; only the table is missing (e.g. a data set without a test split)
+        log.warning("no results table: %s (evaluate later with hmavd-eval)", err)
+        return
+    print(write_results(evals, out))
+    print(f"results: {out}/results.{{md,csv,json}}")
 
 
 def _is_main_process() -> bool:

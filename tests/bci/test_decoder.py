@@ -6,8 +6,8 @@ from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, tiny_checkpoint, tiny_model
 
 from bci.decoder import Decoder
 from hmavd.data.thingseeg2 import concept_name
-from hmavd.evaluate import build_templates
 from hmavd.features.cache import load_feature_cache
+from hmavd.templates import build_templates
 
 
 def test_batched_topk_matches_cosine_ranking():
@@ -41,3 +41,31 @@ def test_from_checkpoint_uses_checkpoint_and_templates(tmp_path):
         f = torch.nn.functional.normalize(model.encode_eeg(torch.as_tensor(x)), dim=1).numpy()
     best = np.argmax(f @ expected.T, axis=1)
     assert [r.concepts[0] for r in dec.decode(x)] == [dec.concepts[j] for j in best]
+
+
+def test_stored_gallery_decodes_like_the_cache_and_needs_no_cache(tmp_path):
+    """A tiny trained run with a trainable image head: the stored gallery and the cache give the same decoder;
+    with the feature cache deleted, from_checkpoint still works from the gallery."""
+    import dataclasses
+    import shutil
+
+    from hmavd.config import load_config
+    from hmavd.datasets import write_planted_dataset
+    from hmavd.train import TrainConfig, train
+
+    data = write_planted_dataset(tmp_path / "data", n_train_concepts=10, images_per_concept=3, n_test_concepts=8,
+                                 n_times=80, dim=16)  # fmt: skip
+    base = dict(data_dir=str(data), out_dir=str(tmp_path / "runs"), epochs=1, batch_size=8, device="cpu")
+    run = train(dataclasses.replace(load_config(TrainConfig, "nice"), image_head="mlp_adapter", **base), progress=False)
+    cache_dir = data / "features" / "planted"
+    from_cache, info_c = Decoder.from_checkpoint(str(run / "best.safetensors"), str(cache_dir), device="cpu")
+    from_gallery, info_g = Decoder.from_checkpoint(str(run / "best.safetensors"), "", device="cpu")
+    assert (info_g["template_source"], info_g["features_path"]) == ("gallery", "")
+    assert (info_c["template_source"], info_c["features_path"]) == ("cache", str(cache_dir))
+    np.testing.assert_allclose(from_gallery.templates.numpy(), from_cache.templates.numpy(), rtol=0, atol=1e-6)
+    assert from_gallery.concepts == from_cache.concepts and len(from_gallery.concepts) == 8
+    x = np.random.default_rng(3).standard_normal((5, from_gallery.n_chans, from_gallery.n_times)).astype(np.float32)
+    assert [r.concepts for r in from_gallery.decode(x)] == [r.concepts for r in from_cache.decode(x)]
+    shutil.rmtree(cache_dir)  # the live app on a machine without the bank
+    alone, _ = Decoder.from_checkpoint(str(run), "", device="cpu")
+    assert [r.concepts for r in alone.decode(x)] == [r.concepts for r in from_gallery.decode(x)]

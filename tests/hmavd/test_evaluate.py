@@ -3,20 +3,8 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from hmavd.errors import UserError
-from hmavd.evaluate import (
-    aggregate,
-    build_templates,
-    concept_image_features,
-    n_way_accuracy,
-    results_csv,
-    table_markdown,
-    template_label,
-    topk_accuracy,
-    zero_shot,
-)
+from hmavd.evaluate import aggregate, n_way_accuracy, results_csv, table_markdown, topk_accuracy, zero_shot
 
 # 3 trials x 4 templates; true labels 0, 1, 2
 SCORES = np.array(
@@ -82,62 +70,9 @@ def test_zero_shot_keys():
     assert "2way_top1" in out and "4way_top1" in out and "6way_top1" not in out and "200way_top1" not in out
 
 
-def test_concept_image_features_means_per_concept():
-    f = np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
-    out = concept_image_features(f, np.array([1, 1, 0]), 2)
-    np.testing.assert_allclose(out, [[0.0, 5.0], [2.0, 1.0]])
-    with pytest.raises(UserError):
-        concept_image_features(f, np.array([0, 0, 0]), 2)
-
-
-class _Cache:
-    path = "cache"
-
-    def __init__(self, centers=None):
-        self._centers = centers
-
-    def text_features(self, split):
-        return np.eye(3, 4, dtype=np.float32)
-
-    def image_features(self, split):
-        return np.eye(3, 4, k=1, dtype=np.float32)
-
-    def center_features(self):
-        return self._centers
-
-
-def _tiny_model(use_text=True):
-    from hmavd.models.hmavd_model import HMAVD, ModelConfig
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_chans=4, n_times=100, feature_dim=4, proj_dim=4, img_reduction=2, txt_reduction=2,
-                      use_text=use_text, use_adapters=use_text)  # fmt: skip
-    return HMAVD(cfg).eval()
-
-
-def test_build_templates_sources_and_errors():
-    m = _tiny_model()
-    t = torch.as_tensor
-    img = build_templates(m, _Cache(), "image", "test-images", image_labels=np.array([2, 0, 1]))
-    expected = m.encode_templates(image_features=t(np.eye(3, 4, k=1, dtype=np.float32)[[1, 2, 0]]), kind="image")
-    torch.testing.assert_close(img, expected)  # rows in concept order
-    txt = build_templates(m, _Cache(), "text")
-    torch.testing.assert_close(txt, m.encode_templates(text_features=t(np.eye(3, 4, dtype=np.float32)), kind="text"))
-    centers = np.arange(12, dtype=np.float32).reshape(3, 4)
-    fused = build_templates(m, _Cache(centers), "fused", "centers")
-    torch.testing.assert_close(fused, m.encode_templates(t(centers), t(np.eye(3, 4, dtype=np.float32)), "fused"))
-    assert fused.shape == (3, 4) and torch.allclose(fused.norm(dim=1), torch.ones(3))
-    with pytest.raises(UserError, match="centers"):
-        build_templates(m, _Cache(None), "fused", "centers")
-    with pytest.raises(UserError, match="templates"):
-        build_templates(m, _Cache(), "mixed")
-    with pytest.raises(UserError, match="use_text"):
-        build_templates(_tiny_model(use_text=False), _Cache(), "text")
-
-
-def _ev(method, subject, seed, t1, t5):
-    return {"method": method, "protocol": "intra", "subject": subject, "seed": seed,
-            "results": {"image[test-images]": {"top1": t1, "top5": t5}}}  # fmt: skip
+def _ev(method, subject, seed, t1, t5, selection="val-selected", key="k0", protocol="intra"):
+    return {"method": method, "protocol": protocol, "subject": subject, "seed": seed, "selection": selection,
+            "config_key": key, "results": {"image[test-images]": {"top1": t1, "top5": t5}}}  # fmt: skip
 
 
 def test_aggregate_mean_std_and_tables():
@@ -150,67 +85,55 @@ def test_aggregate_mean_std_and_tables():
     assert avg["mean_top1"] == pytest.approx(25.0) and avg["mean_top5"] == pytest.approx(55.0)
     assert avg["std_top1"] == pytest.approx(5.0)  # per-seed averages 20 and 30
     md = table_markdown(rows)
-    assert "| hmavd-63 | image[test-images] | 15.0±5.0/45.0±5.0 | 35.0±5.0/65.0±5.0 | 25.0±5.0/55.0±5.0 |" in md
-    assert "Sub1" in md and "Avg." in md
+    cells = "15.0±5.0/45.0±5.0 | 35.0±5.0/65.0±5.0 | 25.0±5.0/55.0±5.0"
+    published = "15.8/44.2 (not stated)"  # the HMAVD paper's figure, beside ours
+    assert f"| hmavd-63 | val-selected | image[test-images] | {cells} | {published} |" in md
+    assert "Sub1" in md and "Avg." in md and "nothing is selected on the test set" in md
     csv_text = results_csv(evals)
-    assert csv_text.splitlines()[0].startswith("method,protocol,subject,seed,templates,run,top1,top5")
+    assert csv_text.splitlines()[0].startswith("method,protocol,subject,seed,selection,epoch,templates,run,top1,top5")
     assert len(csv_text.strip().splitlines()) == 5
-    single = table_markdown(aggregate([_ev("nice", 3, 0, 0.123, 0.456)]))
-    assert "| nice | image[test-images] | 12.3/45.6 | 12.3/45.6 |" in single
+    single = table_markdown(aggregate([_ev("my-model", 3, 0, 0.123, 0.456)]))
+    assert "| my-model | val-selected | image[test-images] | 12.3/45.6 | 12.3/45.6 | – |" in single
 
 
-class _RealCenters:
-    """Feature cache stand-in holding NICE's real CLIP ViT-L/14 centre features."""
-
-    path = "shared"
-
-    def __init__(self, centers):
-        self._centers = centers
-
-    def text_features(self, split):
-        return np.zeros_like(self._centers)
-
-    def center_features(self):
-        return self._centers
-
-
-def _nice_identity_model(dim):
-    from hmavd.models.hmavd_model import HMAVD, ModelConfig
-
-    cfg = ModelConfig(n_chans=4, n_times=100, feature_dim=dim, proj_dim=dim, use_text=False, use_adapters=False,
-                      image_projection=False)  # fmt: skip
-    return HMAVD(cfg).eval()
+def test_last_and_selected_epochs_are_separate_lines_and_configs_are_not_mixed():
+    # the last run has the same name but another config (key k1, e.g. more epochs)
+    evals = [_ev("ubp", 1, 0, 0.10, 0.30), _ev("ubp", 1, 1, 0.30, 0.50),
+             _ev("ubp", 1, 0, 0.20, 0.40, "last"), _ev("ubp", 1, 1, 0.20, 0.60, "last"),
+             _ev("ubp", 1, 0, 0.90, 0.90, key="k1")]  # fmt: skip
+    rows = aggregate(evals)
+    avg = {(r["method"], r["selection"]): r for r in rows if r["subject"] == "Avg"}
+    assert set(avg) == {("ubp [k0]", "val-selected"), ("ubp [k0]", "last"), ("ubp [k1]", "val-selected")}
+    assert avg[("ubp [k0]", "val-selected")]["mean_top1"] == pytest.approx(20.0)
+    assert avg[("ubp [k0]", "val-selected")]["std_top1"] == pytest.approx(10.0)
+    assert avg[("ubp [k0]", "last")]["mean_top5"] == pytest.approx(50.0) and avg[("ubp [k0]", "last")]["n_seeds"] == 2
+    assert avg[("ubp [k1]", "val-selected")]["n_seeds"] == 1  # never averaged with the other config
+    md = table_markdown(rows)
+    lines = [x for x in md.splitlines() if x.startswith("| ubp [k0]")]
+    assert [x.split(" | ")[1] for x in lines] == ["val-selected", "last"]  # selected first, then last
+    assert all(x.endswith("| 50.9/79.7 (last) |") for x in lines)  # UBP's published figure is its last epoch
+    loso = table_markdown(aggregate([_ev("visual-blur", 2, 0, 0.1, 0.2, protocol="loso")]))
+    assert "| visual-blur (loso) | val-selected |" in loso and "20.0/48.0 (last)" in loso
 
 
-def test_dot_scoring_uses_raw_templates_and_is_labelled():
-    m = _nice_identity_model(4)
-    centers = np.array([[3.0, 0, 0, 0], [0, 0.5, 0, 0], [1, 1, 0, 0]], dtype=np.float32)
-    raw = build_templates(m, _Cache(centers), "image", "centers", scoring="dot")
-    assert torch.equal(raw, torch.as_tensor(centers))  # NICE's image side is the identity: the raw features
-    cos = build_templates(m, _Cache(centers), "image", "centers")
-    assert torch.allclose(cos.norm(dim=1), torch.ones(3))
-    # a query along (1, 1): cosine picks centre 2, the dot product the long centre 0
-    q = F.normalize(torch.tensor([[1.0, 0.9, 0, 0]]), dim=-1)
-    assert int((q @ cos.T).argmax()) == 2 and int((q @ raw.T).argmax()) == 0
-    assert template_label("image", "centers", "dot") == "image[centers,dot]"
-    assert template_label("text", "centers", "dot") == "text[dot]"
-    assert template_label("image", "centers") == "image[centers]" and template_label("text", "centers") == "text"
-    with pytest.raises(UserError, match="scoring"):
-        build_templates(m, _Cache(centers), "image", "centers", scoring="euclid")
+def test_published_figures_say_which_epoch_they_report():
+    from hmavd.results import PUBLISHED, format_published, published_for
+
+    assert published_for("neurobridge").epoch == "test-selected"
+    assert (published_for("visual-blur", "loso").top1, published_for("visual-blur").top1) == (20.0, 80.0)
+    assert published_for("hmavd-best") is None and published_for("ubp", "loso") is None
+    assert format_published(published_for("nice")) == "13.8/– (not stated)" and format_published(None) == "–"
+    for figures in PUBLISHED.values():
+        for p in figures:
+            assert p.epoch in ("last", "test-selected", "not stated") and p.source and p.protocol in ("intra", "loso")
 
 
-def test_nice_centre_scoring_on_real_clip_features(shared_data):
-    """Test images as queries against NICE's centres: NICE's dot product with the raw (unnormalised) centres
-    gives 95.0 / 99.0 (200-way top-1 / top-5), cosine 98.0 / 100.0 (the centres' norms, 0.84-0.93, tilt
-    the dot product); the model path reproduces both scorings."""
-    centers = np.load(shared_data / "nice_clip_vitl14_center_200x768.npy").astype(np.float32)  # (200, 768)
-    queries = np.load(shared_data / "nice_clip_vitl14_test_images_200x1x768.npy")[:, 0].astype(np.float32)
-    queries = torch.as_tensor(queries / np.linalg.norm(queries, axis=1, keepdims=True))  # (200, 768)
-    m = _nice_identity_model(768)
-    labels = np.arange(200)
-    res = {}
-    for scoring in ("dot", "cosine"):
-        tmpl = build_templates(m, _RealCenters(centers), "image", "centers", scoring=scoring)  # (200, 768)
-        res[scoring] = zero_shot(queries @ tmpl.T, labels, ways=())
-    assert (100 * res["dot"]["top1"], 100 * res["dot"]["top5"]) == pytest.approx((95.0, 99.0))
-    assert (100 * res["cosine"]["top1"], 100 * res["cosine"]["top5"]) == pytest.approx((98.0, 100.0))
+def test_config_key_ignores_only_seed_subject_and_where_a_run_is_written():
+    from hmavd.evaluate import config_key, selection_of
+
+    base = {"name": "ubp", "epochs": 50, "seed": 0, "subject": 1, "out_dir": "a", "run_name": "", "device": "cpu"}
+    same = {**base, "seed": 7, "subject": 3, "out_dir": "b", "run_name": "x", "device": "cuda"}
+    assert config_key(base) == config_key(same) != config_key({**base, "epochs": 51})
+    assert selection_of({"path": "runs/x/best.safetensors"}) == "val-selected"
+    assert selection_of({"path": "runs/x/last.safetensors"}) == "last"
+    assert selection_of({"selection": "last", "path": "runs/x/best.safetensors"}) == "last"

@@ -87,10 +87,15 @@ def test_cli_one_epoch_end_to_end(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert eval_main([str(run), "--out", str(tmp_path / "ev"), "--ways", "2,4"]) == 0
     printed = capsys.readouterr().out
-    assert "| hmavd-63 | image[test-images] |" in printed and "| text |" in printed
+    for epoch in ("val-selected", "last"):  # both epochs of the run, never a test-selected one
+        assert f"| hmavd-63 | {epoch} | image[test-images] |" in printed and f"| {epoch} | text |" in printed
+    assert "| 15.8/44.2 (not stated) |" in printed  # the HMAVD paper's figure beside ours
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert [e["selection"] for e in res["evaluations"]] == ["val-selected", "last"]
+    assert {e["templates_from"] for e in res["evaluations"]} == {"gallery"}
     assert res["evaluations"][0]["results"]["fused[test-images]"]["n_templates"] == 10
     assert (tmp_path / "ev" / "results.csv").exists() and (run / "eval_test-images.json").exists()
+    assert (run / "eval_test-images_last.json").exists()
     # a second train into the same run folder is refused (no data lost)
     assert train_main(["--data", str(data_dir), "epochs=1", f"out_dir={out}", "--no-progress"]) == 2
 
@@ -327,3 +332,16 @@ def test_validation_loss_is_the_sample_weighted_mean_over_batches():
     batched = validation_loss(step, eeg, img, txt, batch_size=8)  # batches of 8 and 4
     for k in whole:
         assert batched[k] == pytest.approx((8 * float(first[k]) + 4 * float(rest[k])) / 12), k
+
+
+def test_train_config_validates_itself_when_built_in_python(tmp_path):
+    with pytest.raises(UserError, match="protocol: 'cross' is not one of"):
+        TrainConfig(protocol="cross")
+    with pytest.raises(UserError, match="batch_size: 1 is too small"):
+        dataclasses.replace(TrainConfig(), batch_size=1)
+    with pytest.raises(UserError, match="finetune_layers: 'head'"):
+        TrainConfig(finetune_layers="head")
+    cfg = TrainConfig(finetune=str(tmp_path / "nothing"))  # building reads no file ...
+    cfg.validate()
+    with pytest.raises(UserError, match="finetune: "):
+        cfg.check_paths()  # ... the path is checked when training starts
