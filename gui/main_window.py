@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from .engine_link import EngineFactory, EngineLike, default_engine_factory
 from .session import MODEL_FIELDS, REPLAY_RESOLVE_TIMEOUT_S, LiveSession, ViewUpdate
 from .settings import LiveSettings, save_settings
 from .state import ThumbnailIndex
-from .streams import StreamEntry, split_streams
+from .streams import StreamEntry
 from .widgets import ErrorBanner, HistoryWidget, RepetitionCurveWidget, ScopeWidget, StatusPanel, TopKPanel
 from .widgets.controls import ControlPanel, set_path_text
 from .widgets.quality import QualityPanel
@@ -108,14 +108,6 @@ class MainWindow(QtWidgets.QMainWindow):
     n_status = property(lambda self: self.session.n_status, doc="Status messages of this engine.")
     recording = property(lambda self: self.session.recording, doc="The engine records (as last known).")
 
-    @property
-    def engine_factory(self) -> EngineFactory:
-        return self.session.engine_factory
-
-    @engine_factory.setter
-    def engine_factory(self, factory: EngineFactory) -> None:
-        self.session.engine_factory = factory
-
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         s = self.settings
@@ -125,21 +117,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.whitening_edit, self.image_dir_edit = c.whitening_edit, c.image_dir_edit
         self.templates_combo, self.image_source_combo = c.templates_combo, c.image_source_combo
         self.connect_button, self.disconnect_button = c.connect_button, c.disconnect_button
-        self.record_button, self.replay_button, self.stop_replay_button = (
-            c.record_button,
-            c.replay_button,
-            c.stop_replay_button,
-        )
+        self.record_button, self.replay_button = c.record_button, c.replay_button
+        self.stop_replay_button = c.stop_replay_button
         self.demo_button, self.replay_speed_spin, self.demo_notice = c.demo_button, c.replay_speed_spin, c.notice
         self.replay_speed_spin.setValue(s.replay_speed)
-        # lambdas: a bare method would receive clicked()'s `checked` flag as its first argument
-        self.refresh_button.clicked.connect(lambda: self.refresh_streams())
-        self.connect_button.clicked.connect(lambda: self.connect_engine())
-        self.disconnect_button.clicked.connect(lambda: self.disconnect_engine())
-        self.record_button.clicked.connect(lambda: self.toggle_recording())
-        self.replay_button.clicked.connect(lambda: self._pick_replay())
-        self.stop_replay_button.clicked.connect(lambda: self.stop_replay())
-        self.demo_button.clicked.connect(lambda: self.start_demo())
+        for button, action in (
+            (c.refresh_button, self.refresh_streams),
+            (c.connect_button, self.connect_engine),
+            (c.disconnect_button, self.disconnect_engine),
+            (c.record_button, self.toggle_recording),
+            (c.replay_button, self._pick_replay),
+            (c.stop_replay_button, self.stop_replay),
+            (c.demo_button, self.start_demo),
+        ):
+            # not the bare method: it would receive clicked()'s `checked` flag as its first argument
+            button.clicked.connect(lambda _checked=False, act=action: act())
 
         self.banner = ErrorBanner()
         self.scope = ScopeWidget(window_s=s.scope_window_s, scale_uv=s.scope_scale_uv)
@@ -148,12 +140,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.scope.error.connect(self.show_error)
         self.topk, self.curve = TopKPanel(), RepetitionCurveWidget()
         self.history, self.quality = HistoryWidget(self.session.history), QualityPanel()
-        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        for widget in (self.topk, self.curve, self.history, self.quality):
+        left, right = (
+            QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical),
+            QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical),
+        )
+        left.addWidget(self.scope)
+        left.addWidget(self.curve)
+        left.setSizes([520, 190])
+        for widget in (self.topk, self.history, self.quality):
             right.addWidget(widget)
-        right.setSizes([330, 180, 200, 130])
+        right.setSizes([330, 250, 130])
         split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        split.addWidget(self.scope)
+        split.addWidget(left)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
@@ -230,10 +228,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ actions
     def eeg_stream(self) -> str:
-        return str(self.eeg_combo.currentData() or self.eeg_combo.currentText()).strip()
+        return self.controls.eeg_stream()
 
     def marker_stream(self) -> str:
-        return str(self.marker_combo.currentData() or self.marker_combo.currentText()).strip()
+        return self.controls.marker_stream()
 
     @guarded
     def refresh_streams(self) -> None:
@@ -243,21 +241,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def set_streams(self, streams: list[StreamEntry]) -> None:
         """Fill the stream combos (EEG-like and marker-like), keeping the typed/selected names."""
-        eeg, markers = split_streams(streams)
-        for combo, entries, keep in (
-            (self.eeg_combo, eeg, self.eeg_stream()),
-            (self.marker_combo, markers, self.marker_stream()),
-        ):
-            combo.blockSignals(True)
-            combo.clear()
-            for e in entries:
-                combo.addItem(e.label(), e.name)
-            idx = combo.findData(keep)
-            if idx >= 0:
-                combo.setCurrentIndex(idx)
-            else:
-                combo.setEditText(keep)
-            combo.blockSignals(False)
+        self.controls.set_streams(streams)
 
     def live_config_values(self) -> dict[str, Any]:
         """The ``LiveConfig`` fields from the window's inputs."""
@@ -317,16 +301,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_info(self, message: str) -> None:
         self.banner.show_message(message, "info")
 
-    def handle_message(self, msg: Mapping[str, Any]) -> None:
-        """Apply one engine message at once (the timer does this for the engine's queue)."""
-        self.session.handle_message(msg)
-        self.apply(self.session.take_view())
-
     def apply(self, view: ViewUpdate) -> bool:
         """Apply the session's changes to the widgets; True when something was drawn."""
         if view.dismiss_banner:
             self.banner.dismiss()
-        if view.cleared:
+        if view.cleared:  # the session's history restarted: redraw it whole, rows included
             self.topk.clear()
             self.history.refresh()
             self.curve.reset(self.session.history.n_concepts)
@@ -337,7 +316,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.scope.append(chunk.data, chunk.t0_s, chunk.markers, chunk.sfreq)
             except Exception as err:  # noqa: BLE001 - a chunk that does not fit the channels
                 self.show_error(f"bad engine message 'scope': {err}")
-        for entry in view.history:
+        for entry in () if view.cleared else view.history:
             self.history.add_row(entry)
         if view.status is not None:
             self.status.show_status(view.status, self.measured_fps() if self.draw_times_s else None)

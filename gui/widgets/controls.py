@@ -1,13 +1,16 @@
 """The input panel of the window: streams, model files, session (demo, replay, record) controls.
 
-Only widgets and layout; :class:`gui.main_window.MainWindow` connects them to its actions.
+Only widgets, layout and reading or filling the stream combos; :class:`gui.main_window.MainWindow` connects them
+to its actions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PyQt6 import QtCore, QtWidgets
+
+from ..streams import StreamEntry, split_streams
 
 __all__ = ["ControlPanel", "set_path_text"]
 
@@ -134,6 +137,32 @@ class ControlPanel(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(boxes)
         lay.addWidget(self.notice)
+
+    def eeg_stream(self) -> str:
+        """The chosen (or typed) EEG stream name."""
+        return str(self.eeg_combo.currentData() or self.eeg_combo.currentText()).strip()
+
+    def marker_stream(self) -> str:
+        """The chosen (or typed) marker stream name."""
+        return str(self.marker_combo.currentData() or self.marker_combo.currentText()).strip()
+
+    def set_streams(self, streams: Sequence[StreamEntry]) -> None:
+        """Fill the stream combos (EEG-like and marker-like), keeping the typed/selected names."""
+        eeg, markers = split_streams(streams)
+        for combo, entries, keep in (
+            (self.eeg_combo, eeg, self.eeg_stream()),
+            (self.marker_combo, markers, self.marker_stream()),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            for e in entries:
+                combo.addItem(e.label(), e.name)
+            idx = combo.findData(keep)
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+            else:
+                combo.setEditText(keep)
+            combo.blockSignals(False)
 
     def set_notice(self, html: str, kind: str = "ready", tooltip: str = "") -> None:
         """Show the demo notice (``kind`` "ready" blue, "missing" yellow); ``""`` hides it."""

@@ -2,8 +2,8 @@
 
 The engine's ``status`` messages carry :meth:`bci.accumulate.RepetitionAccumulator.report` as
 ``accumulated``; :class:`gui.state.RepetitionCurve` turns it into arrays (Qt-free, tested there) and
-this widget only draws them: two lines over a logarithmic k axis (1, 2, 5, 10, 20, 40, 80 repetitions)
-with the chance levels dashed.
+this widget only draws them: two lines over a fixed logarithmic k axis (1, 2, 5, 10, 20, 40, 80
+repetitions, ThingsEEG2's 80 test repetitions at the end) with the chance levels dashed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..state import RepetitionCurve, chance_levels
 __all__ = ["RepetitionCurveWidget"]
 
 _TOP1, _TOP5 = "#3b7dd8", "#2a9a2a"
+_K_TICKS = (1, 2, 5, 10, 20, 40, 80)  # the ks of bci.accumulate's report
 
 
 class RepetitionCurveWidget(QtWidgets.QGroupBox):
@@ -45,8 +46,10 @@ class RepetitionCurveWidget(QtWidgets.QGroupBox):
         item.setMouseEnabled(x=False, y=False)
         item.hideButtons()
         item.setYRange(0.0, 100.0, padding=0.02)
-        item.enableAutoRange(x=True, y=False)
-        item.addLegend(offset=(8, 4))
+        item.setXRange(0.0, float(np.log10(_K_TICKS[-1])), padding=0.04)  # fixed: the curve grows along it
+        item.enableAutoRange(x=False, y=False)
+        item.getAxis("bottom").setTicks([[(float(np.log10(k)), str(k)) for k in _K_TICKS]])
+        item.addLegend(offset=(-8, -8))  # bottom right: the curves rise to the top right
         self.top1_item = item.plot(
             [],
             [],

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from gui_fakes import FakeEngine, connected_msg, prediction_msg, scope_msg, status_msg
+from gui_fakes import FakeEngine, accumulated_run, connected_msg, prediction_msg, scope_msg, status_msg
 
 from gui.main_window import MainWindow
 from gui.settings import LiveSettings
@@ -39,7 +39,7 @@ def test_connect_feed_messages_and_disconnect(window, qtbot, tmp_path):
     # marker code 2 is the second concept (the engine's rule); an unknown code stays as it is
     assert window.scope.curves and [m[1] for m in window.scope.visible_markers()] == ["cat", "x9"]
     assert "p50 5.0" in window.status.text() and "nominal 1000" in window.status.text()
-    assert window.history.accuracy.n == 1 and window.n_frames >= 1
+    assert window.history.accuracy.n == 1 and window.history.table.rowCount() == 1 and window.n_frames >= 1
     window.record_button.click()
     assert eng.sent[-1]["cmd"] == "record_start" and eng.sent[-1]["path"].startswith(str(tmp_path / "rec"))
     assert "Stop recording" in window.record_button.text()
@@ -79,7 +79,7 @@ def test_engine_failing_to_start_and_missing_inputs(window, qtbot):
     def broken(values):
         raise RuntimeError("checkpoint unreadable")
 
-    window.engine_factory = broken
+    window.session.engine_factory = broken
     assert window.connect_engine() is False and "checkpoint unreadable" in window.banner.messages[0]
     window.eeg_combo.setEditText("")
     assert window.connect_engine() is False and "eeg_stream" in window.banner.messages[0]
@@ -154,3 +154,22 @@ def test_a_silent_stream_is_reported_in_the_scope(window, qtbot):
     assert "no EEG data" in window.scope.placeholder.textItem.toPlainText()
     eng.queue.append(scope_msg(0.1))
     qtbot.waitUntil(lambda: not window.scope.placeholder.isVisible(), timeout=5000)
+
+
+def test_window_shows_the_accumulated_top5_and_the_repetition_curve(window, qtbot):
+    last, report = accumulated_run(n_reps=12, noise=3.0)  # a real RepetitionAccumulator's fields and report
+    window.connect_engine()
+    eng = FakeEngine.instances[-1]
+    eng.queue += [connected_msg(), prediction_msg(true="dog", **last[0]), status_msg(accumulated=report)]
+    qtbot.waitUntil(lambda: window.curve.curve is not None, timeout=5000)
+    assert window.topk.names()[0] == "dog" and window.topk.accumulated_names() == [c for c, _ in last[0]["acc_topk"]]
+    assert window.topk.acc_title.text().startswith("averaged over 12 repetitions")
+    k, top1 = window.curve.points()["top1"]
+    assert k.tolist() == [1, 2, 5, 10] and top1 == pytest.approx([100 * p["top1"] for p in report["curve"]])
+    assert window.curve.points()["top5"][1] == pytest.approx([100 * p["top5"] for p in report["curve"]])
+    assert window.curve.chance_lines[0].value() == pytest.approx(100 / 6)  # six concepts connected
+    assert window.curve.isVisible() and "k=10" in window.curve.summary.text()
+    eng.queue.append(connected_msg(concepts=("a", "b")))  # a new connection starts an empty curve
+    qtbot.waitUntil(lambda: window.curve.curve is None, timeout=5000)
+    assert window.curve.points()["top1"][0].size == 0 and window.curve.chance_lines[0].value() == pytest.approx(50)
+    assert window.topk.accumulated_names() == ["–"] * 5 and not window.topk.acc_title.isVisible()
