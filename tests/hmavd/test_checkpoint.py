@@ -89,3 +89,36 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(UserError, match="metadata"):
         load_checkpoint(tmp_path / "foreign.safetensors")
+
+
+def test_trained_checkpoint_metadata_is_the_typed_info(tmp_path):
+    """Every key hmavd-train writes is declared in CheckpointInfo, and the training keys are all there."""
+    import dataclasses
+    import typing
+
+    from hmavd.checkpoint_meta import CheckpointInfo, GalleryMeta
+    from hmavd.config import load_config
+    from hmavd.datasets import write_planted_dataset
+    from hmavd.templates import Gallery
+    from hmavd.train import train
+
+    data = write_planted_dataset(tmp_path / "data", n_train_concepts=10, images_per_concept=3, n_test_concepts=6,
+                                 n_times=80, dim=16)  # fmt: skip
+    base = dict(data_dir=str(data), out_dir=str(tmp_path / "runs"), epochs=1, batch_size=8, device="cpu")
+    run = train(dataclasses.replace(load_config(TrainConfig, "nice"), **base), progress=False)
+    declared = set(typing.get_type_hints(CheckpointInfo))
+    for name in ("best", "last"):
+        _, info = load_checkpoint(run / f"{name}.safetensors")
+        assert set(info) <= declared, set(info) - declared
+        assert {"data_dir", "ch_names", "times", "sfreq", "units", "features", "train_subjects", "epoch",
+                "val_loss", "selection", "gallery", "train_config", "model_config", "path"} <= set(info)  # fmt: skip
+        assert isinstance(info["gallery"], Gallery) and info["sfreq"] == 250.0 and info["units"] == "V"
+        raw = json.loads(_raw_metadata(run / f"{name}.safetensors"))
+        assert set(raw["gallery"]) <= set(typing.get_type_hints(GalleryMeta))
+
+
+def _raw_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata()["hmavd"]

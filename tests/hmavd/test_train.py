@@ -345,3 +345,23 @@ def test_train_config_validates_itself_when_built_in_python(tmp_path):
     cfg.validate()
     with pytest.raises(UserError, match="finetune: "):
         cfg.check_paths()  # ... the path is checked when training starts
+
+
+def test_seeds_end_with_the_results_table_of_the_runs(data_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["--config", "ubp", "--data", str(data_dir), "--subject", "1", "--seeds", "0,1", "epochs=1",
+            "batch_size=8", "device=cpu", f"out_dir={out}", "--no-progress", "channels=all"]  # fmt: skip
+    assert train_main(args) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((out / "eval" / "ubp" / "results.json").read_text())
+    evals = saved["evaluations"]
+    assert sorted((e["seed"], e["selection"]) for e in evals) == [(0, "last"), (0, "val-selected"), (1, "last"),
+                                                                  (1, "val-selected")]  # fmt: skip
+    avg = {r["selection"]: r for r in saved["table"] if r["subject"] == "Avg"}
+    assert set(avg) == {"val-selected", "last"} and all(r["n_seeds"] == 2 for r in avg.values())
+    last = [100 * e["results"]["image[test-images]"]["top1"] for e in evals if e["selection"] == "last"]
+    assert avg["last"]["mean_top1"] == pytest.approx(sum(last) / 2)
+    assert avg["last"]["std_top1"] == pytest.approx(abs(last[0] - last[1]) / 2)  # population std of two seeds
+    row = next(x for x in printed.splitlines() if x.startswith("| ubp | last | image[test-images] |"))
+    assert "±" in row and row.endswith("| 50.9/79.7 (last) |")
+    assert (out / "eval" / "ubp" / "results.md").read_text() in printed
