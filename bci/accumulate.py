@@ -9,6 +9,15 @@ whitened epochs and of their L2-normalised embeddings, and after each repetition
 - the **curve**: for every k, the fraction of images whose average over their first k repetitions
   ranks the true concept first / within the top 5 — both averages, so they can be compared.
 
+With online MVNN (:mod:`bci.online_mvnn`) an image's early repetitions were whitened with a young
+estimate (or, during warm-up, the stale training matrix). Passing ``raw`` (the unwhitened epochs) and
+``whitening`` (the matrix in use now) to :meth:`RepetitionAccumulator.add` keeps the sum of the *raw*
+epochs instead and whitens each image's average with the current matrix before encoding it: whitening
+is linear, so with one fixed matrix the two are identical, and with a matrix that improves as the
+session goes on the accumulated evidence is re-whitened with the best estimate so far (the
+``embeddings`` average cannot be re-whitened without re-encoding every repetition; it keeps the
+embeddings of the epochs as whitened when they arrived). docs/new-session.md has the measurement.
+
 It scores exactly as :func:`hmavd.eval_reps.reps_curve` does offline (float64 normalisation, the tie
 rule of :func:`hmavd.evaluate.topk_accuracy`), so on the same epochs in the same order the live curve
 at k equals ``hmavd-eval --reps k`` (tested). Only images that have a template are accumulated (memory:
@@ -27,6 +36,7 @@ import numpy as np
 
 from hmavd.eval_reps import AVERAGES
 from hmavd.evaluate import topk_accuracy
+from hmavd.preprocessing.transforms import apply_whitening
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +83,7 @@ class RepetitionAccumulator:
         self.concepts = list(concepts)
         self.index = {c: i for i, c in enumerate(self.concepts)}
         self.mode, self.top_k = mode, top_k
-        self.sum_epochs: dict[str, np.ndarray] = {}  # concept -> (C, T) float64
+        self.sum_epochs: dict[str, np.ndarray] = {}  # concept -> (C, T) float64, whitened (or raw: ``add(raw=)``)
         self.sum_emb: dict[str, np.ndarray] = {}  # concept -> (D,) float64
         self.count: dict[str, int] = {}
         # curve[average][k] = [n_images, n_top1, n_top5]
@@ -91,7 +101,12 @@ class RepetitionAccumulator:
         return [(self.concepts[i], float(s[i])) for i in top]
 
     def add(
-        self, concepts: Sequence[str | None], epochs: np.ndarray, feats: np.ndarray | None = None
+        self,
+        concepts: Sequence[str | None],
+        epochs: np.ndarray,
+        feats: np.ndarray | None = None,
+        raw: np.ndarray | None = None,
+        whitening: np.ndarray | None = None,
     ) -> list[dict | None]:
         """Fold one poll's epochs in; returns per epoch the accumulated result (``None``: no template).
 
@@ -103,6 +118,12 @@ class RepetitionAccumulator:
             Whitened epochs (the model's input).
         feats : ndarray, shape (B, D), optional
             Their embeddings (computed here when ``None``).
+        raw : ndarray, shape (B, C, T), optional
+            The same epochs before whitening. Given, the ``epochs`` average sums these and whitens each
+            image's mean with ``whitening`` (re-whitening with the current estimate); pass it on every
+            call of a session or on none.
+        whitening : ndarray, shape (C, C), optional
+            The whitening matrix in use now (``None``: none); only with ``raw``.
 
         Returns
         -------
@@ -113,13 +134,16 @@ class RepetitionAccumulator:
         keep = [i for i, c in enumerate(concepts) if c is not None and c in self.index]
         if not keep:
             return [None] * len(concepts)
+        summed = x if raw is None else np.asarray(raw)  # (B, C, T) what the epochs average sums
         means, ks = [], []
         for i in keep:  # in marker order: the same image twice in one poll counts twice
             c = concepts[i]
-            self.sum_epochs[c] = self.sum_epochs.get(c, 0.0) + x[i].astype(np.float64)
+            self.sum_epochs[c] = self.sum_epochs.get(c, 0.0) + summed[i].astype(np.float64)
             k = self.count[c] = self.count.get(c, 0) + 1
             ks.append(k)
             means.append(self.sum_epochs[c] / k)  # (C, T)
+        if raw is not None and whitening is not None:  # the raw means, whitened with the current matrix
+            means = list(apply_whitening(np.stack(means), whitening))  # (b, C, T)
         b = len(keep)
         if feats is None:  # single epochs and averages in one forward pass
             enc = self.encode(np.concatenate([x[keep], np.stack(means)]).astype(np.float32))  # (2b, D)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, make_recording, tiny_model
+from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, make_recording, offline_epochs, tiny_model
 
 from bci.accumulate import RepetitionAccumulator, curve_csv
 from bci.decoder import Decoder
@@ -14,6 +14,7 @@ from bci.headless import run_headless
 from bci.replay import RecordingSource, load_replay
 from hmavd.errors import UserError
 from hmavd.eval_reps import first_k_mean, reps_curve
+from hmavd.preprocessing.transforms import apply_whitening
 
 
 def _encoder(c=3, t=8, d=6, seed=0):
@@ -60,6 +61,43 @@ def test_accumulator_equals_offline_k_averaging_on_shuffled_presentations():
     assert "k,average,n_images,top1,top5" in curve_csv(acc.rows())
 
 
+def _spd_whitening(rng, c=3):
+    a = rng.standard_normal((c, c))
+    vals, vecs = np.linalg.eigh(a @ a.T + c * np.eye(c))
+    return (vecs / np.sqrt(vals)) @ vecs.T  # (C, C) symmetric, Σ^(-1/2)
+
+
+def test_rewhitening_equals_whitened_average_with_a_fixed_matrix_and_uses_the_latest_one():
+    rng = np.random.default_rng(7)
+    n_img, n_rep, k_cls = 4, 5, 6
+    raw = rng.standard_normal((n_img, n_rep, 3, 8))  # (img, rep, C, T) unwhitened
+    templates = rng.standard_normal((k_cls, 6))
+    concepts = [f"c{i}" for i in range(k_cls)]
+    encode = _encoder()
+    w = _spd_whitening(rng)
+    plain = RepetitionAccumulator(encode, templates, concepts, top_k=k_cls)
+    rewhite = RepetitionAccumulator(encode, templates, concepts, top_k=k_cls)
+    for r in range(n_rep):
+        names = concepts[:n_img]
+        white = apply_whitening(raw[:, r], w).astype(np.float32)
+        a = plain.add(names, white)
+        b = rewhite.add(names, white, raw=raw[:, r], whitening=w)
+        for x, y in zip(a, b):
+            assert [c for c, _ in x["acc_topk"]] == [c for c, _ in y["acc_topk"]]
+            np.testing.assert_allclose([v for _, v in x["acc_topk"]], [v for _, v in y["acc_topk"]], atol=1e-5)
+    assert plain.rows() == rewhite.rows()
+    # a matrix that changes: the k-th average is the raw mean of k repetitions whitened with the newest one
+    acc = RepetitionAccumulator(encode, templates, concepts, top_k=k_cls)
+    for r in range(n_rep):
+        w_r = _spd_whitening(rng)
+        out = acc.add(["c0"], apply_whitening(raw[:1, r], w_r).astype(np.float32), raw=raw[:1, r], whitening=w_r)
+    expected = encode(apply_whitening(raw[0].mean(axis=0)[None], w_r).astype(np.float32))[0]
+    s = expected / np.linalg.norm(expected) @ (templates / np.linalg.norm(templates, axis=1, keepdims=True)).T
+    assert [c for c, _ in out[0]["acc_topk"]] == [concepts[i] for i in np.argsort(-s, kind="stable")]
+    np.testing.assert_allclose(sorted((v for _, v in out[0]["acc_topk"]), reverse=True), np.sort(s)[::-1], atol=1e-5)
+    np.testing.assert_allclose(acc.sum_epochs["c0"], raw[0].sum(axis=0))  # the raw epochs are what it sums
+
+
 def test_averaging_recovers_signal_that_single_trials_miss():
     rng = np.random.default_rng(4)
     n_img, n_rep, d = 20, 16, 8
@@ -81,8 +119,8 @@ def test_headless_replay_writes_the_curve_equal_to_offline_averaging(tmp_path):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=8.0)
     templates = np.random.default_rng(3).standard_normal((len(CONCEPTS), 16)).astype(np.float32)
     dec = Decoder.from_model(tiny_model(), templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
-    cfg = LiveConfig(replay=str(path), poll_timeout_s=0.0)
-    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.13, poll_interval=None)
+    cfg = LiveConfig(replay=str(path), poll_interval_s=0.0)
+    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.13, poll_interval_s=None)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=dec, preset=PRESET)
     eng.epoch_log = []
     msgs = []
@@ -113,3 +151,28 @@ def test_headless_replay_writes_the_curve_equal_to_offline_averaging(tmp_path):
             assert float(got["top5"]) == pytest.approx(r["top5"], abs=1e-6)
     assert json.loads((tmp_path / "out" / "accumulation.json").read_text())["mode"] == "epochs"
     assert summary["accumulated"]["n_images"] == len(CONCEPTS)
+
+
+def test_live_curve_equals_offline_k_averaging_of_the_recording(tmp_path):
+    """The same recording through the live engine and through hmavd-prepare's epoching: the same curve."""
+    path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=8.0, seed=5)
+    w = _spd_whitening(np.random.default_rng(2), c=len(CH_NAMES)) * 1e5  # a fixed (training) matrix, 1/V
+    templates = np.random.default_rng(4).standard_normal((len(CONCEPTS), 16)).astype(np.float32)
+    dec = Decoder.from_model(tiny_model(), templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
+    cfg = LiveConfig(replay=str(path), poll_interval_s=0.0)
+    src = RecordingSource(load_replay(cfg.replay), chunk_s=0.21, poll_interval_s=None)
+    eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=dec, preset=PRESET, whitening=w)
+    run_headless(cfg, duration_s=60.0, out_dir=tmp_path / "out", engine=eng)
+    with open(tmp_path / "out" / "accumulation.csv", newline="") as fh:
+        live = {(r["average"], int(r["k"])): r for r in csv.DictReader(fh)}
+    off, off_events = offline_epochs(path, w)  # (n, C, T) whitened, time order
+    codes = off_events[:, 2]
+    n_min = min(int((codes == c).sum()) for c in range(1, len(CONCEPTS) + 1))
+    grouped = np.stack([off[codes == c][:n_min] for c in range(1, len(CONCEPTS) + 1)])  # (img, rep, C, T)
+    enc = lambda x: dec.features(x).cpu().numpy()  # noqa: E731
+    assert max(k for _, k in live) >= n_min > 3
+    for avg in ("epochs", "embeddings"):
+        for r in reps_curve(enc, grouped, np.arange(len(CONCEPTS)), templates, range(1, n_min + 1), avg):
+            got = live[(avg, r["k"])]
+            assert int(got["n_images"]) == len(CONCEPTS)
+            assert (float(got["top1"]), float(got["top5"])) == pytest.approx((r["top1"], r["top5"]), abs=1e-6)
