@@ -34,27 +34,21 @@ from .messages import (
     Command,
     ConnectedMessage,
     EngineMessage,
-    ScopeMessage,
     StatusMessage,
     error_message,
     prediction_message,
 )
-from .montage import match_montage
 from .quality import quality_message
 from .recorder import open_recorder
 from .recording_drain import RecordingDrain
+from .scope_feed import ScopeFeed
 from .session_plan import SessionPlan, StreamPlan, load_session_whitening, resolve_session, resolve_stream
 from .sources import EEGSource, LSLSource
 from .stream_setup import AmplitudeCheck
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveConfig", "LiveEngine", "match_channels"]
-
-
-def match_channels(stream_names: tuple[str, ...], model_names: tuple[str, ...], stream: str) -> list[int]:
-    """Indices of the model's channels in the stream (see :func:`bci.montage.match_montage`)."""
-    return list(match_montage(stream_names, model_names, stream).picks)
+__all__ = ["LiveConfig", "LiveEngine"]
 
 
 def limit_compute_threads(n: int) -> None:
@@ -119,8 +113,8 @@ class LiveEngine:
         self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
         self.stale_markers = 0
         self.connected = False
-        self._seen = self._scope_next = 0
-        self._scope_markers: list[tuple[float, str]] = []
+        self.scope = ScopeFeed(self.cfg.scope_sfreq)
+        self._seen = 0
         self._t_scope = self._t_status = 0.0
         self._t_quality = float("-inf")
         self._next_stride: int | None = None
@@ -279,7 +273,7 @@ class LiveEngine:
         cfg, t = self.cfg, self.now()
         if t - self._t_scope >= cfg.scope_interval_s:
             self._t_scope = t
-            self._scope()
+            self.outbox.extend(m for m in [self.scope.message(self.source, self._t_first())] if m is not None)
         if t - self._t_status >= cfg.status_interval_s:
             self._t_status = t
             self.outbox.append(self.status())
@@ -354,22 +348,6 @@ class LiveEngine:
     def _t_first(self) -> float:
         segs = self.source.clock.segments
         return segs[0].time_of(0) if segs else 0.0
-
-    def _scope(self) -> None:
-        src = self.source
-        sfreq = src.description.sfreq
-        q = max(1, int(round(sfreq / self.cfg.scope_sfreq)))
-        stop = src.n_written
-        start = max(self._scope_next, stop - int(2 * sfreq), src.buffer.first_available)
-        start = -(-start // q) * q  # align to the decimation grid
-        if stop <= start:
-            return
-        data = src.get_data(start, stop)[:, ::q].astype(np.float32)  # (C, n)
-        self._scope_next = start + data.shape[1] * q
-        t_first = self._t_first()
-        marks = [(t - t_first, label) for t, label in self._scope_markers]
-        self._scope_markers = []
-        self.outbox.append(ScopeMessage(type="scope", data=data, t0_s=start / sfreq, sfreq=sfreq / q, markers=marks))
 
     def status(self) -> StatusMessage:
         """The ``"status"`` message now (:func:`bci.engine_stats.status_message`)."""

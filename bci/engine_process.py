@@ -1,8 +1,8 @@
 """The live engine in its own process: :class:`EngineProcess` (spawned child, command and message queues).
 
-The child runs :class:`bci.engine.LiveEngine` and forwards its messages (listed in :mod:`bci.engine`);
-it stops on ``{"cmd": "stop"}`` and by itself when its parent process dies, even by SIGKILL, so a killed
-window never leaves an engine streaming on.
+The child runs :class:`bci.engine.LiveEngine` and forwards its messages (:mod:`bci.messages`, plain
+picklable dicts); it stops on ``{"cmd": "stop"}`` and by itself when its parent process dies, even by
+SIGKILL, so a killed window never leaves an engine streaming on.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from hmavd.errors import UserError
 
-from .engine import LiveConfig, LiveEngine
+from .engine import LiveEngine
+from .live_config import LiveConfig, live_config_from_values
+from .messages import Command, EngineMessage, error_message, stop_command, stopped_message
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
                 try:
                     running = engine.handle(cmd) and running
                 except UserError as err:
-                    out_q.put({"type": "error", "message": str(err)})
+                    out_q.put(error_message(str(err)))
             for msg in engine.get_data():
                 out_q.put(msg)
             if running:
@@ -52,13 +56,13 @@ def _engine_main(cfg: LiveConfig, cmd_q, out_q) -> None:
         for msg in engine.get_data():
             out_q.put(msg)
     except UserError as err:
-        out_q.put({"type": "error", "message": str(err)})
+        out_q.put(error_message(str(err)))
     except Exception as err:  # noqa: BLE001 - reported to the GUI, never silent
         log.exception("engine failed")
-        out_q.put({"type": "error", "message": f"{type(err).__name__}: {err}"})
+        out_q.put(error_message(f"{type(err).__name__}: {err}"))
     finally:
         engine.disconnect()
-        out_q.put({"type": "stopped"})
+        out_q.put(stopped_message())
 
 
 class EngineProcess:
@@ -70,7 +74,12 @@ class EngineProcess:
         self._cmd = self._ctx.Queue()
         self._out = self._ctx.Queue()
         self._proc = None
-        self._pending: list[dict] = []
+        self._pending: list[EngineMessage] = []
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> EngineProcess:
+        """An engine process for ``LiveConfig(**values)``; unknown keys and bad values are one-line errors."""
+        return cls(live_config_from_values(values))
 
     def start(self) -> None:
         self._proc = self._ctx.Process(target=_engine_main, args=(self.cfg, self._cmd, self._out),
@@ -81,7 +90,8 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
-    def send(self, cmd: dict) -> None:
+    def send(self, cmd: Command) -> None:
+        """Queue a command for the child (:mod:`bci.messages`: stop, record_start, record_stop)."""
         self._cmd.put(dict(cmd))
 
     def _drain(self) -> None:
@@ -92,7 +102,7 @@ class EngineProcess:
             except queue.Empty:
                 return
 
-    def poll(self, max_items: int = 1000) -> list[dict]:
+    def poll(self, max_items: int = 1000) -> list[EngineMessage]:
         """Up to ``max_items`` messages received since the last call (never blocks)."""
         self._drain()
         out, self._pending = self._pending[:max_items], self._pending[max_items:]
@@ -102,7 +112,7 @@ class EngineProcess:
         if self._proc is None:
             return
         if self._proc.is_alive():
-            self.send({"cmd": "stop"})
+            self.send(stop_command())
             deadline = time.monotonic() + timeout_s
             while self._proc.is_alive() and time.monotonic() < deadline:
                 self._drain()  # keep the child's queue flowing so it can exit

@@ -1,7 +1,8 @@
 """``hmavd-live --headless``: the live pipeline without a window.
 
-``gui/cli.py`` owns the ``hmavd-live`` entry point and calls :func:`run_headless` for ``--headless``;
-both parse the same arguments with :func:`add_live_arguments` / :func:`live_config_from_args`.
+``gui/cli.py`` owns the ``hmavd-live`` entry point and hands ``--headless`` command lines to
+:func:`headless_main` (no Qt is imported on this path); :func:`add_live_arguments` /
+:func:`live_config_from_args` parse the live settings, :func:`run_headless` runs the session.
 """
 
 from __future__ import annotations
@@ -10,21 +11,23 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hmavd.config import add_config_arguments, load_config, save_config
-from hmavd.errors import UserError
+from hmavd.config import add_config_arguments, config_to_dict, load_config, parse_overrides, save_config
+from hmavd.errors import UserError, setup_logging
 from hmavd.io import atomic_write_json
 
-from .engine import LiveConfig, LiveEngine
+from .engine import LiveEngine
+from .live_config import LiveConfig
+from .messages import EngineMessage
 from .quality import quality_changes, quality_summary
 from .recorder import XDF_NAME
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_live_arguments", "live_config_from_args", "run_headless"]
+__all__ = ["add_live_arguments", "headless_main", "live_config_from_args", "run_headless"]
 
 #: command-line flag -> LiveConfig field
 _FLAGS = {
@@ -53,8 +56,6 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
 def live_config_from_args(args: argparse.Namespace) -> LiveConfig:
     """``LiveConfig`` from ``--config``, the flags, then trailing ``key=value`` overrides."""
     overrides: dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
-    from hmavd.config import parse_overrides
-
     overrides.update(parse_overrides(getattr(args, "overrides", None) or []))
     return load_config(LiveConfig, getattr(args, "config", None), overrides)
 
@@ -64,7 +65,7 @@ def run_headless(
     duration_s: float | None = None,
     out_dir: str | Path | None = None,
     engine: LiveEngine | None = None,
-    on_message: Callable[[dict], None] | None = None,
+    on_message: Callable[[EngineMessage], None] | None = None,
 ) -> dict[str, Any]:
     """Connect, decode live, log predictions and running accuracy, record the session.
 
@@ -131,7 +132,7 @@ _STATUS_LOG_EVERY_S = 5.0
 _last_status_log = [0.0]
 
 
-def _log_message(msg: dict, errors: list[str], quality: list[dict] | None = None) -> None:
+def _log_message(msg: EngineMessage, errors: list[str], quality: list[dict] | None = None) -> None:
     kind = msg["type"]
     if kind == "quality":
         if quality is not None and quality_changes(quality[-1] if quality else None, msg):
@@ -153,3 +154,30 @@ def _log_message(msg: dict, errors: list[str], quality: list[dict] | None = None
     elif kind == "error":
         errors.append(msg["message"])
         log.error("%s", msg["message"])
+
+
+def headless_main(argv: Sequence[str]) -> int:
+    """``hmavd-live --headless …``: parse, run :func:`run_headless`, print one summary line; the exit status.
+
+    0 on success, 1 when the session only produced errors (no prediction); a bad argument raises
+    :class:`UserError` (exit status 2 under :func:`hmavd.errors.run_command`).
+    """
+    import yaml
+
+    p = argparse.ArgumentParser(prog="hmavd-live --headless", description="The live pipeline without a window.")
+    p.add_argument("--headless", action="store_true", help="run without a window")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_live_arguments(p)
+    args = p.parse_intermixed_args(list(argv))
+    setup_logging(args.verbose)
+    cfg = live_config_from_args(args)
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")  # the command's output
+        return 0
+    summary = run_headless(cfg, duration_s=args.duration, out_dir=args.out_dir)
+    top1, top5 = summary.get("running_top1"), summary.get("running_top5")
+    acc = "" if top1 is None else f", running top-1 {100 * top1:.1f} % / top-5 {100 * top5:.1f} %"
+    print(f"{summary['n_predictions']} predictions{acc}; recording and predictions.csv in {summary['out_dir']}")
+    for err in summary.get("errors") or []:
+        print(f"error: {err}")
+    return 1 if summary.get("errors") and not summary["n_predictions"] else 0

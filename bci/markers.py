@@ -200,7 +200,7 @@ def take_markers(engine, items: Sequence[tuple[float, str]]) -> list[Marker]:
         info = engine.marker_map.classify(code)
         if engine.recorder is not None:
             engine.recorder.write_marker(t_s, code, info.label, info.concept)
-        engine._scope_markers.append((t_s, info.concept or info.label))
+        engine.scope.add_marker(t_s, info.concept or info.label)
         if info.kind != "image":
             continue
         if float(t_raw) < engine.t_session_s - STALE_MARGIN_S:

@@ -37,6 +37,7 @@ import numpy as np
 from hmavd.errors import UserError
 from hmavd.io import atomic_write_json
 
+from .messages import PredictionMessage
 from .ringbuffer import SampleClock
 from .units import unit_scale
 from .xdf import CHANNEL_FORMATS, XDFWriter
@@ -109,8 +110,8 @@ class SessionRecorder:
     def write_marker(self, t_s: float, code: str, label: str = "", concept: str | None = None) -> None:
         self._mw.writerow([f"{t_s:.6f}", code, label, concept or ""])
 
-    def write_prediction(self, msg: dict[str, Any], t_s: float | None = None) -> None:
-        """Append one ``"prediction"`` message (see :mod:`bci.engine`)."""
+    def write_prediction(self, msg: PredictionMessage, t_s: float | None = None) -> None:
+        """Append one ``"prediction"`` message (:class:`bci.messages.PredictionMessage`)."""
         self._pw.writerow(prediction_row(msg))
 
     def maybe_flush(self, clock: SampleClock | None = None) -> None:
@@ -230,7 +231,7 @@ class XDFSessionRecorder:
         """Record a marker at ``t_s`` (consumer clock, s)."""
         self.writer.write_samples(self.marker_id, [[str(code)]], [t_s - self._mrk_off()])
 
-    def write_prediction(self, msg: dict[str, Any], t_s: float | None = None) -> None:
+    def write_prediction(self, msg: PredictionMessage, t_s: float | None = None) -> None:
         """Record one ``"prediction"`` message, stamped ``t_s`` (its onset, consumer clock)."""
         row = prediction_row(msg)
         self._pw.writerow(row)
@@ -297,7 +298,7 @@ def open_recorder(cfg: Any, path: str | Path, source: Any, first_index: int, met
                   markers: Any = None) -> XDFSessionRecorder | SessionRecorder:  # fmt: skip
     """The recorder ``cfg.record_format`` names (``xdf`` or ``folder``) for a connected live ``source``.
 
-    The XDF header records ``meta`` plus every setting of ``cfg`` (a :class:`bci.engine.LiveConfig`)
+    The XDF header records ``meta`` plus every setting of ``cfg`` (a :class:`bci.live_config.LiveConfig`)
     under ``hmavd_session/settings``; channel units are the stream's labels (``stream_units`` where a
     channel has none), types its ``type`` labels.
     """
@@ -333,7 +334,7 @@ def _b(v: Any) -> str:
     return "" if v is None else str(int(bool(v)))
 
 
-def prediction_row(msg: dict[str, Any]) -> list[str]:
+def prediction_row(msg: PredictionMessage) -> list[str]:
     """One ``"prediction"`` message as strings in :data:`PREDICTION_FIELDS` order."""
     topk = msg.get("topk") or []
     return [str(v) for v in (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .messages import PredictionMessage
 from .recorder import SessionRecorder, XDFSessionRecorder
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RecordingDrain:
     def write_marker(self, t_s: float, code: str, label: str = "", concept: str | None = None) -> None:
         self.recorder.write_marker(t_s, code, label, concept)
 
-    def write_prediction(self, msg: dict[str, Any], t_s: float | None = None) -> None:
+    def write_prediction(self, msg: PredictionMessage, t_s: float | None = None) -> None:
         self.recorder.write_prediction(msg, t_s)
 
     def close(self) -> None:

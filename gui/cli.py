@@ -1,6 +1,8 @@
 """``hmavd-live``: the live decoding window, or ``--headless`` the same pipeline without one.
 
-Qt is imported only when the window is opened, so ``hmavd-live --headless`` runs without Qt.
+This module only dispatches: ``--headless`` command lines go to :func:`bci.headless.headless_main`, the
+others open the window (:func:`gui.app.run_app`). Qt is imported only when the window is opened, so
+``hmavd-live --headless`` runs without Qt.
 """
 
 from __future__ import annotations
@@ -42,31 +44,6 @@ def build_gui_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _headless(argv: list[str]) -> int:
-    import yaml
-
-    from bci.headless import add_live_arguments, live_config_from_args, run_headless
-    from hmavd.config import config_to_dict
-
-    p = argparse.ArgumentParser(prog="hmavd-live --headless", description="The live pipeline without a window.")
-    p.add_argument("--headless", action="store_true", help="run without a window")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_live_arguments(p)
-    args = p.parse_intermixed_args(argv)
-    setup_logging(args.verbose)
-    cfg = live_config_from_args(args)
-    if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
-        return 0
-    summary = run_headless(cfg, duration_s=args.duration, out_dir=args.out_dir)
-    top1, top5 = summary.get("running_top1"), summary.get("running_top5")
-    acc = "" if top1 is None else f", running top-1 {100 * top1:.1f} % / top-5 {100 * top5:.1f} %"
-    print(f"{summary['n_predictions']} predictions{acc}; recording and predictions.csv in {summary['out_dir']}")
-    for err in summary.get("errors") or []:
-        print(f"error: {err}")
-    return 1 if summary.get("errors") and not summary["n_predictions"] else 0
-
-
 def _window(argv: list[str]) -> int:
     args = build_gui_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -93,8 +70,10 @@ def _body(argv: Sequence[str] | None) -> int:
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--headless" in argv:
-        return _headless(argv)
+    if "--headless" in argv:  # the window-less pipeline lives in bci (no Qt)
+        from bci.headless import headless_main
+
+        return headless_main(argv)
     return _window(argv)
 
 
