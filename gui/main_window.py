@@ -96,6 +96,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.setInterval(max(1, int(1000.0 / fps)))
         self.timer.timeout.connect(self._tick)
         self.timer.start()
+        self._update_buttons()
         self.check_demo()
         if auto_discover:
             self.refresh_streams()
@@ -111,7 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         s = self.settings
-        c = self.controls = ControlPanel(self._pick)
+        c = self.controls = ControlPanel()
         self.eeg_combo, self.marker_combo, self.refresh_button = c.eeg_combo, c.marker_combo, c.refresh_button
         self.checkpoint_edit, self.features_edit = c.checkpoint_edit, c.features_edit
         self.whitening_edit, self.image_dir_edit = c.whitening_edit, c.image_dir_edit
@@ -206,16 +207,6 @@ class MainWindow(QtWidgets.QMainWindow):
         s.scope_channels = [c.strip() for c in text.split(",") if c.strip()] if text and text != "all" else []
         s.geometry = bytes(self.saveGeometry().toHex()).decode()
         save_settings(self.settings, self.settings_path)
-
-    @guarded
-    def _pick(self, edit: QtWidgets.QLineEdit, directory: bool) -> None:  # pragma: no cover - dialogs
-        start = edit.text() or str(Path.cwd())
-        if directory:
-            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a folder", start)
-        else:
-            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a file", start)
-        if path:
-            set_path_text(edit, path)
 
     @guarded
     def _pick_replay(self) -> None:  # pragma: no cover - dialogs

@@ -7,6 +7,7 @@ to its actions.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PyQt6 import QtCore, QtWidgets
 
@@ -33,12 +34,13 @@ class ControlPanel(QtWidgets.QWidget):
 
     Parameters
     ----------
-    pick_file : callable
-        ``pick_file(edit, directory)`` opens a file/folder chooser for a path field.
+    pick_file : callable, optional
+        ``pick_file(edit, directory)`` opens a file/folder chooser for a path field (default: a Qt dialog).
     """
 
-    def __init__(self, pick_file: Callable[[QtWidgets.QLineEdit, bool], None]) -> None:
+    def __init__(self, pick_file: Callable[[QtWidgets.QLineEdit, bool], None] | None = None) -> None:
         super().__init__()
+        pick_file = pick_file or self.pick_path
         # -- streams
         self.eeg_combo = QtWidgets.QComboBox(editable=True)
         self.marker_combo = QtWidgets.QComboBox(editable=True)
@@ -137,6 +139,16 @@ class ControlPanel(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(boxes)
         lay.addWidget(self.notice)
+
+    def pick_path(self, edit: QtWidgets.QLineEdit, directory: bool) -> None:  # pragma: no cover - dialogs
+        """Let the user choose a file (or a folder) for ``edit``."""
+        start = edit.text() or str(Path.cwd())
+        if directory:
+            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        else:
+            path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a file", start)
+        if path:
+            set_path_text(edit, path)
 
     def eeg_stream(self) -> str:
         """The chosen (or typed) EEG stream name."""

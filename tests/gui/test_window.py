@@ -27,6 +27,8 @@ def window(qtbot, tmp_path):
 
 
 def test_connect_feed_messages_and_disconnect(window, qtbot, tmp_path):
+    assert not window.disconnect_button.isEnabled() and not window.record_button.isEnabled()
+    assert not window.stop_replay_button.isEnabled() and window.connect_button.isEnabled()
     window.connect_button.click()
     eng = FakeEngine.instances[-1]
     assert eng.started and eng.values["eeg_stream"] == "eeg-x" and eng.values["templates"] == "image"
