@@ -148,9 +148,16 @@ class Decoder:
 
     @classmethod
     def from_model(
-        cls, model: torch.nn.Module, templates: np.ndarray, concepts: Sequence[str], n_chans: int, n_times: int,
-        ch_names: Sequence[str] = (), device: str = "auto", k: int = 5,
-    ) -> Decoder:  # fmt: skip
+        cls,
+        model: torch.nn.Module,
+        templates: np.ndarray,
+        concepts: Sequence[str],
+        n_chans: int,
+        n_times: int,
+        ch_names: Sequence[str] = (),
+        device: str = "auto",
+        k: int = 5,
+    ) -> Decoder:
         """Wrap a model with ``encode_eeg`` (e.g. an ``HMAVD``) moved to ``device`` in eval mode."""
         dev = resolve_device(device)
         model = model.to(dev).eval()

@@ -139,8 +139,8 @@ def reps_curve(
         else:
             feats = first_k_mean(emb, k, order)  # (n_img, D)
         scores = feats @ tmpl.T  # (n_img, K)
-        rows.append({"k": int(k), "top1": topk_accuracy(scores, labels, 1), "top5": topk_accuracy(scores, labels, 5),
-                     "n_images": int(n_img), "average": average})  # fmt: skip
+        top1, top5 = topk_accuracy(scores, labels, 1), topk_accuracy(scores, labels, 5)
+        rows.append({"k": int(k), "top1": top1, "top5": top5, "n_images": int(n_img), "average": average})
     return rows
 
 
@@ -198,10 +198,12 @@ def evaluate_checkpoint_reps(
 
 
 def reps_csv(evals: Sequence[dict[str, Any]]) -> str:
-    """``run,subject,templates,average,k,n_images,top1,top5`` (accuracies in %) of every evaluation's ``reps``."""
-    lines = ["run,subject,templates,average,k,n_images,top1,top5"]
+    """``run,selection,subject,templates,average,k,n_images,top1,top5`` (accuracies in %) of every
+    evaluation's ``reps`` (``selection``: ``val-selected`` or ``last``, the checkpoint's epoch)."""
+    lines = ["run,selection,subject,templates,average,k,n_images,top1,top5"]
     for ev in evals:
+        run = f"{ev.get('run', '')},{ev.get('selection', '')}"
         for r in ev.get("reps") or []:
-            lines.append(f"{ev.get('run', '')},{r['subject']},{r['templates']},{r['average']},{r['k']},"
-                         f"{r['n_images']},{100 * r['top1']:.2f},{100 * r['top5']:.2f}")  # fmt: skip
+            acc = f"{100 * r['top1']:.2f},{100 * r['top5']:.2f}"
+            lines.append(f"{run},{r['subject']},{r['templates']},{r['average']},{r['k']},{r['n_images']},{acc}")
     return "\n".join(lines) + "\n"

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint_meta import CheckpointInfo
 from .errors import UserError
 from .templates import TEMPLATE_KINDS, Gallery, template_label, templates_from
 
@@ -198,7 +199,7 @@ def evaluate_model(
     return out
 
 
-def selection_of(info: Mapping[str, Any]) -> str:
+def selection_of(info: CheckpointInfo) -> str:
     """``val-selected`` (best.safetensors), ``last`` (last.safetensors), or the file's stem."""
     if info.get("selection"):
         return str(info["selection"])
@@ -213,7 +214,7 @@ def config_key(train_config: Mapping[str, Any] | None) -> str:
 
 
 def checkpoint_template_source(
-    info: Mapping[str, Any], test: Any, data_dir: str | Path, features: str | None, path: str | Path
+    info: CheckpointInfo, test: Any, data_dir: str | Path, features: str | None, path: str | Path
 ) -> Gallery | Any:
     """The stored gallery (``features`` None and the checkpoint has one), else the feature cache.
 

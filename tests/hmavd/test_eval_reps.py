@@ -48,7 +48,9 @@ def test_reps_curve_at_all_reps_is_the_usual_evaluation_and_cli_writes_it(tmp_pa
     # k = all repetitions, averaged as epochs, is exactly the standard (all-repetition average) evaluation
     assert rows[("epochs", 4)]["top1"] == pytest.approx(ev["results"]["image[test-images]"]["top1"])
     assert rows[("epochs", 4)]["top5"] == pytest.approx(ev["results"]["image[test-images]"]["top5"])
-    assert (tmp_path / "ev" / "reps.csv").read_text().count("\n") == 1 + 2 * 6  # best and last checkpoints
+    lines = (tmp_path / "ev" / "reps.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 6 and lines[0].startswith("run,selection,")  # best and last checkpoints
+    assert {x.split(",")[1] for x in lines[1:]} == {"val-selected", "last"}
     assert "average,k,n_images,top1,top5" in capsys.readouterr().out
 
 
