@@ -176,3 +176,82 @@ def test_packaged_live_and_replay_configs_are_the_defaults(capsys):
     assert printed["top_k"] == 3 and printed["clip_run"] == 20
     assert replay_main(["rec.fif", "--print-config", "replay_speed=2"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["replay_speed"] == 2.0
+
+
+def test_running_stats_and_status_message_count_only_scored_epochs():
+    from bci.engine_stats import RunningStats, score_prediction, status_message
+
+    concepts = ("a", "b", "c", "d", "e", "f")
+    assert score_prediction("b", ("b", "a"), concepts) == (True, True)
+    assert score_prediction("f", ("a", "b", "c", "d", "e", "f"), concepts) == (False, False)  # 6th: outside top-5
+    assert score_prediction("e", ("a", "b", "c", "d", "e"), concepts) == (False, True)
+    assert score_prediction("zebra", ("a",), concepts) == (None, None)  # no template: not scored
+    stats = RunningStats(n_latencies=3)
+    empty = status_message(stats)
+    assert np.isnan(empty["latency_p50_ms"]) and empty["running_top1"] is None and empty["n_epochs"] == 0
+    for lat, hit in [(100.0, (True, True)), (1.0, (False, True)), (2.0, (None, None)), (3.0, (False, False))]:
+        stats.add(lat, *hit)
+    msg = status_message(stats, rejected={"flat": 2}, recording=True, unknown_markers=1, messages=["m"])
+    assert msg["n_epochs"] == 4 and msg["latency_p50_ms"] == 2.0  # the newest 3 latencies: 1, 2, 3
+    assert msg["running_top1"] == pytest.approx(1 / 3) and msg["running_top5"] == pytest.approx(2 / 3)
+    assert msg["rejected"] == {"flat": 2} and msg["recording"] and msg["messages"] == ["m"]
+
+
+def test_recording_drain_writes_each_sample_once_from_the_chosen_start(tmp_path):
+    from bci.recorder import SessionRecorder
+    from bci.recording_drain import RecordingDrain
+
+    src = InMemorySource(["a", "b"], 100.0)
+    src.connect()
+    data = np.arange(2 * 250, dtype=np.float32).reshape(2, 250)
+    src.push(data[:, :100])
+    src.acquire()
+    rec = SessionRecorder(tmp_path / "s", ["a", "b"], 100.0, first_index=40)
+    drain = RecordingDrain(rec, src, 40)
+    assert drain.drain() == 60 and drain.drain() == 0
+    src.push(data[:, 100:])
+    src.acquire()
+    drain.close()
+    out, meta, _ = read_session(tmp_path / "s")
+    np.testing.assert_array_equal(out, data[:, 40:])
+
+
+def test_scope_feed_decimates_on_a_fixed_grid_and_sends_markers_once():
+    from bci.scope_feed import ScopeFeed
+
+    src = InMemorySource(["a"], 200.0, t_start_s=10.0)
+    src.connect()
+    src.push(np.arange(101, dtype=np.float32)[None])
+    src.acquire()
+    feed = ScopeFeed(scope_sfreq=50.0)  # every 4th sample
+    feed.add_marker(10.5, "x")
+    msg = feed.message(src, t_first_s=10.0)
+    assert msg["sfreq"] == 50.0 and msg["data"][0].tolist() == list(range(0, 101, 4)) and msg["markers"] == [(0.5, "x")]
+    src.push(np.arange(101, 110, dtype=np.float32)[None])
+    src.acquire()
+    msg = feed.message(src, t_first_s=10.0)
+    assert msg["data"][0].tolist() == [104.0, 108.0] and msg["t0_s"] == 104 / 200.0 and msg["markers"] == []
+    assert feed.message(src, 10.0) is None  # nothing new on the grid
+
+
+def test_reconnect_starts_from_a_clean_state():
+    eng, src, marks = make_engine()
+    eng.connect()
+    marks.push(T0 + 0.5, 1)
+    src.push(np.random.default_rng(0).standard_normal((5, 400)) * 1e-5)
+    eng.acquire()
+    assert eng.n_predictions == 1 and eng.status()["n_epochs"] == 1
+    eng.disconnect()
+    eng.connect()  # the same injected source and decoder, fresh counters, epocher and scope
+    assert eng.n_predictions == 0 and eng.status()["n_epochs"] == 0 and eng.scope.markers == []
+    assert eng.epocher.pending == [] and eng.connected
+
+
+def test_engine_factory_refuses_unknown_keys():
+    from bci.engine_process import EngineProcess
+
+    with pytest.raises(UserError, match="unknown key.*poll_timeout_s"):
+        EngineProcess.from_values({"poll_timeout_s": 0.1})
+    with pytest.raises(UserError, match="top_k: 0"):
+        EngineProcess.from_values({"top_k": 0})
+    assert EngineProcess.from_values({"top_k": 3}).cfg.top_k == 3
