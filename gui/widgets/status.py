@@ -26,7 +26,9 @@ class StatusPanel(QtWidgets.QLabel):
         self.last = dict(msg)
         self.setText(format_status(msg, self.nominal_sfreq, display_fps))
         rejected = msg.get("rejected") or {}
-        self.setToolTip("rejected epochs by reason:\n" + "\n".join(f"{k}: {v}" for k, v in rejected.items()))
+        tip = "rejected epochs by reason:\n" + "\n".join(f"{k}: {v}" for k, v in rejected.items())
+        notes = list(msg.get("messages") or ())  # connect-time notes, amplitude warning, online MVNN
+        self.setToolTip(tip + ("\n\n" + "\n".join(notes) if notes else ""))
 
     def show_state(self, text: str) -> None:
         self.setText(text)

@@ -123,9 +123,10 @@ def test_status_panel_and_error_banner(qtbot):
     status = StatusPanel()
     qtbot.addWidget(status)
     status.nominal_sfreq = 1000.0
-    status.show_status(status_msg(recording=True))
+    status.show_status(status_msg(recording=True, messages=["stream units uV converted to the model's V"]))
     text = status.text()
     assert "1000.2 Hz" in text and "p99 9.5" in text and "rejected 2 (flat 2)" in text and "REC" in text
+    assert status.toolTip().endswith("flat: 2\n\nstream units uV converted to the model's V")
     banner = ErrorBanner(max_kept=2)
     qtbot.addWidget(banner)
     assert banner.isHidden()
