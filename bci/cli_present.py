@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from hmavd.config import (
     ValidatedConfig,
     add_config_arguments,
-    config_to_dict,
-    load_config,
-    parse_overrides,
+    config_yaml,
+    load_command_config,
     save_config,
 )
 from hmavd.errors import UserError, run_command, setup_logging
@@ -184,14 +182,10 @@ def _parser() -> argparse.ArgumentParser:
 def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
-    flags = {
-        k: getattr(args, k)
-        for k in ("data", "image_list", "block", "dry_run", "marker_stream", "target_image", "out_dir")
-        if getattr(args, k) is not None
-    }
-    cfg = load_config(PresentConfig, args.config, {**flags, **parse_overrides(args.overrides)})
+    flags = ("data", "image_list", "block", "dry_run", "marker_stream", "target_image", "out_dir")
+    cfg = load_command_config(PresentConfig, args, flags)
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(config_yaml(cfg), end="")
         return 0
     if args.measure_delay:
         return measure_delay(args.measure_delay, cfg.photodiode_channel)

@@ -20,9 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import yaml
-
-from hmavd.config import ValidatedConfig, add_config_arguments, config_to_dict, load_config
+from hmavd.config import ValidatedConfig, add_config_arguments, config_yaml, load_command_config
 from hmavd.errors import UserError, run_command, setup_logging
 
 from .replay import LSLPlayer, load_replay, unique_names
@@ -104,13 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
-    keys = (*_FLAGS, "loop", "sample_index", "label_units")
-    flags = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    from hmavd.config import parse_overrides
-
-    cfg = load_config(ReplayConfig, args.config, {**flags, **parse_overrides(args.overrides)})
+    cfg = load_command_config(ReplayConfig, args, (*_FLAGS, "loop", "sample_index", "label_units"))
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(config_yaml(cfg), end="")
         return 0
     if args.to_fif:
         return _to_fif(args.recording, args.to_fif)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from hmavd.config import add_config_arguments, config_to_dict, load_config, parse_overrides, save_config
+from hmavd.config import add_config_arguments, config_yaml, load_command_config, save_config
 from hmavd.errors import UserError, run_command, setup_logging
 
 from .virtual_amp import AmpSettings, VirtualAmp
@@ -74,10 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 def _body(argv: Sequence[str] | None) -> int:
     args = _parser().parse_intermixed_args(argv)
     setup_logging(args.verbose)
-    flags = {k: getattr(args, k) for k in (*_FLAGS, "duration_s") if getattr(args, k) is not None}
-    cfg = load_config(VirtualAmpConfig, args.config, {**flags, **parse_overrides(args.overrides)})
+    cfg = load_command_config(VirtualAmpConfig, args, (*_FLAGS, "duration_s"))
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(config_yaml(cfg), end="")
         return 0
     from .replay import unique_names
     from .virtual_subject import load_virtual_subject

@@ -77,22 +77,9 @@ class PsychoPyDisplay:
             sx = -1 if "left" in cfg.photodiode else 1
             sy = 1 if "top" in cfg.photodiode else -1
             pos = (sx * (w / 2 - cfg.photodiode_px / 2), sy * (h / 2 - cfg.photodiode_px / 2))
-            self.patch = visual.Rect(
-                self.win,
-                width=cfg.photodiode_px,
-                height=cfg.photodiode_px,
-                pos=pos,
-                fillColor="white",
-                lineColor="white",
-            )
-            self.patch_off = visual.Rect(
-                self.win,
-                width=cfg.photodiode_px,
-                height=cfg.photodiode_px,
-                pos=pos,
-                fillColor="black",
-                lineColor="black",
-            )
+            size = {"width": cfg.photodiode_px, "height": cfg.photodiode_px, "pos": pos}
+            self.patch = visual.Rect(self.win, **size, fillColor="white", lineColor="white")
+            self.patch_off = visual.Rect(self.win, **size, fillColor="black", lineColor="black")
         self._stims: dict[str, Any] = {}
         self._keys: list[tuple[str, float]] = []
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,13 +346,3 @@ class VirtualAmp:
             log.info("answering the markers of %r", self.marker_stream)
             self.markers = src
             return
-
-
-def wait_until(cond, timeout_s: float, step_s: float = 0.05) -> bool:
-    """Poll ``cond()`` until true or ``timeout_s`` passes (helper for the command and tests)."""
-    t_end = time.monotonic() + timeout_s
-    while time.monotonic() < t_end:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return bool(cond())

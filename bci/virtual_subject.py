@@ -91,11 +91,6 @@ class VirtualSubject:
     subject: int = 1
     folder: str = ""
 
-    @property
-    def response_length(self) -> int:
-        """Samples from the onset to the end of the response window (offset + waveform length)."""
-        return self.model.window_offset + self.model.waveforms.shape[1]
-
 
 @dataclass(frozen=True)
 class PendingResponse:

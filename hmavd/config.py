@@ -44,6 +44,9 @@ __all__ = [
     "config_to_dict",
     "save_config",
     "config_from_dict",
+    "add_config_arguments",
+    "load_command_config",
+    "config_yaml",
 ]
 
 C = TypeVar("C")
@@ -250,3 +253,18 @@ def add_config_arguments(parser: Any, default: str | None = None) -> None:
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=5")
+
+
+def load_command_config(cls: type[C], args: Any, flags: Iterable[str] = ()) -> C:
+    """A command's config from its parsed arguments (those of :func:`add_config_arguments`).
+
+    ``--config``, then the named ``flags`` the user gave (argparse destinations spelled as the config's
+    keys, ``None`` when absent), then the trailing ``key=value`` overrides, which win.
+    """
+    given = {k: getattr(args, k) for k in flags if getattr(args, k, None) is not None}
+    return load_config(cls, args.config, {**given, **parse_overrides(args.overrides)})
+
+
+def config_yaml(cfg: Any) -> str:
+    """The resolved config as ``--print-config`` prints it: YAML, keys in field order."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,8 +247,3 @@ def score_run(run_dir: str | Path, template: str = "image", image_source: str = 
     res = evaluate_checkpoint(run_dir, templates=(template,), image_source=image_source, ways=())
     metrics = res["results"][template_label(template, image_source)]
     return {"top1": float(metrics["top1"]), "top5": float(metrics["top5"])}
-
-
-def as_rows(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Materialise an iterable of mappings as a list of dicts."""
-    return [dict(r) for r in items]

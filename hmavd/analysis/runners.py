@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ from .common import AnalyzeConfig, Scorer, TrainEvalScorer
 log = logging.getLogger(__name__)
 
 __all__ = ["time_windows", "regions", "gradients", "sweep", "topomaps", "train_config", "signal_window", "data_times"]
-
-ScorerFactory = Callable[[AnalyzeConfig, str], Scorer]
 
 
 def train_config(cfg: AnalyzeConfig, overrides: Mapping[str, Any] | None = None) -> Any:

@@ -53,10 +53,6 @@ class Window:
         """Run name such as ``sliding_100-200ms``."""
         return f"{self.kind}_{ms(self.tmin_s)}-{ms(self.tmax_s)}ms"
 
-    @property
-    def center_s(self) -> float:
-        return 0.5 * (self.tmin_s + self.tmax_s)
-
 
 def window_specs(
     t0_s: float,

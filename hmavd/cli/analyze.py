@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import add_config_arguments, load_config, save_config
+from ..config import add_config_arguments, config_yaml, load_config, save_config
 from ..errors import UserError, run_command, setup_logging
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ def _body(argv: Sequence[str] | None) -> int:
     setup_logging(args.verbose)
     cfg = resolve(args)
     if args.print_config:
-        import yaml
-
-        from ..config import config_to_dict
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+        print(config_yaml(cfg), end="")
         return 0
     if args.runs and args.analysis not in ("gradients", "topomaps"):
         raise UserError(f"--runs: only gradients and topomaps analyse existing runs, not {args.analysis}; drop --runs")

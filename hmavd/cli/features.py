@@ -21,7 +21,14 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ValidatedConfig, add_config_arguments, config_to_dict, load_config, save_config
+from ..config import (
+    ValidatedConfig,
+    add_config_arguments,
+    config_to_dict,
+    config_yaml,
+    load_command_config,
+    save_config,
+)
 from ..errors import UserError, run_command, setup_logging
 
 log = logging.getLogger(__name__)
@@ -139,12 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true")
         add_config_arguments(p, default="features")
     return parser
-
-
-def _config(args: argparse.Namespace) -> FeaturesConfig:
-    flags = {k: getattr(args, k) for k in ("model", "pretrained", "weights", "model_config", "cache_dir")}
-    overrides = list(args.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return load_config(FeaturesConfig, args.config, overrides)
 
 
 def _encoder(cfg: FeaturesConfig):
@@ -330,9 +331,9 @@ def _body(argv: Sequence[str] | None) -> int:
         fc.check_against_metadata(cache, load_image_metadata(args.metadata))
         print(f"{args.cache}: {cache.describe()}; matches {args.metadata}")
         return 0
-    cfg = _config(args)
+    cfg = load_command_config(FeaturesConfig, args, ("model", "pretrained", "weights", "model_config", "cache_dir"))
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(config_yaml(cfg), end="")
         return 0
     if (args.out / "provenance.json").exists() and not args.overwrite:
         raise UserError(f"--out: {args.out} already holds a feature cache; pass --overwrite or pick another folder")

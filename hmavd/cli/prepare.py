@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import add_config_arguments, config_to_dict, load_config
+from ..config import add_config_arguments, config_yaml, load_config
 from ..errors import UserError, run_command, setup_logging
 
 PROG = "hmavd-prepare"
@@ -69,8 +69,7 @@ def _body(argv: Sequence[str] | None) -> int:
 
     cfg = load_config(PrepareConfig, args.config, args.overrides)
     if args.print_config:
-        for k, v in config_to_dict(cfg).items():
-            print(f"{k}: {v}")
+        print(config_yaml(cfg), end="")
         return 0
     written = prepare_subject(cfg)
     for name, path in written.items():

@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import add_config_arguments, config_to_dict, load_config, save_config
+from ..config import add_config_arguments, config_yaml, load_config, save_config
 from ..errors import UserError, run_command, setup_logging
 
 PROG = "hmavd-simulate"
@@ -47,8 +47,7 @@ def _body(argv: Sequence[str] | None) -> int:
     overrides = list(args.overrides) + ([f"scale={args.scale}"] if args.scale else [])
     cfg = load_config(SimulateConfig, args.config, overrides)
     if args.print_config:
-        for k, v in config_to_dict(cfg.resolved()).items():
-            print(f"{k}: {v}")
+        print(config_yaml(cfg.resolved()), end="")
         return 0
     if not args.out:
         raise UserError("--out: missing; name the folder to write the simulated dataset to (e.g. --out data/sim)")

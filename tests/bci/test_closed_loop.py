@@ -34,12 +34,8 @@ from hmavd.models.hmavd_model import HMAVD, ModelConfig
 from hmavd.preprocessing.presets import get_preset
 from hmavd.preprocessing.transforms import apply_whitening, epoch_window_samples, preprocess_epoch, preprocessed_times
 from hmavd.simulate import cut_epochs
+from hmavd.simulate_config import SimulateConfig
 from hmavd.simulate_io import simulate_dataset
-
-try:
-    from hmavd.simulate_config import SimulateConfig
-except ImportError:  # the config's older home
-    from hmavd.simulate_io import SimulateConfig
 
 pytestmark = pytest.mark.lsl
 
@@ -98,44 +94,23 @@ def _present_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from bci.cli_present import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
-def test_present_amp_live_closed_loop(sim, tmp_path):
+def _run_closed_loop(sim: Path, tmp_path: Path, ckpt: Path, mvnn: Path, pres_dir: Path):
+    """The presenter (a process), the amplifier and the headless engine on real LSL, until every image
+    is decoded. Returns ``(amp, engine, messages, summary, presenter output, presenter exit code)``."""
     tag = uuid.uuid4().hex[:8]
     eeg_stream, marker_stream = f"test-amp-{tag}", f"test-present-{tag}"
-    preset = get_preset("nice")
-    test_split = load_split(sim / "preprocessed_eeg" / "sub-01" / "preprocessed_eeg_test.npy")
-    ch_names = list(test_split.ch_names)
-    ckpt = _checkpoint(tmp_path, ch_names, preset)
-    mvnn = sim / "preprocessed_eeg" / "sub-01" / "mvnn.npz"
-    pres_dir = tmp_path / "present"
+    args = ("--data", str(sim), "--block", "test", "--dry-run", "--marker-stream", marker_stream)
+    options = (f"reps={REPS_LIVE}", "seed=3", "wait_consumers_s=60", "lead_s=5")
     present = subprocess.Popen(
-        _present_cmd(
-            "--data",
-            str(sim),
-            "--block",
-            "test",
-            "--dry-run",
-            "--marker-stream",
-            marker_stream,
-            "--out-dir",
-            str(pres_dir),
-            f"reps={REPS_LIVE}",
-            "seed=3",
-            "wait_consumers_s=60",
-            "lead_s=5",
-        ),
+        _present_cmd(*args, "--out-dir", str(pres_dir), *options),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    subject = load_virtual_subject(sim)
     settings = AmpSettings(unit="microvolts", montage="acticap64", sample_index=True, push_delay_s=0.1)
+    markers = LSLMarkerSource(marker_stream, resolve_timeout_s=30.0)
     amp = VirtualAmp(
-        subject,
-        settings,
-        markers=LSLMarkerSource(marker_stream, resolve_timeout_s=30.0),
-        eeg_stream=eeg_stream,
-        poll_interval_s=0.01,
-        keep_record=True,
+        load_virtual_subject(sim), settings, markers, eeg_stream=eeg_stream, poll_interval_s=0.01, keep_record=True
     )
     messages: list[dict] = []
     try:
@@ -164,7 +139,18 @@ def test_present_amp_live_closed_loop(sim, tmp_path):
         amp.disconnect()
         if present.poll() is None:
             present.kill()
-    assert present.returncode == 0, out
+    return amp, engine, messages, summary, out, present.returncode
+
+
+def test_present_amp_live_closed_loop(sim, tmp_path):
+    preset = get_preset("nice")
+    test_split = load_split(sim / "preprocessed_eeg" / "sub-01" / "preprocessed_eeg_test.npy")
+    ch_names = list(test_split.ch_names)
+    ckpt = _checkpoint(tmp_path, ch_names, preset)
+    mvnn = sim / "preprocessed_eeg" / "sub-01" / "mvnn.npz"
+    pres_dir = tmp_path / "present"
+    amp, engine, messages, summary, out, returncode = _run_closed_loop(sim, tmp_path, ckpt, mvnn, pres_dir)
+    assert returncode == 0, out
     # -- the presenter: every image shown once, on the 60 Hz flip grid, pushed right after its flip
     pres = json.loads((pres_dir / "presentation.json").read_text())
     with open(pres_dir / "shown.tsv") as fh:

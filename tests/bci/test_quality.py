@@ -93,7 +93,7 @@ def _replay(flat_from_s=None, sfreq=200.0, duration_s=6.0):
 
 
 def test_engine_sends_quality_messages():
-    src = RecordingSource(_replay(), chunk_s=0.1, poll_interval=None)
+    src = RecordingSource(_replay(), chunk_s=0.1, poll_interval_s=None)
     cfg = LiveConfig(quality_interval_s=1e-9)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=_decoder(), preset=PRESET)
     eng.connect()
@@ -108,7 +108,7 @@ def test_engine_sends_quality_messages():
 
 
 def test_headless_logs_quality_at_start_and_on_change(tmp_path, caplog):
-    src = RecordingSource(_replay(flat_from_s=3.0), chunk_s=0.1, poll_interval=None)
+    src = RecordingSource(_replay(flat_from_s=3.0), chunk_s=0.1, poll_interval_s=None)
     cfg = LiveConfig(quality_interval_s=1e-9)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=_decoder(), preset=PRESET)
     with caplog.at_level(logging.INFO, logger="bci.headless"):

@@ -216,7 +216,7 @@ def test_live_lsl_session_recorded_as_xdf_aligns_markers_exactly(tmp_path):
     player = LSLPlayer(load_replay(str(path)), eeg_name, marker_name, speed=4.0)
     templates = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
     dec = Decoder.from_model(tiny_model(), templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
-    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval=0.02)
+    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval_s=0.02)
     marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(stream_units="V"), source=src, markers=marks, decoder=dec, preset=PRESET)
     eng.connect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -272,3 +273,22 @@ def test_loader_rejects_unknown_keys_of_every_command_config():
     for cls, _, _ in _command_configs():
         with pytest.raises(UserError, match=f"unknown config key 'bogus_key'.*{cls.__name__}"):
             load_config(cls, None, {"bogus_key": 1})
+
+
+def test_command_config_from_flags_and_overrides_and_its_printout(tmp_path):
+    """The commands' shared path: --config, then the flags given (None = absent), then key=value (wins)."""
+    import argparse
+
+    from hmavd.config import config_yaml, load_command_config
+
+    (tmp_path / "c.yaml").write_text("epochs: 7\nname: file\n")
+    args = argparse.Namespace(config=str(tmp_path / "c.yaml"), overrides=["lr=0.5"], name="flag", window=None)
+    cfg = load_command_config(Toy, args, ("name", "window"))
+    assert cfg == Toy(epochs=7, lr=0.5, name="flag")  # window=None was not given: the default stays
+    args.overrides = ["name=override"]
+    assert load_command_config(Toy, args, ("name",)).name == "override"
+    assert yaml.safe_load(config_yaml(cfg)) == {**dataclasses.asdict(cfg), "seeds": [0]}
+    assert list(yaml.safe_load(config_yaml(cfg))) == [f.name for f in dataclasses.fields(Toy)]  # field order
+    args.bogus = 3
+    with pytest.raises(UserError, match="unknown config key 'bogus'"):
+        load_command_config(Toy, args, ("bogus",))

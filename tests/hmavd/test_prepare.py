@@ -73,16 +73,8 @@ def write_fixture(root: Path, n_sessions: int = 2, sfreqs=None, fmt: str = "npy"
 
 
 def _args(raw_dir: Path, out: Path, preset: str = "nice", *extra: str) -> list[str]:
-    return [
-        "--config",
-        f"prepare-{preset}",
-        f"raw_dir={raw_dir}",
-        f"out_dir={out}",
-        f"max_reps_training={REPS_TRAIN}",
-        f"max_reps_test={REPS_TEST}",
-        "progress=false",
-        *extra,
-    ]
+    reps = (f"max_reps_training={REPS_TRAIN}", f"max_reps_test={REPS_TEST}")
+    return ["--config", f"prepare-{preset}", f"raw_dir={raw_dir}", f"out_dir={out}", *reps, "progress=false", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -211,13 +203,9 @@ def test_fif_sessions_give_the_same_output(tmp_path, prepared_nice):
 
 
 def test_prepare_subject_api_returns_paths(fixture_root, tmp_path):
+    reps = {"max_reps_training": 2, "max_reps_test": 3}
     cfg = PrepareConfig(
-        raw_dir=str(fixture_root / "raw_eeg"),
-        out_dir=str(tmp_path),
-        sessions=(1,),
-        max_reps_training=2,
-        max_reps_test=3,
-        progress=False,
+        raw_dir=str(fixture_root / "raw_eeg"), out_dir=str(tmp_path), sessions=(1,), **reps, progress=False
     )
     paths = prepare_subject(cfg)
     assert set(paths) == {"training", "test", "mvnn", "config"}
@@ -237,6 +225,15 @@ def _events_fixture():
     return data, names, events
 
 
+def _write_brainvision(folder: Path, data, names, events, **kw) -> None:
+    """``folder/rec.vhdr`` with the events as ``Stimulus/S<code>`` markers (pybv)."""
+    import pybv
+
+    pybv.write_brainvision(
+        data=data, sfreq=SFREQ, ch_names=names, fname_base="rec", folder_out=str(folder), events=events[:, [0, 2]], **kw
+    )
+
+
 def test_thingseeg2_fif_brainvision_edf_readers_agree(tmp_path):
     data, names, events = _events_fixture()
     npy = write_thingseeg2_raw(tmp_path / "raw_eeg_test.npy", data, names, SFREQ, events)
@@ -249,17 +246,7 @@ def test_thingseeg2_fif_brainvision_edf_readers_agree(tmp_path):
     _, ev_fif = read_recording(tmp_path / "rec_raw.fif")
     np.testing.assert_array_equal(ev_fif, ev)
     # BrainVision via pybv: markers "Stimulus/S16540" must map to 16540 (not MNE's default renumbering)
-    import pybv
-
-    pybv.write_brainvision(
-        data=data,
-        sfreq=SFREQ,
-        ch_names=names,
-        fname_base="rec",
-        folder_out=str(tmp_path),
-        events=events[:, [0, 2]],
-        unit="µV",
-    )
+    _write_brainvision(tmp_path, data, names, events, unit="µV")
     raw_bv, ev_bv = read_recording(tmp_path / "rec.vhdr")
     np.testing.assert_array_equal(ev_bv[:, [0, 2]], events[:, [0, 2]])
     np.testing.assert_allclose(raw_bv.get_data(), data, rtol=1e-6, atol=1e-9)
@@ -341,17 +328,8 @@ def test_nearest_samples():
 
 def test_brainvision_default_mapping_is_the_pitfall(tmp_path):
     """MNE's default ``events_from_annotations`` does not give 16540 for ``Stimulus/S16540`` (why we parse)."""
-    import pybv
-
     data, names, events = _events_fixture()
-    pybv.write_brainvision(
-        data=data,
-        sfreq=SFREQ,
-        ch_names=names,
-        fname_base="rec",
-        folder_out=str(tmp_path),
-        events=events[:, [0, 2]],
-    )
+    _write_brainvision(tmp_path, data, names, events)
     raw = mne.io.read_raw_brainvision(tmp_path / "rec.vhdr", verbose="error")
     default, _ = mne.events_from_annotations(raw, verbose="error")
     assert 16540 not in default[:, 2]
