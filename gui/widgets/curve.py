@@ -50,25 +50,18 @@ class RepetitionCurveWidget(QtWidgets.QGroupBox):
         item.enableAutoRange(x=False, y=False)
         item.getAxis("bottom").setTicks([[(float(np.log10(k)), str(k)) for k in _K_TICKS]])
         item.addLegend(offset=(-8, -8))  # bottom right: the curves rise to the top right
-        self.top1_item = item.plot(
-            [],
-            [],
-            pen=pg.mkPen(_TOP1, width=2),
-            symbol="o",
-            symbolSize=6,
-            symbolBrush=_TOP1,
-            symbolPen=None,
-            name="top-1",
-        )
-        self.top5_item = item.plot(
-            [],
-            [],
-            pen=pg.mkPen(_TOP5, width=2),
-            symbol="s",
-            symbolSize=6,
-            symbolBrush=_TOP5,
-            symbolPen=None,
-            name="top-5",
+        self.top1_item, self.top5_item = (
+            item.plot(
+                [],
+                [],
+                pen=pg.mkPen(colour, width=2),
+                symbol=symbol,
+                symbolSize=6,
+                symbolBrush=colour,
+                symbolPen=None,
+                name=name,
+            )
+            for colour, symbol, name in ((_TOP1, "o", "top-1"), (_TOP5, "s", "top-5"))
         )
         self.chance_lines = tuple(
             pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(colour, width=1, style=QtCore.Qt.PenStyle.DashLine))
