@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .checkpoint_meta import CheckpointInfo, training_info
-from .config import config_from_dict, config_to_dict
+from .config import config_from_dict, config_to_dict, save_config
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -90,19 +90,24 @@ def load_data(cfg: Any) -> Any:
 
 
 class RunWriter:
-    """Writes one run's checkpoints, each with its typed metadata and the model's gallery.
+    """Writes one run's folder: config, metrics log and checkpoints, each with its typed metadata and gallery.
 
     Parameters
     ----------
     cfg : TrainConfig
     data : TrainingSet
         Its ``cache`` is the feature cache the gallery is computed from.
+    run_dir : Path
+    main : bool
+        [distributed] only the main process writes; elsewhere every method is a no-op.
     """
 
-    def __init__(self, cfg: Any, data: Any) -> None:
+    def __init__(self, cfg: Any, data: Any, run_dir: Path, main: bool = True) -> None:
         from .datasets import cache_summary
 
-        self.cfg, self.cache = cfg, data.cache
+        self.cfg, self.cache, self.run_dir, self.main = cfg, data.cache, Path(run_dir), main
+        self.last_path, self.best_path = self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
         self.summary = cache_summary(data.cache)
         self.info: CheckpointInfo = training_info(
             data_dir=str(Path(cfg.data_dir).resolve()),  # absolute, for the live engine's MVNN/feature defaults
@@ -115,6 +120,18 @@ class RunWriter:
             n_val=len(data.val_eeg),
             units="V",  # hmavd-prepare writes volts; the live engine converts streams to these units
         )
+
+    def start(self, resumed_epoch: int | None = None) -> None:
+        """A fresh folder (empty metrics log), or the metrics of a run resumed after ``resumed_epoch``."""
+        if not self.main:
+            return
+        if resumed_epoch is not None:
+            truncate_metrics(self.metrics_path, resumed_epoch)
+            log.info("resuming %s after epoch %d", self.run_dir, resumed_epoch)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics_path.write_text("")
+        save_config(self.cfg, self.run_dir / "config.yaml")
 
     def gallery(self, model: torch.nn.Module) -> Any:
         """The model's :class:`~hmavd.templates.Gallery` on the training cache (eval mode, no gradients)."""
@@ -137,6 +154,28 @@ class RunWriter:
         selection = "last" if path.stem == "last" else "val-selected"
         extra = {**self.info, "epoch": epoch, "val_loss": val_loss, "selection": selection}
         return save_checkpoint(path, model, self.cfg, extra, state=state, gallery=gallery)
+
+    def end_epoch(
+        self,
+        model: torch.nn.Module,
+        epoch: int,
+        val_loss: float,
+        improved: bool,
+        records: list[dict[str, Any]],
+        state: dict[str, Any],
+        gen: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        """After an epoch: ``best.safetensors`` when ``improved``, the metrics lines, ``last.safetensors``
+        (with ``state`` and the RNG states); one gallery for both checkpoints."""
+        if not self.main:
+            return
+        gallery = self.gallery(model)
+        if improved:
+            self.save(self.best_path, model, epoch, val_loss, gallery)
+        with self.metrics_path.open("a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in records))
+        self.save(self.last_path, model, epoch, val_loss, gallery, state={**state, "rng": rng_state(gen, device)})
 
 
 def resume_state(

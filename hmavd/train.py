@@ -29,7 +29,6 @@ Run folder ``<out_dir>/<run_name>/``: ``config.yaml`` (resolved), ``metrics.json
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import ValidatedConfig, save_config
+from .config import ValidatedConfig
 from .devices import resolve_device
 from .errors import UserError
 from .optim import apply_schedule
@@ -341,6 +340,67 @@ def _batches(n: int, batch_size: int, perm: torch.Tensor, min_size: int = 2) -> 
     return [perm[i : i + batch_size] for i in range(0, n, batch_size) if min(batch_size, n - i) >= min_size]
 
 
+def _epoch_steps(
+    step_fn: TrainStep,
+    cfg: TrainConfig,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    perm: torch.Tensor,
+    min_batch: int,
+    dctx: Any,
+    global_step: int,
+    total_steps: int,
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """The optimisation steps of one epoch over the permutation ``perm``: ``([(step, logs)], global step)``."""
+    eeg, img, txt = batch  # (N, C, T), (N, D), (N, D_text)
+    step_logs = []
+    for idx in _batches(len(eeg), cfg.batch_size, perm, min_batch):
+        idx = dctx.shard(idx)  # [distributed] this rank's contiguous part of the global batch
+        apply_schedule(step_fn.optimizer, cfg, global_step, total_steps)  # [recipes] no-op if constant
+        logs = step_fn(eeg[idx], img[idx], txt[idx])
+        global_step += 1
+        step_logs.append((global_step, logs))
+    return step_logs, global_step
+
+
+def _resident(data: Any, device: torch.device) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The training and validation (EEG, image, text) arrays as tensors on the device, moved once."""
+
+    def move(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.as_tensor(x).to(device) for x in arrays)
+
+    train_set = move(data.eeg, data.image_features, data.text_features)
+    return train_set, move(data.val_eeg, data.val_image_features, data.val_text_features)
+
+
+def _epoch_records(
+    cfg: TrainConfig,
+    epoch: int,
+    global_step: int,
+    step_logs: list[tuple[int, dict[str, Any]]],
+    val: dict[str, float],
+    best_val: float,
+    t0: float,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The metrics lines of one epoch: one per step, then the epoch's (its ``val_loss`` selects the checkpoint;
+    the training loss stands in without validation images; ``best``: it improved on ``best_val``)."""
+    from .run_folder import to_jsonable
+
+    records = [{"type": "step", "epoch": epoch, "step": s, **to_jsonable(lg)} for s, lg in step_logs]
+    train_loss = float(np.mean([r["total"] for r in records]))
+    val_loss = selection_loss(val, cfg.select_on) if val else train_loss
+    rec = {
+        "type": "epoch",
+        "epoch": epoch,
+        "step": global_step,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        **{f"val/{k}": v for k, v in val.items()},
+        "best": val_loss < best_val,
+        "time_s": time.perf_counter() - t0,
+    }
+    return records, rec
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -363,103 +423,58 @@ def train(
     dist_ctx : hmavd.distributed.DistContext, optional
         [distributed] default: :func:`hmavd.distributed.setup` (DDP under ``torchrun``, else one process).
     """
-    from .run_folder import RunWriter, load_data, resume_state, rng_state, to_jsonable, truncate_metrics
+    from .distributed import setup as dist_setup  # [distributed]
+    from .run_folder import RunWriter, load_data, resume_state
 
     cfg.check_paths()
     run_dir = run_dir_of(cfg)
-    last_path, best_path, metrics_path = (
-        run_dir / n for n in ("last.safetensors", "best.safetensors", "metrics.jsonl")
-    )
-    if last_path.exists() and not resume:
+    if (run_dir / "last.safetensors").exists() and not resume:
         raise UserError(f"run_name: {run_dir} already holds a run; pass --resume {run_dir} or another run_name=...")
-    from .distributed import setup as dist_setup  # [distributed]
-
     dctx = dist_ctx if dist_ctx is not None else dist_setup(cfg.device)  # [distributed]
-    main = dctx.is_main  # [distributed] only rank 0 writes files
     device = dctx.device if dctx.is_distributed or dist_ctx is not None else resolve_device(cfg.device)
     data = load_data(cfg)
     from .models.image_heads import check_bank_levels  # [recipes] blur_levels needs the bank's level count
 
     check_bank_levels(cfg.image_head, cfg.image_levels, data.cache.provenance, str(data.cache.path))
-    n_chans, n_times = data.eeg.shape[1:]
-    feature_dim = data.image_features.shape[1]
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, n_chans, n_times, feature_dim, data.text_features.shape[1]).to(device)
+    model = build_model(cfg, *data.eeg.shape[1:], data.image_features.shape[1], data.text_features.shape[1])
+    model = model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-
-    def dev(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(x).to(device)
-
-    eeg, img, txt = dev(data.eeg), dev(data.image_features), dev(data.text_features)  # (N, C, T), (N, D), (N, D)
-    v_eeg, v_img, v_txt = dev(data.val_eeg), dev(data.val_image_features), dev(data.val_text_features)
-    n = len(eeg)
+    batch, val_batch = _resident(data, device)  # (N, C, T), (N, D), (N, D_text) each
+    n = len(batch[0])
     min_batch = max(2, dctx.world_size)  # [distributed] every rank needs a sample of every batch
     steps_per_epoch = len(_batches(n, cfg.batch_size, torch.arange(n), min_batch))
     if steps_per_epoch == 0:
         raise UserError(f"batch_size: {n} training samples make no batch of >= 2; use more data")
+    writer = RunWriter(cfg, data, run_dir, dctx.is_main)  # [distributed] only rank 0 writes files
+    resuming = resume and writer.last_path.exists()
     if cfg.finetune:  # start from a trained model; only finetune_layers train (a resume reloads last.safetensors)
         from .finetune import apply_finetune
 
-        apply_finetune(model, cfg, load=not (resume and last_path.exists()))
+        apply_finetune(model, cfg, load=not resuming)
     optimizer = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     step_fn = TrainStep(cfg, model, optimizer, dctx if dctx.is_distributed else None)  # [distributed]
-    writer = RunWriter(cfg, data)  # checkpoints with their typed metadata and gallery
     start_epoch, global_step, best_val = 0, 0, math.inf
-    if resume and last_path.exists():
-        start_epoch, global_step, best_val = resume_state(cfg, last_path, model, optimizer, gen, device)
-        if main:  # [distributed]
-            truncate_metrics(metrics_path, start_epoch)
-        log.info("resuming %s after epoch %d", run_dir, start_epoch)
-    elif main:  # [distributed]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
-    if main:  # [distributed]
-        save_config(cfg, run_dir / "config.yaml")
-    log.info("training %s on %s: %d train / %d val samples, %s", run_dir.name, device, n, len(v_eeg), tuple(eeg.shape))
-    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=run_dir.name, disable=not (progress and main), unit="epoch")
+    if resuming:
+        start_epoch, global_step, best_val = resume_state(cfg, writer.last_path, model, optimizer, gen, device)
+    writer.start(start_epoch if resuming else None)
+    log.info("training %s on %s: %d train / %d val samples", run_dir.name, device, n, len(val_batch[0]))
+    show = progress and dctx.is_main  # [distributed]
+    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=run_dir.name, disable=not show, unit="epoch")
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         # [distributed] every rank draws the same permutation; shard each batch here
         perm = torch.randperm(n, generator=gen).to(device)
-        step_logs = []
-        for idx in _batches(n, cfg.batch_size, perm, min_batch):
-            idx = dctx.shard(idx)  # [distributed] this rank's contiguous part of the global batch
-            apply_schedule(optimizer, cfg, global_step, cfg.epochs * steps_per_epoch)  # [recipes] no-op if constant
-            logs = step_fn(eeg[idx], img[idx], txt[idx])
-            global_step += 1
-            step_logs.append((global_step, logs))
-        records = [{"type": "step", "epoch": epoch, "step": s, **to_jsonable(lg)} for s, lg in step_logs]
-        train_loss = float(np.mean([r["total"] for r in records]))
-        val = validation_loss(step_fn, v_eeg, v_img, v_txt, cfg.batch_size) if len(v_eeg) >= 2 else {}
-        val_loss = selection_loss(val, cfg.select_on) if val else train_loss
-        improved = val_loss < best_val
-        if improved:
-            best_val = val_loss
-        gallery = writer.gallery(model) if main else None  # [distributed] rank 0 writes the checkpoints
-        if improved and main:  # [distributed]
-            writer.save(best_path, model, epoch, val_loss, gallery)
-        rec = {
-            "type": "epoch",
-            "epoch": epoch,
-            "step": global_step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            **{f"val/{k}": v for k, v in val.items()},
-            "best": improved,
-            "time_s": time.perf_counter() - t0,
-        }
-        if main:  # [distributed] only rank 0 writes the log and the last checkpoint
-            with metrics_path.open("a") as fh:
-                fh.write("".join(json.dumps(r) + "\n" for r in [*records, rec]))
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "rng": rng_state(gen, device),
-                "global_step": global_step,
-                "best_val": best_val,
-            }
-            writer.save(last_path, model, epoch, val_loss, gallery, state=state)
+        step_logs, global_step = _epoch_steps(
+            step_fn, cfg, batch, perm, min_batch, dctx, global_step, cfg.epochs * steps_per_epoch
+        )
+        val = validation_loss(step_fn, *val_batch, cfg.batch_size) if len(val_batch[0]) >= 2 else {}
+        records, rec = _epoch_records(cfg, epoch, global_step, step_logs, val, best_val, t0)
+        best_val = min(best_val, rec["val_loss"])
+        state = {"optimizer": optimizer.state_dict(), "global_step": global_step, "best_val": best_val}
+        writer.end_epoch(model, epoch, rec["val_loss"], rec["best"], [*records, rec], state, gen, device)
         bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=f"{rec['val_loss']:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, rec)
     bar.close()
