@@ -68,8 +68,11 @@ class LiveSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LiveSettings:
-        """Build from a dict, ignoring unknown keys and values of the wrong type (older files)."""
+        """Build from a dict; unknown keys and values of the wrong type (older files) are logged and skipped."""
         out = cls()
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            log.warning("settings: ignoring unknown key(s) %s (not LiveSettings fields)", ", ".join(unknown))
         for f in dataclasses.fields(cls):
             if f.name not in values:
                 continue

@@ -156,7 +156,7 @@ def test_thumbnail_index_understands_thingseeg2_layout(tmp_path):
     assert len(ThumbnailIndex(tmp_path, concepts=["zebra"])) == 0
 
 
-def test_settings_round_trip_and_bad_files(tmp_path):
+def test_settings_round_trip_and_bad_files(tmp_path, caplog):
     path = tmp_path / "cfg" / "live.json"
     assert load_settings(path) == LiveSettings()
     s = LiveSettings(eeg_stream="EEG-1", scope_scale_uv=20.0, scope_channels=["Oz", "O1"])
@@ -165,6 +165,7 @@ def test_settings_round_trip_and_bad_files(tmp_path):
     path.write_text(json.dumps({"eeg_stream": 5, "replay_speed": 2, "unknown": 1}))
     loaded = load_settings(path)
     assert loaded.eeg_stream == "" and loaded.replay_speed == 2.0
+    assert "ignoring unknown key(s) unknown" in caplog.text and "ignoring eeg_stream=5" in caplog.text
     path.write_text("{not json")
     assert load_settings(path) == LiveSettings()
 
