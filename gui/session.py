@@ -230,10 +230,11 @@ class LiveSession:
     # ------------------------------------------------------------------ engine
     def config_values(self, fields: Mapping[str, str]) -> dict[str, Any]:
         """The ``LiveConfig`` values of the window's fields (``eeg_stream``, ``marker_stream``, ``checkpoint``,
-        ``features``, ``whitening``, ``templates``, ``image_source``) and the remembered settings."""
+        ``features``, ``whitening``, ``templates``, ``image_source``; a missing one keeps ``LiveConfig``'s
+        default) and the remembered settings."""
         keys = ("eeg_stream", "marker_stream", "checkpoint", "features", "whitening", "templates", "image_source")
         return {
-            **{k: str(fields.get(k, "")).strip() for k in keys},
+            **{k: str(v).strip() for k, v in fields.items() if k in keys},
             "record_dir": self.settings.record_dir,
             "scope_sfreq": self.scope_sfreq,
             # scope data twice per frame, so every frame has new samples to draw (the engine's loop

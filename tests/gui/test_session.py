@@ -18,6 +18,7 @@ from gui_fakes import (
     status_msg,
 )
 
+from bci.live_config import LiveConfig
 from gui.session import LiveSession
 from gui.settings import LiveSettings
 from gui.streams import StreamEntry
@@ -65,10 +66,23 @@ def _connect(session, **fields):
 
 
 def test_config_values_come_from_the_fields_and_the_settings(session):
-    values = session.config_values({"eeg_stream": " eeg-x ", "templates": "text"})
-    assert values["eeg_stream"] == "eeg-x" and values["templates"] == "text" and values["marker_stream"] == ""
+    values = session.config_values({"eeg_stream": " eeg-x ", "templates": "text", "image_dir": "imgs"})
+    assert values["eeg_stream"] == "eeg-x" and values["templates"] == "text" and "marker_stream" not in values
+    assert "image_dir" not in values  # the window's thumbnails, not a LiveConfig field
     assert values["scope_interval_s"] == pytest.approx(0.02)  # twice per frame
     assert values["stream_units"] == "uV" and values["record_dir"] == session.settings.record_dir
+    fields = {
+        "eeg_stream": "eeg-x",
+        "marker_stream": "mk",
+        "checkpoint": "c",
+        "features": "",
+        "whitening": "",
+        "templates": "fused",
+        "image_source": "centers",
+        "image_dir": "",
+    }
+    cfg = LiveConfig(**session.config_values(fields))  # every value is a LiveConfig field, valid as it is
+    assert (cfg.templates, cfg.scope_interval_s, cfg.stream_units) == ("fused", 0.02, "uV")
 
 
 def test_connect_refuses_missing_inputs_and_a_failing_engine(session):
