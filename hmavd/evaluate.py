@@ -330,11 +330,12 @@ def aggregate(evals: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("top
     Runs are one config when their training configs differ only by seed (:func:`config_key`); a method
     name with several configs gets one line each (``name [key]``). Returns one row per group with
     ``mean_<metric>``, ``std_<metric>`` (population std, 0 for one seed, in %), ``n_seeds``,
-    ``selection`` and ``published`` (the method's published figure, :mod:`hmavd.results`), plus an
+    ``selection`` and ``published`` (the method's published figure, :mod:`hmavd.results`; only beside
+    200-way evaluations, ``not 200-way`` otherwise), plus an
     ``Avg`` row per line averaging the per-subject means (its std is the spread of the per-seed
     averages when every subject has the same seeds, else the std over the subjects' means).
     """
-    from .results import format_published, published_for
+    from .results import PUBLISHED_WAYS, format_published, published_for
 
     evals = list(evals)
     labels = _method_labels(evals)
@@ -343,6 +344,8 @@ def aggregate(evals: Iterable[Mapping[str, Any]], metrics: Sequence[str] = ("top
         method = labels[(ev.get("method", "model"), ev.get("config_key", ""))]
         published = format_published(published_for(ev.get("method", "model"), ev.get("protocol", "intra")))
         for label, res in ev["results"].items():
+            if published != "–" and res.get("n_templates", PUBLISHED_WAYS) != PUBLISHED_WAYS:
+                published = f"not {PUBLISHED_WAYS}-way"  # the published figures are 200-way ThingsEEG2 numbers
             line = (method, ev.get("protocol", "intra"), label, ev.get("selection", "val-selected"), published)
             groups[(*line, int(ev["subject"]))][ev.get("seed")] = {m: 100.0 * res[m] for m in metrics if m in res}
     rows: list[dict[str, Any]] = []
@@ -393,7 +396,8 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = (
     out.write(f"\nTop-{'/'.join(m[3:] for m in metrics)} accuracy in %, zero-shot; test EEG averaged over ")
     out.write("repetitions; mean±std over seeds. Epoch: val-selected = lowest validation loss (best.safetensors), ")
     out.write("last = final epoch (last.safetensors); nothing is selected on the test set. Published: the authors' ")
-    out.write("mean over subjects, with the epoch it reports (test-selected figures flatter; hmavd/results.py).\n")
+    out.write("200-way ThingsEEG2 mean over subjects, with the epoch it reports (test-selected figures flatter; ")
+    out.write("hmavd/results.py); beside a simulated subject it only marks the target.\n")
     return out.getvalue()
 
 

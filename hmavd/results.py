@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Published", "PUBLISHED", "published_for", "format_published"]
+__all__ = ["Published", "PUBLISHED", "PUBLISHED_WAYS", "published_for", "format_published"]
+
+#: every published figure here is 200-way (ThingsEEG2's 200 test concepts)
+PUBLISHED_WAYS = 200
 
 
 @dataclass(frozen=True)

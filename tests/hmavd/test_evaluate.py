@@ -114,6 +114,11 @@ def test_last_and_selected_epochs_are_separate_lines_and_configs_are_not_mixed()
     assert all(x.endswith("| 50.9/79.7 (last) |") for x in lines)  # UBP's published figure is its last epoch
     loso = table_markdown(aggregate([_ev("visual-blur", 2, 0, 0.1, 0.2, protocol="loso")]))
     assert "| visual-blur (loso) | val-selected |" in loso and "20.0/48.0 (last)" in loso
+    small = _ev("ubp", 1, 0, 0.5, 0.9)
+    small["results"]["image[test-images]"]["n_templates"] = 40  # e.g. a small simulated subject
+    assert table_markdown(aggregate([small])).splitlines()[2].endswith("| not 200-way |")
+    small["results"]["image[test-images]"]["n_templates"] = 200
+    assert table_markdown(aggregate([small])).splitlines()[2].endswith("| 50.9/79.7 (last) |")
 
 
 def test_published_figures_say_which_epoch_they_report():
