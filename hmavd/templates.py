@@ -137,10 +137,9 @@ def build_templates(
     -------
     Tensor, shape (n_test_concepts, D), L2-normalised for ``"cosine"``.
     """
-    check_template_args(kind, image_source, scoring)
-    text = np.asarray(cache.text_features("test"), dtype=np.float32)  # (K, D_text)
-    image = _image_inputs(cache, image_source, image_labels, len(text)) if kind != "text" else None
     check_template_args(kind, image_source, scoring, _use_text(model))
+    text = np.asarray(cache.text_features("test"), dtype=np.float32)  # (K, D_text)
+    image = _image_inputs(cache, image_source, image_labels, len(text)) if kind != "text" else None  # (K, D)
     with torch.no_grad():
         return model.encode_templates(
             image_features=None if image is None else _tensor(image, device),
