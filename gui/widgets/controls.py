@@ -40,8 +40,26 @@ class ControlPanel(QtWidgets.QWidget):
 
     def __init__(self, pick_file: Callable[[QtWidgets.QLineEdit, bool], None] | None = None) -> None:
         super().__init__()
-        pick_file = pick_file or self.pick_path
-        # -- streams
+        boxes = QtWidgets.QHBoxLayout()
+        boxes.setContentsMargins(0, 0, 0, 0)
+        for title, inner, stretch in (
+            ("Streams", self._streams_box(), 4),
+            ("Model", self._model_box(pick_file or self.pick_path), 6),
+            ("Session", self._session_box(), 0),
+        ):
+            box = QtWidgets.QGroupBox(title)
+            box.setLayout(inner)
+            boxes.addWidget(box, stretch)
+        self.notice = QtWidgets.QLabel("")
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice.setVisible(False)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(boxes)
+        lay.addWidget(self.notice)
+
+    def _streams_box(self) -> QtWidgets.QGridLayout:
         self.eeg_combo = QtWidgets.QComboBox(editable=True)
         self.marker_combo = QtWidgets.QComboBox(editable=True)
         for combo, tip in (
@@ -68,8 +86,9 @@ class ControlPanel(QtWidgets.QWidget):
         row.addStretch(1)
         streams.addLayout(row, 2, 1, 1, 2)
         streams.setColumnStretch(1, 1)
+        return streams
 
-        # -- model
+    def _model_box(self, pick_file: Callable[[QtWidgets.QLineEdit, bool], None]) -> QtWidgets.QGridLayout:
         self.checkpoint_edit = QtWidgets.QLineEdit()
         self.features_edit = QtWidgets.QLineEdit()
         self.whitening_edit = QtWidgets.QLineEdit()
@@ -101,8 +120,9 @@ class ControlPanel(QtWidgets.QWidget):
         model.addLayout(tmpl, 2, 3)
         model.setColumnStretch(1, 1)
         model.setColumnStretch(3, 1)
+        return model
 
-        # -- session
+    def _session_box(self) -> QtWidgets.QGridLayout:
         self.demo_button = QtWidgets.QPushButton("▶ Start demo")
         self.demo_button.setToolTip("replay the simulated subject's test session and decode it with the demo model")
         self.demo_button.setStyleSheet(_PRIMARY)
@@ -123,22 +143,7 @@ class ControlPanel(QtWidgets.QWidget):
         session.addWidget(self.replay_speed_spin, 1, 1)
         session.addWidget(self.record_button, 2, 0)
         session.addWidget(self.stop_replay_button, 2, 1)
-
-        boxes = QtWidgets.QHBoxLayout()
-        boxes.setContentsMargins(0, 0, 0, 0)
-        for title, inner, stretch in (("Streams", streams, 4), ("Model", model, 6), ("Session", session, 0)):
-            box = QtWidgets.QGroupBox(title)
-            box.setLayout(inner)
-            boxes.addWidget(box, stretch)
-
-        self.notice = QtWidgets.QLabel("")
-        self.notice.setWordWrap(True)
-        self.notice.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.notice.setVisible(False)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addLayout(boxes)
-        lay.addWidget(self.notice)
+        return session
 
     def pick_path(self, edit: QtWidgets.QLineEdit, directory: bool) -> None:  # pragma: no cover - dialogs
         """Let the user choose a file (or a folder) for ``edit``."""
