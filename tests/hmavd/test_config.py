@@ -292,3 +292,20 @@ def test_command_config_from_flags_and_overrides_and_its_printout(tmp_path):
     args.bogus = 3
     with pytest.raises(UserError, match="unknown config key 'bogus'"):
         load_command_config(Toy, args, ("bogus",))
+
+
+def test_every_packaged_config_loads_into_exactly_one_command_config():
+    """A renamed or misspelt key in a packaged YAML fails here (unknown keys are refused), not in a user's run."""
+    from bci.live_config import LiveConfig
+    from hmavd.train import TrainConfig
+
+    classes = {cls for cls, _, _ in _command_configs()} | {TrainConfig, LiveConfig}
+    for name in available_configs():
+        fits = []
+        for cls in classes:
+            try:
+                load_config(cls, name)
+            except UserError:
+                continue
+            fits.append(cls.__name__)
+        assert len(fits) == 1, (name, fits)
