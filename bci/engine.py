@@ -395,7 +395,7 @@ class LiveEngine:
         return {
             "stream": desc.name,
             "checkpoint": cfg.checkpoint,
-            "features": self.info.get("features_path", ""),
+            "features": plan.templates.features_path if plan else "",
             "whitening": whitening,
             "preset": self.preset.name if self.preset else "",
             "ch_units": list(desc.ch_units),

@@ -67,8 +67,8 @@ class TemplatesPlan:
     """What the decoder compares EEG features with.
 
     ``kind`` (image/text/fused) and ``image_source`` (test-images/centers) from the settings;
-    ``features_path`` the feature cache they are encoded from; ``gallery`` True when the checkpoint
-    carries its own trained gallery.
+    ``features_path`` the feature cache they are encoded from (``""`` for the gallery); ``gallery`` True
+    when they are the checkpoint's own stored gallery.
     """
 
     kind: str
@@ -241,10 +241,17 @@ def resolve_session(
         model_times=tuple(float(t) for t in info.get("times") or ()),
         model_sfreq=float(info.get("sfreq") or 0.0),
         whitening=_whitening_plan(cfg, info, whitening_given),
-        templates=TemplatesPlan(cfg.templates, cfg.image_source, features, bool(info.get("gallery"))),
+        templates=TemplatesPlan(cfg.templates, cfg.image_source, features, _uses_gallery(info)),
         source="replay" if cfg.replay else "lsl",
         markers=markers,
     )
+
+
+def _uses_gallery(info: Mapping[str, Any]) -> bool:
+    """The decoder took its templates from the checkpoint's stored gallery (``template_source``, set by
+    :meth:`bci.decoder.Decoder.from_checkpoint`; else whether the checkpoint holds one)."""
+    source = info.get("template_source")
+    return source == "gallery" if source else info.get("gallery") is not None
 
 
 def load_session_whitening(plan: SessionPlan, ch_names: Sequence[str]) -> np.ndarray | None:

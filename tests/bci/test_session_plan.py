@@ -42,6 +42,8 @@ def test_preset_units_channels_and_time_axis_come_from_the_checkpoint():
     assert plan.templates.features_path == "data/features/f" and plan.templates.kind == "image"
     assert not plan.templates.gallery and plan.checkpoint == "runs/r/best.safetensors"
     assert (plan.source, plan.markers) == ("lsl", "lsl")
+    plan = resolve_session(LiveConfig(whitening="none"), _info(features_path="", template_source="gallery"))
+    assert plan.templates.gallery and plan.templates.features_path == ""  # the checkpoint's stored gallery
     # a recorded preset and units win over the time axis; preset= wins over both; a handed preset over all
     plan = resolve_session(LiveConfig(whitening="none"), _info(preset="gifford", units="uV"))
     assert (plan.preset.name, plan.preset_reason, plan.units) == ("gifford", "recorded", "uV")
