@@ -13,6 +13,7 @@ from sklearn.utils import shuffle
 from hmavd.channels import THINGS63, VISUAL17
 from hmavd.cli.prepare import main
 from hmavd.data.thingseeg2 import load_split, load_subject
+from hmavd.errors import UserError
 from hmavd.preprocessing import PRESETS
 from hmavd.preprocessing.prepare import PrepareConfig, load_mvnn, prepare_subject, repetition_permutation
 from hmavd.preprocessing.raw_io import parse_event_code, read_recording, write_thingseeg2_raw
@@ -271,20 +272,19 @@ def _xdf_varlen(n: int) -> bytes:
     return b"\x04" + struct.pack("<I", n)
 
 
+def _xdf_header(name: str, kind: str, n_chans: int, srate: float, fmt: str, desc: str = "") -> str:
+    fields = f"<name>{name}</name><type>{kind}</type><channel_count>{n_chans}</channel_count>"
+    fields += f"<nominal_srate>{srate}</nominal_srate><channel_format>{fmt}</channel_format>"
+    return f"<?xml version='1.0'?><info>{fields}{desc}</info>"
+
+
 def write_xdf(path: Path, data_uv: np.ndarray, names, sfreq: float, t0: float, markers) -> Path:
     """A minimal XDF file: a float32 EEG stream in µV (time stamps from ``t0``) and a string marker stream."""
     import struct
 
     chans = "".join(f"<channel><label>{n}</label><unit>microvolts</unit></channel>" for n in names)
-    eeg_hdr = (
-        f"<?xml version='1.0'?><info><name>eeg</name><type>EEG</type><channel_count>{len(names)}"
-        f"</channel_count><nominal_srate>{sfreq}</nominal_srate><channel_format>float32</channel_format>"
-        f"<desc><channels>{chans}</channels></desc></info>"
-    )
-    mk_hdr = (
-        "<?xml version='1.0'?><info><name>mk</name><type>Markers</type><channel_count>1</channel_count>"
-        "<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>"
-    )
+    eeg_hdr = _xdf_header("eeg", "EEG", len(names), sfreq, "float32", f"<desc><channels>{chans}</channels></desc>")
+    mk_hdr = _xdf_header("mk", "Markers", 1, 0, "string")
     out = [b"XDF:", _xdf_chunk(1, b"<?xml version='1.0'?><info><version>1.0</version></info>")]
     out += [
         _xdf_chunk(2, struct.pack("<I", 1) + eeg_hdr.encode()),
@@ -435,8 +435,6 @@ def test_too_few_repetitions(capsys, fixture_root, tmp_path):
 
 
 def test_unknown_recording_suffix_and_missing(tmp_path):
-    from hmavd.errors import UserError
-
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(UserError, match="unsupported suffix"):
         read_recording(tmp_path / "x.txt")
@@ -487,7 +485,6 @@ def test_group_repetitions_public_subset_and_chronological():
 
 
 def test_merge_checks_condition_order():
-    from hmavd.errors import UserError
     from hmavd.preprocessing.prepare import SessionEpochs, merge_test_sessions, merge_training_sessions
 
     def ses(images, s):
