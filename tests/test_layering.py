@@ -34,8 +34,8 @@ QT_ROOTS = {"PyQt6", "PyQt5", "PySide6", "PySide2", "pyqtgraph", "qtpy"}
 #: Optional extras: importing a package never needs them (hmavd[present] is PsychoPy, loaded by the window only).
 OPTIONAL_ROOTS = {"psychopy", "pyglet"}
 
-#: The ``gui`` modules that hold no widget: pure helpers and settings, tested without Qt.
-QT_FREE_GUI = ("gui.state", "gui.settings", "gui.streams")
+#: The ``gui`` modules that hold no widget: pure helpers, settings, stream discovery and the session object.
+QT_FREE_GUI = ("gui.state", "gui.settings", "gui.streams", "gui.session")
 
 
 def _imported_by(*targets: str) -> dict:
