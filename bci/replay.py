@@ -178,7 +178,7 @@ class LSLPlayer:
         log_pushes: bool = False, units: str = "V", label_units: bool = True,
     ) -> None:  # fmt: skip
         if speed <= 0:
-            raise UserError(f"--speed: {speed} must be > 0 (1 = real time)")
+            raise UserError(f"replay_speed: {speed} must be > 0 (1 = real time, 10 = ten times faster)")
         self.rec, self.speed, self.loop = rec, float(speed), bool(loop)
         self.eeg_name, self.marker_name = eeg_name, marker_name
         n = rec.data.shape[1]
