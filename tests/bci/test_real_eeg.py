@@ -125,7 +125,7 @@ def decode_live(stamps, eeg, aux, codes):
                                                        ("pool_stride", 5)))  # fmt: skip
     templates = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
     dec = Decoder.from_model(HMAVD(cfg).eval(), templates, ["house", "face"], 4, n_times, EEG4, device="cpu")
-    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval=0.02)
+    src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
     eng = LiveEngine(LiveConfig(marker_timeout_s=5.0), source=src, markers=LSLMarkerSource(name + "-mk", 5.0),
                      decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
     eng.epoch_log = []

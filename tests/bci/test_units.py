@@ -200,8 +200,9 @@ def test_replay_command_unlabelled_microvolts_refused_by_headless(tmp_path, caps
     path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg, mk = _names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-name", eeg, "--marker-name", mk,
-                               "--speed", "2", "--wait-consumers-s", "30", "--units", "uV", "--no-unit-label"],
+    replay_args = [str(path), "--eeg-stream", eeg, "--marker-stream", mk, "--replay-speed", "2",
+                   "--wait-consumers-s", "30", "--units", "uV", "--no-unit-label"]  # fmt: skip
+    player = subprocess.Popen([sys.executable, "-c", code, *replay_args],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         rc = live_main(["--headless", "--eeg-stream", eeg, "--marker-stream", mk, "--checkpoint", str(ckpt),
