@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import add_config_arguments, config_from_dict, config_to_dict, load_config, parse_overrides
+from ..config import add_config_arguments, config_from_dict, config_yaml, load_command_config, parse_overrides
 from ..errors import UserError, run_command, setup_logging
 
 PROG = "hmavd-train"
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, default="hmavd-63")
-    p.add_argument("--data", help="dataset root (ThingsEEG2 layout); sets data_dir")
+    p.add_argument("--data", dest="data_dir", help="dataset root (ThingsEEG2 layout); sets data_dir")
     p.add_argument("--subject", help="subject number, comma-separated list, or 'all' (one run each)")
     p.add_argument("--seeds", help="comma-separated seeds (one run each), e.g. 0,1,2; sets seed")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -82,11 +82,9 @@ def _body(argv: Sequence[str] | None) -> int:
         cfg = _resume_config(Path(args.resume), args.overrides)
         print(train(cfg, resume=True, progress=not args.no_progress))
         return 0
-    extra = [f"data_dir={args.data}"] if args.data else []
-    extra += [f"finetune={args.finetune}"] if args.finetune else []
-    cfg = load_config(TrainConfig, args.config, [*extra, *args.overrides])
+    cfg = load_command_config(TrainConfig, args, ("data_dir", "finetune"))
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(config_yaml(cfg), end="")
         return 0
     subjects = parse_subjects(args.subject, cfg.data_dir) if args.subject else [cfg.subject]
     try:
