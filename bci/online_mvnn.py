@@ -173,8 +173,9 @@ class OnlineMVNN:
             return False
         self.online, self.n_at_online = whitening_matrix(self.covariance), self.n_epochs
         self.changed_at_epoch, self.changed_at_s = self.n_epochs, onset_s
-        self.history.append({"n_epochs": self.n_epochs, "onset_s": onset_s,
-                             "distance_to_training": self.distance_to_training()})  # fmt: skip
+        self.history.append(
+            {"n_epochs": self.n_epochs, "onset_s": onset_s, "distance_to_training": self.distance_to_training()}
+        )
         if self.n_at_online == self.n_epochs and len(self.history) == 1:
             log.info(
                 "online MVNN: warm-up done after %d epochs; whitening with the session's own estimate", self.n_epochs
@@ -197,10 +198,13 @@ class OnlineMVNN:
         """What the status message and the session record carry (plain JSON types)."""
         return {
             "source": "online" if self.active else ("training" if self.training is not None else "none"),
-            "n_epochs": self.n_epochs, "warmup_epochs": self.warmup_epochs, "frozen": self.frozen,
-            "changed_at_epoch": self.changed_at_epoch, "changed_at_s": self.changed_at_s,
+            "n_epochs": self.n_epochs,
+            "warmup_epochs": self.warmup_epochs,
+            "frozen": self.frozen,
+            "changed_at_epoch": self.changed_at_epoch,
+            "changed_at_s": self.changed_at_s,
             "distance_to_training": self.distance_to_training(),
-        }  # fmt: skip
+        }
 
     def message(self) -> str:
         """One line for the status messages."""
@@ -210,19 +214,30 @@ class OnlineMVNN:
                 f"MVNN: {r['source']} matrix, online estimate warming up ({self.n_epochs}/{self.warmup_epochs} epochs)"
             )
         state = "frozen" if self.frozen else "updating"
-        return (f"MVNN: online estimate of this session, {self.n_epochs} epochs ({state}), last changed at epoch "
-                f"{self.changed_at_epoch}, {r['distance_to_training']:.2f} from the training matrix")  # fmt: skip
+        return (
+            f"MVNN: online estimate of this session, {self.n_epochs} epochs ({state}), last changed at epoch "
+            f"{self.changed_at_epoch}, {r['distance_to_training']:.2f} from the training matrix"
+        )
 
     def save(self, path) -> None:
         """Write ``mvnn_online.npz``: covariance (C, C), whitening (C, C), training (C, C), counts, history."""
         c = 0 if self.covariance is None else self.covariance.shape[0]
         empty = np.full((c, c), np.nan)
-        hist = np.array([[h["n_epochs"], np.nan if h["onset_s"] is None else h["onset_s"], h["distance_to_training"]]
-                         for h in self.history], dtype=np.float64).reshape(-1, 3)  # fmt: skip
+        hist = np.array(
+            [
+                [h["n_epochs"], np.nan if h["onset_s"] is None else h["onset_s"], h["distance_to_training"]]
+                for h in self.history
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 3)
         np.savez(
-            path, covariance=empty if self.covariance is None else self.covariance,
+            path,
+            covariance=empty if self.covariance is None else self.covariance,
             whitening=empty if self.online is None else self.online,
             training=empty if self.training is None else self.training,
-            n_epochs=self.n_epochs, n_at_whitening=self.n_at_online, warmup_epochs=self.warmup_epochs,
-            freeze=self.freeze, history=hist,
-        )  # fmt: skip
+            n_epochs=self.n_epochs,
+            n_at_whitening=self.n_at_online,
+            warmup_epochs=self.warmup_epochs,
+            freeze=self.freeze,
+            history=hist,
+        )

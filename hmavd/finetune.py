@@ -9,7 +9,8 @@ session. ``finetune_layers`` says what trains; everything else keeps the checkpo
   and the temperature stay as trained, so the templates do not move;
 - ``eeg_projection``: only the EEG projection head (the smallest change).
 
-Frozen batch-norm layers stay in eval mode (their running statistics are not updated either).
+Frozen batch-norm layers stay in eval mode (their running statistics are not updated either): a forward
+pre-hook, and ``model.train()`` leaves them in eval mode, for kernels that read ``bn.training`` directly.
 
 Resuming a fine-tune run (``--resume``) continues from its own ``last.safetensors``, not from the
 start checkpoint again, and re-applies the same freezing, so it equals an uninterrupted run.
@@ -77,14 +78,38 @@ def apply_finetune(model: torch.nn.Module, cfg, load: bool = True) -> dict[str, 
     for name, p in model.named_parameters():
         p.requires_grad_(trains(name, cfg.finetune_layers))
         counts["trainable" if p.requires_grad else "frozen"] += p.numel()
-    for name, m in model.named_modules():  # frozen batch norms keep their running statistics too
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not trains(name + ".", cfg.finetune_layers):
-            m.register_forward_pre_hook(_keep_eval)
-    log.info("fine-tuning from %s: %s trains (%d parameters, %d frozen)", cfg.finetune, cfg.finetune_layers,
-             counts["trainable"], counts["frozen"])  # fmt: skip
+    frozen_bn = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not trains(name + ".", cfg.finetune_layers)
+    ]
+    for m in frozen_bn:  # frozen batch norms keep their running statistics too
+        m.register_forward_pre_hook(_keep_eval)
+    if frozen_bn:  # ... also where a fused kernel reads ``bn.training`` without calling the module
+        model.train = _train_keeping_eval(model, frozen_bn)
+    log.info(
+        "fine-tuning from %s: %s trains (%d parameters, %d frozen)",
+        cfg.finetune,
+        cfg.finetune_layers,
+        counts["trainable"],
+        counts["frozen"],
+    )
     return counts
 
 
 def _keep_eval(module: torch.nn.Module, _inputs) -> None:
     """Forward pre-hook: a frozen batch norm normalises with, and never updates, its running statistics."""
     module.eval()
+
+
+def _train_keeping_eval(model: torch.nn.Module, frozen: list[torch.nn.Module]):
+    """``model.train(mode)`` that leaves the ``frozen`` modules in eval mode (``training`` stays False)."""
+    base = type(model).train
+
+    def train(mode: bool = True) -> torch.nn.Module:
+        base(model, mode)
+        for m in frozen:
+            m.eval()
+        return model
+
+    return train

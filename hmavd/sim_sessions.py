@@ -74,8 +74,13 @@ def draw_session(rng: np.random.Generator, n_chans: int, change: SessionChange) 
     factor[noisy] = change.noisy_factor
     amp = rng.uniform(0.0, 1.0, n_chans) * change.line_uv * 1e-6  # (C,) volts
     phase = rng.uniform(0.0, 2 * np.pi, n_chans)
-    return {"gains": gains, "noise_factor": factor, "noisy_channels": np.sort(noisy), "line_amp_v": amp,
-            "line_phase": phase}  # fmt: skip
+    return {
+        "gains": gains,
+        "noise_factor": factor,
+        "noisy_channels": np.sort(noisy),
+        "line_amp_v": amp,
+        "line_phase": phase,
+    }
 
 
 def line_noise(n_samples: int, sfreq: float, hz: float, amp_v: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -142,8 +147,9 @@ def write_new_session(cfg, root: str | Path, scale: float = 1.0, change: Session
 
     root = Path(root)
     if not (root / "simulation.json").exists():
-        raise UserError(f"--out: {root} holds no simulated dataset (simulation.json); simulate it first, then add "
-                        "new_session=true")  # fmt: skip
+        raise UserError(
+            f"--out: {root} holds no simulated dataset (simulation.json); simulate it first, then add new_session=true"
+        )
     out = root / NEW_SESSION_DIR
     summary: dict[str, Any] = {"scale": scale, "change": {}, "subjects": []}
     for subject in range(1, cfg.n_subjects + 1):
@@ -154,23 +160,33 @@ def write_new_session(cfg, root: str | Path, scale: float = 1.0, change: Session
         sub = f"sub-{subject:02d}"
         paths = {}
         for part, reps in (("training", cfg.train_reps_per_session), ("test", cfg.test_reps_per_session)):
-            x, onsets, ev = render_session(rng, fm, part, reps, ch, drawn, cfg.catch_fraction, cfg.sequence_length,
-                                           cfg.sequence_gap_s)  # fmt: skip
+            x, onsets, ev = render_session(
+                rng, fm, part, reps, ch, drawn, cfg.catch_fraction, cfg.sequence_length, cfg.sequence_gap_s
+            )
             p = out / "raw_eeg" / sub / "ses-01" / f"raw_eeg_{part}.npy"
             paths[part] = str(write_thingseeg2_raw(p, x, fm["ch_names"], fm["sfreq"], np.column_stack([onsets, ev])))
             if part == "test":
-                paths["replay"] = str(_write_replay_fif(out / "recordings" / f"{sub}_test.fif", x, fm["ch_names"],
-                                                        onsets, ev))  # fmt: skip
+                paths["replay"] = str(
+                    _write_replay_fif(out / "recordings" / f"{sub}_test.fif", x, fm["ch_names"], onsets, ev)
+                )
             del x
         summary["change"] = asdict(scaled)
-        summary["subjects"].append({
-            "subject": subject, "paths": paths,
-            "noisy_channels": [fm["ch_names"][i] for i in drawn["noisy_channels"]],
-            "gain_range": [float(drawn["gains"].min()), float(drawn["gains"].max())],
-            "line_uv_max": float(drawn["line_amp_v"].max() * 1e6),
-        })  # fmt: skip
+        summary["subjects"].append(
+            {
+                "subject": subject,
+                "paths": paths,
+                "noisy_channels": [fm["ch_names"][i] for i in drawn["noisy_channels"]],
+                "gain_range": [float(drawn["gains"].min()), float(drawn["gains"].max())],
+                "line_uv_max": float(drawn["line_amp_v"].max() * 1e6),
+            }
+        )
         info = summary["subjects"][-1]
-        log.info("new session of %s: gains %.2f…%.2f, noisy %s, line ≤ %.1f µV", sub, *info["gain_range"],
-                 info["noisy_channels"], info["line_uv_max"])  # fmt: skip
+        log.info(
+            "new session of %s: gains %.2f…%.2f, noisy %s, line ≤ %.1f µV",
+            sub,
+            *info["gain_range"],
+            info["noisy_channels"],
+            info["line_uv_max"],
+        )
     atomic_write_json(out / "session_change.json", summary)
     return summary

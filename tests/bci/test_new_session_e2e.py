@@ -14,9 +14,18 @@ from hmavd.preprocessing.presets import get_preset
 from hmavd.sim_sessions import write_new_session
 from hmavd.simulate_io import SimulateConfig, simulate_dataset
 
-SIM = {"n_train_concepts": 60, "n_train_images_per_concept": 4, "n_test_concepts": 40, "n_sessions": 2,
-       "train_reps_per_session": 1, "test_reps_per_session": 8, "n_sources": 8, "snr": 0.5, "progress": False,
-       "write_raw": False}  # fmt: skip
+SIM = {
+    "n_train_concepts": 60,
+    "n_train_images_per_concept": 4,
+    "n_test_concepts": 40,
+    "n_sessions": 2,
+    "train_reps_per_session": 1,
+    "test_reps_per_session": 8,
+    "n_sources": 8,
+    "snr": 0.5,
+    "progress": False,
+    "write_raw": False,
+}
 
 
 class RidgeModel(torch.nn.Module):
@@ -37,7 +46,7 @@ class RidgeModel(torch.nn.Module):
 
 def _accumulated(out, dec, w, online: bool) -> float:
     path = out / "new_session" / "recordings" / "sub-01_test.fif"
-    src = RecordingSource(load_replay(str(path)), chunk_s=0.25, poll_interval=None)
+    src = RecordingSource(load_replay(str(path)), chunk_s=0.25, poll_interval_s=None)
     cfg = LiveConfig(mvnn_online=online, mvnn_warmup_epochs=20, accumulate="epochs")
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=dec, preset=get_preset("nice"), whitening=w)
     eng.connect()

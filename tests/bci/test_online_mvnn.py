@@ -81,10 +81,13 @@ def test_update_every_and_freeze():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"mvnn_warmup_epochs": 0}, "mvnn_warmup_epochs: 0"), ({"mvnn_freeze": -1}, "mvnn_freeze: -1"),
-     ({"mvnn_freeze": 5, "mvnn_warmup_epochs": 10}, "mvnn_freeze: 5 is below"),
-     ({"mvnn_update_every": 0}, "mvnn_update_every: 0")],
-)  # fmt: skip
+    [
+        ({"mvnn_warmup_epochs": 0}, "mvnn_warmup_epochs: 0"),
+        ({"mvnn_freeze": -1}, "mvnn_freeze: -1"),
+        ({"mvnn_freeze": 5, "mvnn_warmup_epochs": 10}, "mvnn_freeze: 5 is below"),
+        ({"mvnn_update_every": 0}, "mvnn_update_every: 0"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(kw, match):
     with pytest.raises(UserError, match=match):
         LiveConfig(**kw).validate()
@@ -94,8 +97,15 @@ def test_engine_whitens_with_the_running_estimate(tmp_path):
     path, eeg, events = make_recording(tmp_path / "rec_raw.fif", duration_s=8.0)
     w_train = np.diag([1.0, 2.0, 0.5, 1.5]) * 1e5
     rng = np.random.default_rng(3)
-    dec = Decoder.from_model(tiny_model(), rng.standard_normal((len(CONCEPTS), 16)).astype(np.float32), CONCEPTS, 4,
-                             N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(),
+        rng.standard_normal((len(CONCEPTS), 16)).astype(np.float32),
+        CONCEPTS,
+        4,
+        N_TIMES,
+        CH_NAMES,
+        device="cpu",
+    )
     src = InMemorySource([*CH_NAMES, "sample_index"], SFREQ_IN, t_start_s=T0)
     marks = InMemoryMarkers()
     cfg = replace(LiveConfig(status_interval_s=0.0, scope_interval_s=0.0), mvnn_online=True, mvnn_warmup_epochs=8)

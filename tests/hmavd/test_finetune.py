@@ -17,10 +17,18 @@ from hmavd.train import TrainConfig, train
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
-    data = write_planted_dataset(root / "data", n_train_concepts=12, images_per_concept=3, n_test_concepts=10,
-                                 n_times=80, dim=16)  # fmt: skip
-    cfg = dataclasses.replace(load_config(TrainConfig, "hmavd-63"), data_dir=str(data), out_dir=str(root / "runs"),
-                              epochs=1, batch_size=8, spr_sigma_max=1e-3, device="cpu")  # fmt: skip
+    data = write_planted_dataset(
+        root / "data", n_train_concepts=12, images_per_concept=3, n_test_concepts=10, n_times=80, dim=16
+    )
+    cfg = dataclasses.replace(
+        load_config(TrainConfig, "hmavd-63"),
+        data_dir=str(data),
+        out_dir=str(root / "runs"),
+        epochs=1,
+        batch_size=8,
+        spr_sigma_max=1e-3,
+        device="cpu",
+    )
     return cfg, train(dataclasses.replace(cfg, run_name="start"), progress=False)
 
 
@@ -30,8 +38,10 @@ def _weights(run, which="last"):
 
 def test_eeg_finetune_changes_only_the_eeg_side(base):
     cfg, start = base
-    run = train(dataclasses.replace(cfg, run_name="ft-eeg", finetune=str(start), finetune_layers="eeg", epochs=2),
-                progress=False)  # fmt: skip
+    run = train(
+        dataclasses.replace(cfg, run_name="ft-eeg", finetune=str(start), finetune_layers="eeg", epochs=2),
+        progress=False,
+    )
     w0, w1 = _weights(start, "best"), _weights(run)
     changed = {k for k in w0 if not torch.equal(w0[k], w1[k])}
     assert changed and all(trains(k, "eeg") for k in changed)

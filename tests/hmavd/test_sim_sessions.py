@@ -15,8 +15,16 @@ from hmavd.preprocessing.transforms import mvnn_covariance
 from hmavd.sim_sessions import SessionChange, draw_session, line_noise
 from hmavd.simulate_io import SimulateConfig, simulate_dataset
 
-TINY = {"n_train_concepts": 10, "n_train_images_per_concept": 2, "n_test_concepts": 12, "n_sessions": 2,
-        "train_reps_per_session": 1, "test_reps_per_session": 3, "n_sources": 8, "progress": False}  # fmt: skip
+TINY = {
+    "n_train_concepts": 10,
+    "n_train_images_per_concept": 2,
+    "n_test_concepts": 12,
+    "n_sessions": 2,
+    "train_reps_per_session": 1,
+    "test_reps_per_session": 3,
+    "n_sources": 8,
+    "progress": False,
+}
 
 
 def test_line_noise_is_a_sinusoid_of_the_given_amplitude_and_frequency():
