@@ -242,7 +242,8 @@ def _json_line(line: str) -> dict[str, Any] | None:
 
 def score_run(run_dir: str | Path, template: str = "image", image_source: str = "test-images") -> dict[str, float]:
     """Zero-shot full-way top-1/top-5 (fractions) of a trained run's best checkpoint on its test set."""
-    from ..evaluate import evaluate_checkpoint, template_label
+    from ..evaluate import evaluate_checkpoint
+    from ..templates import template_label
 
     res = evaluate_checkpoint(run_dir, templates=(template,), image_source=image_source, ways=())
     metrics = res["results"][template_label(template, image_source)]

@@ -68,7 +68,7 @@ def data_channels(tcfg: Any) -> list[str]:
 
 def context_line(cfg: AnalyzeConfig, tcfg: Any, n_test: int | None) -> str:
     """Figure subtitle: ``"hmavd-63 (tsconv), sub-01, 50-way zero-shot, image[test-images] templates, 20 epochs"``."""
-    from ..evaluate import template_label
+    from ..templates import template_label
 
     ways = f"{n_test}-way zero-shot" if n_test else "zero-shot"
     subject = f"sub-{tcfg.subject:02d}" + (" held out (LOSO)" if tcfg.protocol == "loso" else "")

@@ -137,7 +137,7 @@ def run_maps(run: str | Path, subject: int | None = None, max_epochs: int = 0, d
     """
     from ..checkpoint import load_checkpoint
     from ..datasets import load_test_set, resolve_feature_cache
-    from ..evaluate import build_templates
+    from ..templates import build_templates
     from ..features.cache import load_feature_cache
 
     model, info = load_checkpoint(run, map_location=device)
