@@ -1,4 +1,9 @@
-"""The fused temporal conv + pool of TSConv equals NICE's two layers: outputs, gradients, state_dict."""
+"""The fused TSConv front end equals NICE's layer order: outputs, every gradient, BatchNorm statistics, state_dict.
+
+On CPU ``fused=True`` runs conv → pool → BatchNorm → ELU → spatial conv as one autograd function
+(moving average, BatchNorm folded into the kernel, channel-major matrix products); on CUDA the conv + pool
+is one strided convolution. Both are compared with ``fused=False`` (the modules in NICE's order).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hmavd.models.encoders import TSConv, build_encoder, fused_temporal_kernel, temporal_conv_pool
+import hmavd.models.encoders as enc_mod
+from hmavd.models.encoders import TSConv, box_average, build_encoder, fused_temporal_kernel, temporal_conv_pool
 
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=1e-4, atol=1e-5)}
 
@@ -100,24 +106,6 @@ def test_autograd_gradcheck_of_the_fused_conv():
     assert torch.autograd.gradcheck(lambda x, w, b: temporal_conv_pool(x, w, b, 9, 3), (x, w, b))
 
 
-def test_kernel_gradient_over_several_chunks(monkeypatch):
-    """The kernel gradient accumulated over batch chunks equals the one-shot reference."""
-    import hmavd.models.encoders as enc_mod
-
-    monkeypatch.setattr(enc_mod, "_GRAD_CHUNK", 3)
-    torch.manual_seed(3)
-    conv = torch.nn.Conv2d(1, 5, (1, 25)).to(torch.float64)
-    pool = torch.nn.AvgPool2d((1, 51), (1, 5))
-    x = torch.randn(8, 1, 4, 130, dtype=torch.float64)  # (B, 1, C, T): 3 chunks of 3, 3, 2
-    g = torch.randn(8, 5, 4, 12, dtype=torch.float64)  # (B, F, C, T')
-    want = torch.autograd.grad((pool(conv(x)) * g).sum(), [conv.weight, conv.bias])
-    got = torch.autograd.grad(
-        (temporal_conv_pool(x, conv.weight, conv.bias, 51, 5) * g).sum(), [conv.weight, conv.bias]
-    )
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, **TOL[torch.float64])
-
-
 def test_training_mode_batchnorm_statistics_agree():
     fused, ref = _pair(17, 250, torch.float64)
     fused.train(), ref.train()
@@ -151,3 +139,147 @@ def test_fused_is_the_default_and_not_equal_to_a_wrong_kernel():
     w, b = enc.tsconv[0].weight, enc.tsconv[0].bias
     wrong = F.conv2d(x, F.pad(w, (0, 50)), b, stride=(1, 5))  # (B, 40, C, T')
     assert not torch.allclose(wrong, temporal_conv_pool(x, w, b, 51, 5), atol=1e-5)
+
+
+def _no_dropout(*models: torch.nn.Module) -> None:
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+
+
+def _assert_same_gradients(fused: torch.nn.Module, ref: torch.nn.Module, dtype: torch.dtype, train: bool) -> None:
+    """Every parameter's gradient agrees; in training mode the biases in front of a BatchNorm get ~0 in both.
+
+    Those gradients are exactly 0 in exact arithmetic (the batch mean removes a bias), so they are compared
+    against the scale of the largest gradient instead of their own (rounding noise).
+    """
+    grads = dict(fused.named_parameters())
+    largest = max(float(p.grad.abs().max()) for p in ref.parameters() if p.grad is not None)
+    for name, p_ref in ref.named_parameters():
+        assert p_ref.grad is not None and grads[name].grad is not None, name
+        g_f, g_r = grads[name].grad, p_ref.grad
+        if train and name in ("tsconv.0.bias", "tsconv.4.bias"):
+            assert float((g_f - g_r).abs().max()) <= 1e-5 * largest, name
+            continue
+        scale = g_r.norm().clamp_min(1e-30)
+        err = float((g_f - g_r).norm() / scale)
+        assert err < (1e-10 if dtype == torch.float64 else 1e-4), (name, err)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("name", ["tsconv", "tsconv_sa", "tsconv_ga"])
+def test_every_gradient_equals_the_reference_in_train_and_eval_mode(name, train):
+    """Outputs, every parameter's gradient, the input's gradient and BatchNorm's running statistics."""
+    torch.manual_seed(0)
+    fused = build_encoder(name, 9, 130).double().train(train)
+    ref = build_encoder(name, 9, 130, fused=False).double().train(train)
+    ref.load_state_dict(fused.state_dict())
+    _no_dropout(fused, ref)
+    x = (torch.randn(5, 9, 130, dtype=torch.float64) * 2 + 0.7).requires_grad_()  # (B, C, T)
+    x_ref = x.detach().clone().requires_grad_()
+    out_f, out_r = fused(x), ref(x_ref)  # (B, F)
+    torch.testing.assert_close(out_f, out_r, **TOL[torch.float64])
+    target = torch.randn_like(out_f)
+    (out_f * target).sum().backward()
+    (out_r * target).sum().backward()
+    _assert_same_gradients(fused, ref, torch.float64, train)
+    torch.testing.assert_close(x.grad, x_ref.grad, **TOL[torch.float64])
+    for i in (2, 5):  # both BatchNorms: running statistics and batch counter
+        bn_f, bn_r = fused.tsconv[i], ref.tsconv[i]
+        torch.testing.assert_close(bn_f.running_mean, bn_r.running_mean, **TOL[torch.float64])
+        torch.testing.assert_close(bn_f.running_var, bn_r.running_var, **TOL[torch.float64])
+        assert int(bn_f.num_batches_tracked) == int(bn_r.num_batches_tracked) == int(train)
+    if train:  # the running statistics really moved (the comparison above can fail)
+        assert not torch.allclose(fused.tsconv[2].running_var, torch.ones(40, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_float32_paper_sized_gradients_agree(train):
+    fused, ref = _pair(63, 250, torch.float32)
+    fused.train(train), ref.train(train)
+    _no_dropout(fused, ref)
+    x = torch.randn(8, 63, 250)  # (B, C, T)
+    out_f, out_r = fused(x), ref(x)
+    torch.testing.assert_close(out_f, out_r, **TOL[torch.float32])
+    target = torch.randn_like(out_f)
+    (out_f * target).sum().backward()
+    (out_r * target).sum().backward()
+    _assert_same_gradients(fused, ref, torch.float32, train)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_channel_chunks_give_the_same_result(monkeypatch, train):
+    """Tiny chunks (one channel each, the last chunk partial) change nothing but the order of the sums."""
+    torch.manual_seed(4)
+    x = torch.randn(4, 7, 120, dtype=torch.float64, requires_grad=True)  # (B, C, T)
+    results = []
+    for elems in (1 << 22, 1):
+        monkeypatch.setattr(enc_mod, "_CHUNK_ELEMS", elems)
+        torch.manual_seed(0)
+        enc = build_encoder("tsconv_sa", 7, 120).double().train(train)
+        _no_dropout(enc)
+        x.grad = None
+        enc(x).square().sum().backward()
+        results.append([x.grad.clone()] + [p.grad.clone() for p in enc.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def test_momentum_none_running_average_matches_batchnorm():
+    fused, ref = _pair(6, 100, torch.float64)
+    for m in (fused, ref):
+        m.train()
+        m.tsconv[2].momentum = None  # cumulative average over batches
+    for seed in range(3):
+        x = torch.randn(3, 6, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        fused(x), ref(x)
+    torch.testing.assert_close(fused.tsconv[2].running_var, ref.tsconv[2].running_var, **TOL[torch.float64])
+    torch.testing.assert_close(fused.tsconv[2].running_mean, ref.tsconv[2].running_mean, **TOL[torch.float64])
+
+
+def test_a_dc_offset_costs_no_more_precision_than_the_reference():
+    """float32 with a large offset: the fused error against float64 stays within a few times NICE's own."""
+    torch.manual_seed(5)
+    exact = TSConv(17, 250, fused=False).double().train()
+    fused32, ref32 = TSConv(17, 250).train(), TSConv(17, 250, fused=False).train()
+    for m in (fused32, ref32):
+        m.load_state_dict(exact.state_dict())
+    _no_dropout(exact, fused32, ref32)
+    x = torch.randn(6, 17, 250, dtype=torch.float64) + 300.0  # (B, C, T) far from zero mean
+    with torch.no_grad():
+        want = exact(x)
+        err_fused = float((fused32(x.float()).double() - want).abs().max())
+        err_ref = float((ref32(x.float()).double() - want).abs().max())
+    assert err_fused <= 10 * err_ref + 1e-6, (err_fused, err_ref)
+
+
+@pytest.mark.parametrize("width", [1, 2, 51])
+def test_box_average_is_the_moving_mean(width):
+    x = torch.randn(2, 3, 80, dtype=torch.float64) + 50.0  # (B, C, T) with an offset
+    want = F.avg_pool1d(x, width, stride=1)  # (B, C, T − width + 1)
+    torch.testing.assert_close(box_average(x, width), want, rtol=1e-12, atol=1e-12)
+    got32 = box_average(x.float(), width).double()
+    assert float((got32 - want).abs().max()) < 1e-4 * 50
+
+
+def test_gradcheck_of_the_cpu_front_end():
+    """Every input gradient of the custom backward (batch and fixed statistics) against finite differences."""
+    torch.manual_seed(6)
+    xb = torch.randn(3, 1, 4, 30, dtype=torch.float64, requires_grad=True)  # (B, 1, C, Tb)
+    params = [
+        torch.randn(5, 1, 1, 6, dtype=torch.float64),  # temporal kernel (F, 1, 1, L)
+        torch.randn(5, dtype=torch.float64),  # its bias
+        torch.rand(5, dtype=torch.float64) + 0.5,  # BatchNorm weight
+        torch.randn(5, dtype=torch.float64),  # BatchNorm bias
+        torch.randn(3, 5, 4, 1, dtype=torch.float64),  # spatial kernel (G, F, C, 1)
+        torch.randn(3, dtype=torch.float64),  # its bias
+    ]
+    params = [p.requires_grad_() for p in params]
+    running = (torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5)
+    for stats in (None, running):
+
+        def front(xb, *ps, stats=stats):
+            return enc_mod._TSConvFront.apply(xb, *ps, stats, 4, 1e-5)[0]
+
+        assert torch.autograd.gradcheck(front, (xb, *params))
