@@ -257,7 +257,10 @@ class LiveEngine:
         if src.error is not None:
             raise RuntimeError(f"acquisition failed: {src.error}")
         self._seen = src.n_written
-        new = take_markers(self, self.markers.pull())
+        new, n_stale = take_markers(
+            self.markers.pull(), self.marker_map, self.cfg.marker_offset_s, self.t_session_s, self.recorder, self.scope
+        )
+        self.stale_markers += n_stale
         if self.cfg.stride_s > 0:
             new += self._stride_markers()
         self.epocher.add_markers(new)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -186,30 +187,50 @@ def build_marker_map(cfg, decoder) -> MarkerMap:
 STALE_MARGIN_S = 0.5
 
 
-def take_markers(engine, items: Sequence[tuple[float, str]]) -> list[Marker]:
-    """Apply ``marker_offset_s``, classify, record and scope every pulled marker; the decodable ones.
+def take_markers(
+    items: Sequence[tuple[float, str]], marker_map: MarkerMap, offset_s: float = 0.0,
+    t_session_s: float = float("-inf"), recorder: Any = None, scope: Any = None,
+) -> tuple[list[Marker], int]:  # fmt: skip
+    """Apply ``offset_s``, classify, record and scope every pulled marker.
 
-    Markers stamped more than :data:`STALE_MARGIN_S` before the session started (``engine.t_session_s``:
-    queued or replayed by the sender from before the inlets were open) are recorded but not decoded as
-    live ones (counted in ``engine.stale_markers``).
+    Parameters
+    ----------
+    items : sequence of (t_s, code)
+        Pulled markers (consumer clock).
+    marker_map : MarkerMap
+    offset_s : float
+        ``marker_offset_s``: display delay added to every marker.
+    t_session_s : float
+        When the session started (both inlets open). Image markers stamped more than
+        :data:`STALE_MARGIN_S` before it (queued or replayed by the sender from before) are recorded
+        but not decoded as live ones.
+    recorder : optional
+        Gets ``write_marker(t_s, code, label, concept)`` for every marker.
+    scope : optional
+        Gets ``add_marker(t_s, label)`` for every marker.
+
+    Returns
+    -------
+    (markers, n_stale)
+        The decodable markers, and how many image markers were stale.
     """
-    out = []
-    offset = float(engine.cfg.marker_offset_s)
+    out, n_stale = [], 0
     for t_raw, code in items:
-        t_s = float(t_raw) + offset
-        info = engine.marker_map.classify(code)
-        if engine.recorder is not None:
-            engine.recorder.write_marker(t_s, code, info.label, info.concept)
-        engine.scope.add_marker(t_s, info.concept or info.label)
+        t_s = float(t_raw) + float(offset_s)
+        info = marker_map.classify(code)
+        if recorder is not None:
+            recorder.write_marker(t_s, code, info.label, info.concept)
+        if scope is not None:
+            scope.add_marker(t_s, info.concept or info.label)
         if info.kind != "image":
             continue
-        if float(t_raw) < engine.t_session_s - STALE_MARGIN_S:
-            engine.stale_markers += 1
+        if float(t_raw) < t_session_s - STALE_MARGIN_S:
+            n_stale += 1
             log.info("marker %r stamped %.3f s before the session started: not decoded", code,
-                     engine.t_session_s - float(t_raw))  # fmt: skip
+                     t_session_s - float(t_raw))  # fmt: skip
             continue
         out.append(Marker(t_s, str(code), info.label, info.concept))
-    return out
+    return out, n_stale
 
 
 class InMemoryMarkers:

@@ -129,3 +129,27 @@ def test_lsl_marker_formats_and_channels(fmt):
     assert [c for _, c in got] == [str(c) for c in codes]
     assert np.allclose([t for t, _ in got], [t0, t0 + 0.1], atol=1e-3)
     assert src.t_connected_s <= t0
+
+
+def test_take_markers_records_and_scopes_every_marker_and_decodes_live_images():
+    from bci.markers import STALE_MARGIN_S, take_markers
+
+    class Log:
+        def __init__(self):
+            self.items = []
+
+        def write_marker(self, t_s, code, label, concept):
+            self.items.append((t_s, code))
+
+        def add_marker(self, t_s, label):
+            self.items.append((t_s, label))
+
+    rec, scope = Log(), Log()
+    mm = MarkerMap(CONCEPTS)
+    t0 = 100.0
+    items = [(t0 - STALE_MARGIN_S - 0.1, "1"), (t0 + 1.0, "99999"), (t0 + 2.0, "2"), (t0 + 3.0, "77")]
+    out, n_stale = take_markers(items, mm, offset_s=0.05, t_session_s=t0, recorder=rec, scope=scope)
+    assert [(m.t_s, m.code, m.concept) for m in out] == [(t0 + 2.05, "2", CONCEPTS[1])] and n_stale == 1
+    assert [code for _, code in rec.items] == ["1", "99999", "2", "77"]  # every marker recorded, moved by the offset
+    assert rec.items[2][0] == pytest.approx(t0 + 2.05)
+    assert [label for _, label in scope.items] == [CONCEPTS[0], "catch", CONCEPTS[1], "unknown 77"]
