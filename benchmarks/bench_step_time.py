@@ -9,6 +9,12 @@ optimiser). Variants:
 * ``hmavd``         HMAVD (text + adapters + MCDB + SPR), fused
 * ``hmavd-unfused`` HMAVD with NICE's layer order
 
+On CPU the fused path runs the first five layers (conv, pool, BatchNorm, ELU, spatial conv) as one
+function (``hmavd.models.encoders._TSConvFront``: moving average, BatchNorm folded into the kernel, the
+maps written once channel-major, the spatial convolution as single matrix products); on CUDA the conv +
+pool is one strided convolution. ``--breakdown`` (default) also times forward + backward of each layer
+of both paths on the same batch, which shows what bounds the step.
+
 Steps alternate between the variants so machine load affects all alike. It prints each variant's median
 step time, the fused speed-up (NICE unfused / NICE fused) and the HMAVD / NICE ratio on the fused path
 (target <= 1.10; the paper's Table 1 reports 1.59), each also as the median of adjacent-step ratios, which
@@ -99,6 +105,50 @@ def measure_eval_times(
     return times
 
 
+def _fwd_bwd_s(fn, x: torch.Tensor, reps: int, device: torch.device, input_grad: bool = True) -> float:
+    """Median seconds of ``fn(x)`` forward + backward (the input's gradient too unless it is the epoch)."""
+    out = []
+    for i in range(reps + 1):
+        xi = x.detach().requires_grad_(input_grad)
+        _sync(device)
+        t0 = time.perf_counter()
+        y = fn(xi)
+        y.backward(torch.ones_like(y))
+        _sync(device)
+        if i:
+            out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def layer_breakdown(device: torch.device, batch: int, n_chans: int, n_times: int, reps: int) -> dict[str, float]:
+    """Forward + backward seconds of each TSConv layer in NICE's order and of the fused front end.
+
+    The layers run on the inputs they see in training (train mode, the same weights); each row's time
+    includes allocating and filling its output gradient, as autograd does.
+    """
+    from hmavd.models.encoders import TSConv
+
+    torch.manual_seed(0)
+    enc = TSConv(n_chans, n_times).to(device).train()
+    eeg = torch.randn(batch, n_chans, n_times, generator=torch.Generator().manual_seed(2)).to(device)  # (B, C, T)
+    x = eeg.unsqueeze(1)  # (B, 1, C, T)
+    rows, names = {}, ["conv (1, 25)", "avg-pool (1, 51)/5", "BatchNorm2d", "ELU", "spatial conv (C, 1)"]
+    with torch.no_grad():
+        inputs = [x]
+        for layer in enc.tsconv[:4]:
+            inputs.append(layer(inputs[-1]))
+    for i, (name, layer, inp) in enumerate(zip(names, enc.tsconv[:5], inputs)):
+        rows[f"NICE order: {name}  in {tuple(inp.shape)}"] = _fwd_bwd_s(layer, inp, reps, device, i > 0)
+    rows["NICE order: layers 0-4 total"] = sum(rows.values())
+    if device.type == "cpu":
+        rows["fused front end (layers 0-4 in one function)"] = _fwd_bwd_s(enc._cpu_front, x, reps, device, False)
+    with torch.no_grad():
+        front = enc.tsconv[:5](x)  # (B, 40, 1, T')
+    rest = torch.nn.Sequential(*enc.tsconv[5:], enc.projection)
+    rows[f"BatchNorm, ELU, dropout, 1x1 conv  in {tuple(front.shape)}"] = _fwd_bwd_s(rest, front, reps, device)
+    return rows
+
+
 def summarise(times: dict[str, list[float]]) -> dict[str, float]:
     """Medians (s) and the ratios the benchmark reports, from :func:`measure_step_times` output."""
     out = {f"{k}_median_s": statistics.median(v) for k, v in times.items()}
@@ -129,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--variants", default="nice-unfused,nice,hmavd", help=f"comma list of {sorted(VARIANTS)}")
     p.add_argument("--eval-reps", type=int, default=3, help="timed evaluation forwards per path (0 = none)")
+    p.add_argument("--breakdown-reps", type=int, default=2, help="timed passes per layer (0 = no breakdown)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -161,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluation forward (no grad, batch {b}): NICE order {e['eval-unfused_median_s'] * 1e3:.1f} ms, "
               f"fused {e['eval_median_s'] * 1e3:.1f} ms: {e['eval_unfused/eval']:.2f}x "
               f"(pairs {e['eval_unfused/eval_pairs']:.2f}x)")  # fmt: skip
+    if args.breakdown_reps:
+        rows = layer_breakdown(device, b, c, t, args.breakdown_reps)
+        s["breakdown_s"] = rows
+        print("forward + backward per layer (train mode, median):")
+        for name, sec in rows.items():
+            print(f"  {name:<62s} {sec * 1e3:8.1f} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": str(device), "batch": b, "steps": args.steps, **s}, f, indent=1)
