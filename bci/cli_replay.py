@@ -45,11 +45,10 @@ class ReplayConfig(ValidatedConfig):
     label_units: bool = True
 
     def validate(self) -> None:
-        from .replay import stream_units_key
+        from .replay import check_replay_speed, stream_units_key
 
         stream_units_key(self.units)
-        if self.replay_speed <= 0:
-            raise UserError(f"replay_speed: {self.replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        check_replay_speed(self.replay_speed)
         if self.chunk_ms <= 0:
             raise UserError(f"chunk_ms: {self.chunk_ms} must be > 0 (e.g. 10)")
 
@@ -115,7 +114,7 @@ def _body(argv: Sequence[str] | None) -> int:
         rec,
         eeg_stream,
         marker_stream,
-        speed=cfg.replay_speed,
+        replay_speed=cfg.replay_speed,
         loop=cfg.loop,
         chunk_s=cfg.chunk_ms / 1e3,
         start_sample=int(cfg.start_s * rec.sfreq),
@@ -126,7 +125,7 @@ def _body(argv: Sequence[str] | None) -> int:
     label = f"labelled {player.unit_label}" if player.unit_label else "unlabelled"
     desc = f"{len(rec.ch_names)} ch at {rec.sfreq:g} Hz, {player.units}, {label}"
     print(f"EEG stream:    {eeg_stream}  ({desc})", flush=True)
-    print(f"marker stream: {marker_stream}  ({len(player._ev_codes)} markers)", flush=True)
+    print(f"marker stream: {marker_stream}  ({player.n_events} markers)", flush=True)
     if cfg.wait_consumers_s > 0 and not player.wait_for_consumers(cfg.wait_consumers_s):
         log.warning("no consumer after %.1f s; streaming anyway", cfg.wait_consumers_s)
     player.start()

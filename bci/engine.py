@@ -201,7 +201,7 @@ class LiveEngine:
 
             self.source = RecordingSource(
                 load_replay(cfg.replay),
-                speed=cfg.replay_speed,
+                replay_speed=cfg.replay_speed,
                 poll_interval_s=cfg.poll_interval_s,
                 buffer_s=cfg.buffer_s,
             )

@@ -1,6 +1,6 @@
 """Replay a recording as an EEG LSL stream plus a marker stream (a small pylsl player).
 
-Every sample carries its exact timestamp ``t_start + g / (sfreq * speed)`` (``g`` = samples streamed
+Every sample carries its exact timestamp ``t_start + g / (sfreq * replay_speed)`` (``g`` = samples streamed
 so far) and every marker the timestamp of *its own* sample (not the preceding one, which is what
 mne-lsl's ``PlayerLSL`` does). The EEG stream's nominal rate is the recording's, also when the
 replay is accelerated, so epochs keep their length in samples. An optional ``sample_index`` channel
@@ -33,7 +33,15 @@ from .sources import EEGSource, StreamDescription
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReplayData", "load_replay", "LSLPlayer", "unique_names", "RecordingSource", "RecordingMarkers"]
+__all__ = [
+    "ReplayData",
+    "load_replay",
+    "LSLPlayer",
+    "unique_names",
+    "check_replay_speed",
+    "RecordingSource",
+    "RecordingMarkers",
+]
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,7 @@ def _load_session(path: Path, sample_index: bool) -> ReplayData:
 
     data, meta, events = read_session(path)
     names = [str(c) for c in meta["ch_names"]]
-    types = ["misc" if c.lower() in ("sample_index", "sample") else "stim" if c.lower() == "stim" else "eeg"
-             for c in names]  # fmt: skip
+    types = [_session_channel_type(c) for c in names]
     keep = [i for i, t in enumerate(types) if t != "stim"]
     data = np.asarray(data[keep], dtype=np.float64)
     names, types = [names[i] for i in keep], [types[i] for i in keep]
@@ -90,6 +97,14 @@ def _load_session(path: Path, sample_index: bool) -> ReplayData:
     if data.shape[1] == 0:
         raise UserError(f"recording: {path} holds no samples; record for longer or pick another session")
     return ReplayData(data, tuple(names), tuple(types), float(meta["sfreq"]), tuple(events))
+
+
+def _session_channel_type(name: str) -> str:
+    """MNE channel type of a session folder's channel: its sample counter is ``misc``, ``stim`` is ``stim``."""
+    low = name.lower()
+    if low in ("sample_index", "sample"):
+        return "misc"
+    return "stim" if low == "stim" else "eeg"
 
 
 def _session_to_volts(meta: dict, keep: Sequence[int], types: Sequence[str]) -> np.ndarray:
@@ -109,13 +124,20 @@ def _session_to_volts(meta: dict, keep: Sequence[int], types: Sequence[str]) -> 
 
 
 def unique_names(prefix: str = "hmavd") -> tuple[str, str]:
-    """Fresh ``(eeg_name, marker_name)`` so parallel replays never collide."""
+    """Fresh ``(eeg_stream, marker_stream)`` names so parallel replays never collide."""
     tag = uuid.uuid4().hex[:8]
     return f"{prefix}-eeg-{tag}", f"{prefix}-markers-{tag}"
 
 
+def check_replay_speed(replay_speed: float) -> None:
+    """One-line :class:`UserError` naming ``replay_speed`` unless it is > 0."""
+    if replay_speed <= 0:
+        raise UserError(f"replay_speed: {replay_speed} must be > 0 (1 = real time, 10 = ten times faster)")
+
+
 #: Unit label written into the stream description for each ``units`` setting (LSL's spelled-out convention).
 UNIT_LABELS = {"V": "volts", "mV": "millivolts", "uV": "microvolts", "nV": "nanovolts"}
+_UNIT_SCALES = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "nV": 1e-9}  # volts per unit
 
 
 def stream_units_key(units: str) -> str:
@@ -123,7 +145,7 @@ def stream_units_key(units: str) -> str:
     from .units import unit_to_volts
 
     scale = unit_to_volts(units, "units")
-    key = {1.0: "V", 1e-3: "mV", 1e-6: "uV", 1e-9: "nV"}.get(scale) if scale is not None else None
+    key = {v: k for k, v in _UNIT_SCALES.items()}.get(scale) if scale is not None else None
     if key is None:
         raise UserError(f"units: {units!r} is not one of V, mV, uV, nV; pick the units the stream should carry")
     return key
@@ -148,14 +170,14 @@ class LSLPlayer:
     Parameters
     ----------
     rec : ReplayData
-    eeg_name, marker_name : str
-        LSL stream names (``marker_name`` empty: no marker stream).
-    speed : float
+    eeg_stream, marker_stream : str
+        LSL stream names (``marker_stream`` empty: no marker stream).
+    replay_speed : float
         1 = real time, 10 = ten times faster.
     loop : bool
         Start again at the end (timestamps keep increasing).
     chunk_s : float
-        Recording seconds per pushed chunk at real time (chunks grow with ``speed``).
+        Recording seconds per pushed chunk at real time (chunks grow with ``replay_speed``).
     start_sample, stop_sample : int
         Part of the recording to stream (``stop_sample`` ≤ 0 = to the end).
     global_index : bool
@@ -173,14 +195,23 @@ class LSLPlayer:
     """
 
     def __init__(
-        self, rec: ReplayData, eeg_name: str, marker_name: str = "", speed: float = 1.0, loop: bool = False,
-        chunk_s: float = 0.01, start_sample: int = 0, stop_sample: int = 0, global_index: bool = False,
-        log_pushes: bool = False, units: str = "V", label_units: bool = True,
-    ) -> None:  # fmt: skip
-        if speed <= 0:
-            raise UserError(f"replay_speed: {speed} must be > 0 (1 = real time, 10 = ten times faster)")
-        self.rec, self.speed, self.loop = rec, float(speed), bool(loop)
-        self.eeg_name, self.marker_name = eeg_name, marker_name
+        self,
+        rec: ReplayData,
+        eeg_stream: str,
+        marker_stream: str = "",
+        replay_speed: float = 1.0,
+        loop: bool = False,
+        chunk_s: float = 0.01,
+        start_sample: int = 0,
+        stop_sample: int = 0,
+        global_index: bool = False,
+        log_pushes: bool = False,
+        units: str = "V",
+        label_units: bool = True,
+    ) -> None:
+        check_replay_speed(replay_speed)
+        self.rec, self.replay_speed, self.loop = rec, float(replay_speed), bool(loop)
+        self.eeg_stream, self.marker_stream = eeg_stream, marker_stream
         n = rec.data.shape[1]
         self.start_sample = int(start_sample)
         self.stop_sample = int(stop_sample) if stop_sample > 0 else n
@@ -194,15 +225,16 @@ class LSLPlayer:
             raise UserError("global_index: the recording has no sample_index channel; load it with sample_index=True")
         self._index_ch = rec.ch_names.index("sample_index") if global_index else None
         self.push_log: list[tuple[int, float]] | None = [] if log_pushes else None
-        self.chunk = max(1, int(round(chunk_s * rec.sfreq * self.speed)))
+        self.chunk = max(1, int(round(chunk_s * rec.sfreq * self.replay_speed)))
         self.units = stream_units_key(units)
         self.unit_label = UNIT_LABELS[self.units] if label_units else ""
-        scale = np.array([1.0 / {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "nV": 1e-9}[self.units] if t == "eeg" else 1.0
-                          for t in rec.ch_types])  # fmt: skip
+        to_units = 1.0 / _UNIT_SCALES[self.units]
+        scale = np.array([to_units if t == "eeg" else 1.0 for t in rec.ch_types])
         self._data = np.ascontiguousarray((rec.data * scale[:, None]).T, dtype=np.float32)  # (N, C)
         ev = sorted((s, c) for s, c in rec.events if self.start_sample <= s < self.stop_sample)
         self._ev_samples = np.array([s for s, _ in ev], dtype=np.int64)
         self._ev_codes = [c for _, c in ev]
+        self.n_events = len(self._ev_codes)  # markers in the streamed part, per loop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.n_pushed = 0
@@ -215,11 +247,11 @@ class LSLPlayer:
     def _open(self) -> None:
         import pylsl
 
-        info = _eeg_info(self.eeg_name, self.rec.ch_names, self.rec.ch_types, self.rec.sfreq, self.unit_label)
+        info = _eeg_info(self.eeg_stream, self.rec.ch_names, self.rec.ch_types, self.rec.sfreq, self.unit_label)
         self.eeg_outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=360)
-        if self.marker_name:
-            info = pylsl.StreamInfo(self.marker_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
-                                    source_id=self.marker_name)  # fmt: skip
+        if self.marker_stream:
+            name = self.marker_stream
+            info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, source_id=name)
             self.marker_outlet = pylsl.StreamOutlet(info)
 
     def wait_for_consumers(self, timeout_s: float) -> bool:
@@ -247,7 +279,7 @@ class LSLPlayer:
         """Stream until the end (or forever when looping, until :meth:`stop`)."""
         import pylsl
 
-        period = 1.0 / (self.rec.sfreq * self.speed)
+        period = 1.0 / (self.rec.sfreq * self.replay_speed)
         t_start = pylsl.local_clock() + 0.05
         g = 0  # samples streamed so far
         a, b = self.start_sample, self.stop_sample
@@ -292,7 +324,7 @@ class RecordingSource(EEGSource):
     Parameters
     ----------
     rec : ReplayData
-    speed : float
+    replay_speed : float
         Pace of the acquisition thread (1 = real time). Ignored in manual mode, where every
         :meth:`acquire` moves the next chunk at once.
     chunk_s : float
@@ -302,13 +334,17 @@ class RecordingSource(EEGSource):
     """
 
     def __init__(
-        self, rec: ReplayData, speed: float = 1.0, chunk_s: float = 0.01, poll_interval_s: float | None = 0.01,
-        buffer_s: float = 60.0, name: str = "replay",
-    ) -> None:  # fmt: skip
-        if speed <= 0:
-            raise UserError(f"replay_speed: {speed} must be > 0 (1 = real time, 10 = ten times faster)")
+        self,
+        rec: ReplayData,
+        replay_speed: float = 1.0,
+        chunk_s: float = 0.01,
+        poll_interval_s: float | None = 0.01,
+        buffer_s: float = 60.0,
+        name: str = "replay",
+    ) -> None:
+        check_replay_speed(replay_speed)
         super().__init__(poll_interval_s=poll_interval_s, buffer_s=buffer_s)
-        self.rec, self.speed, self.name = rec, float(speed), name
+        self.rec, self.replay_speed, self.name = rec, float(replay_speed), name
         self.chunk = max(1, int(round(chunk_s * rec.sfreq)))
         self._data = np.ascontiguousarray(rec.data.T, dtype=np.float32)  # (N, C)
         self.pos = 0
@@ -331,7 +367,7 @@ class RecordingSource(EEGSource):
             return None, np.zeros(0)
         end = min(self.pos + self.chunk, self._data.shape[0])
         if self.poll_interval_s is not None:
-            wait = self._t_start + end / (self.rec.sfreq * self.speed) - time.monotonic()
+            wait = self._t_start + end / (self.rec.sfreq * self.replay_speed) - time.monotonic()
             if wait > 0:
                 self._stop.wait(min(wait, self.poll_interval_s))
                 return None, np.zeros(0)

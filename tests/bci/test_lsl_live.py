@@ -34,11 +34,11 @@ def names():
     return f"test-eeg-{tag}", f"test-markers-{tag}"
 
 
-def make_engine(eeg_name, marker_name, whitening=None, **cfg):
+def make_engine(eeg_stream, marker_stream, whitening=None, **cfg):
     dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
                              CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
-    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval_s=0.02)
-    marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
+    src = LSLSource(eeg_stream, resolve_timeout_s=3.0, poll_interval_s=0.02)
+    marks = LSLMarkerSource(marker_stream, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(**cfg), source=src, markers=marks, decoder=dec, preset=PRESET, whitening=whitening)
     eng.epoch_log = []
     return eng
@@ -61,9 +61,9 @@ def test_replay_decoded_live_equals_offline(tmp_path):
     data[0, nan_at : nan_at + nan_len] = np.nan
     rec = type(rec)(data, rec.ch_names, rec.ch_types, rec.sfreq, rec.events)
     w = np.diag([1.0, 2.0, 0.5, 1.5]) * 1e5
-    eeg_name, marker_name = names()
-    player = LSLPlayer(rec, eeg_name, marker_name, speed=4.0)
-    eng = make_engine(eeg_name, marker_name, whitening=w)
+    eeg_stream, marker_stream = names()
+    player = LSLPlayer(rec, eeg_stream, marker_stream, replay_speed=4.0)
+    eng = make_engine(eeg_stream, marker_stream, whitening=w)
     eng.connect()
     assert "sample_index" in eng.source.description.ch_names  # the recording's own misc channel
     player.start()
@@ -95,9 +95,9 @@ def test_replay_decoded_live_equals_offline(tmp_path):
 def test_source_stops_and_comes_back(tmp_path):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=12.0)
     rec = load_replay(str(path))
-    eeg_name, marker_name = names()
-    p1 = LSLPlayer(rec, eeg_name, marker_name, speed=2.0, start_sample=0, stop_sample=700)
-    eng = make_engine(eeg_name, marker_name, marker_timeout_s=3.0)
+    eeg_stream, marker_stream = names()
+    p1 = LSLPlayer(rec, eeg_stream, marker_stream, replay_speed=2.0, start_sample=0, stop_sample=700)
+    eng = make_engine(eeg_stream, marker_stream, marker_timeout_s=3.0)
     eng.connect()
     p1.start()
     p1.done.wait(10)
@@ -105,7 +105,8 @@ def test_source_stops_and_comes_back(tmp_path):
     run_until(eng, lambda m: False, 0.3)
     p1.close()  # the source goes away …
     msgs = run_until(eng, lambda m: False, 0.5)
-    p2 = LSLPlayer(rec, eeg_name, marker_name, speed=2.0, start_sample=900, stop_sample=2400)  # … and comes back
+    # … and comes back
+    p2 = LSLPlayer(rec, eeg_stream, marker_stream, replay_speed=2.0, start_sample=900, stop_sample=2400)
     p2.start()
     msgs += run_until(eng, lambda m: p2.done.is_set() and not eng.epocher.pending, timeout_s=15.0)
     eng.disconnect()
@@ -130,19 +131,19 @@ def test_connect_errors_on_wrong_stream(tmp_path):
 
     with pytest.raises(UserError, match="no LSL stream with name"):
         LSLSource(f"absent-{uuid.uuid4().hex[:8]}", resolve_timeout_s=0.3).connect()
-    eeg_name, marker_name = names()
-    info = pylsl.StreamInfo(eeg_name, "EEG", 3, SFREQ_IN, pylsl.cf_float32, eeg_name)
+    eeg_stream, marker_stream = names()
+    info = pylsl.StreamInfo(eeg_stream, "EEG", 3, SFREQ_IN, pylsl.cf_float32, eeg_stream)
     chans = info.desc().append_child("channels")
     for n in ("O1", "Oz", "Cz"):
         chans.append_child("channel").append_child_value("label", n)
     outlet = pylsl.StreamOutlet(info)
-    eng = make_engine(eeg_name, marker_name)
+    eng = make_engine(eeg_stream, marker_stream)
     with pytest.raises(UserError, match="lacks 2 of the model's 4"):
         eng.connect()
     del outlet
-    info = pylsl.StreamInfo(eeg_name + "-slow", "EEG", 4, 50.0, pylsl.cf_float32, eeg_name + "-slow")
+    info = pylsl.StreamInfo(eeg_stream + "-slow", "EEG", 4, 50.0, pylsl.cf_float32, eeg_stream + "-slow")
     outlet = pylsl.StreamOutlet(info)
-    eng = make_engine(eeg_name + "-slow", marker_name)
+    eng = make_engine(eeg_stream + "-slow", marker_stream)
     with pytest.raises(UserError, match="50 Hz, below the model"):
         eng.connect()
     del outlet
@@ -155,9 +156,9 @@ def test_engine_process_end_to_end(tmp_path):
 
     ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0, ch_names=THINGS63, sfreq=250.0)
-    eeg_name, marker_name = names()
-    player = LSLPlayer(load_replay(str(path)), eeg_name, marker_name, speed=2.0, loop=True)
-    cfg = LiveConfig(eeg_stream=eeg_name, marker_stream=marker_name, checkpoint=str(ckpt), features=str(cache),
+    eeg_stream, marker_stream = names()
+    player = LSLPlayer(load_replay(str(path)), eeg_stream, marker_stream, replay_speed=2.0, loop=True)
+    cfg = LiveConfig(eeg_stream=eeg_stream, marker_stream=marker_stream, checkpoint=str(ckpt), features=str(cache),
                      device="cpu", resolve_timeout_s=5.0, status_interval_s=0.2)  # fmt: skip
     proc = EngineProcess(cfg)
     proc.start()
@@ -207,13 +208,13 @@ def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):
 
     ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
-    eeg_name, marker_name = names()
+    eeg_stream, marker_stream = names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-stream", eeg_name, "--marker-stream",
-                               marker_name, "--replay-speed", "2", "--wait-consumers-s", "30"],
+    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-stream", eeg_stream, "--marker-stream",
+                               marker_stream, "--replay-speed", "2", "--wait-consumers-s", "30"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        rc = live_main(["--headless", "--eeg-stream", eeg_name, "--marker-stream", marker_name, "--checkpoint",
+        rc = live_main(["--headless", "--eeg-stream", eeg_stream, "--marker-stream", marker_stream, "--checkpoint",
                         str(ckpt), "--features", str(cache), "--device", "cpu", "--duration", "8", "--out-dir",
                         str(tmp_path / "out"), "resolve_timeout_s=20", "whitening=none"])  # fmt: skip
         out, err = player.communicate(timeout=30)

@@ -57,7 +57,7 @@ def test_headless_replay_writes_csv_recording_that_replays_and_reprepares(tmp_pa
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0)
     dec = tiny_decoder()
     cfg = LiveConfig(replay=str(path), replay_speed=20.0, poll_interval_s=0.01)
-    src = RecordingSource(load_replay(cfg.replay), speed=cfg.replay_speed, poll_interval_s=0.01)
+    src = RecordingSource(load_replay(cfg.replay), replay_speed=cfg.replay_speed, poll_interval_s=0.01)
     eng = LiveEngine(cfg, source=src, markers=src.markers, decoder=dec, preset=PRESET)
     summary = run_headless(cfg, duration_s=30.0, out_dir=tmp_path / "out", engine=eng)
     assert summary["n_predictions"] == len(events) and summary["rejected"] == {}
@@ -136,7 +136,7 @@ def test_global_index_and_push_log_need_lsl(tmp_path):
     with pytest.raises(UserError, match="global_index: the recording has no sample_index"):
         LSLPlayer(rec, "x", "", global_index=True)
     with pytest.raises(UserError, match="replay_speed"):
-        RecordingSource(rec, speed=0)
+        RecordingSource(rec, replay_speed=0)
 
 
 @pytest.mark.parametrize("fmt", ["npy", "fif", "vhdr", "edf"])

@@ -87,7 +87,7 @@ def _names():
 
 def _decode_over_lsl(rec, ckpt, cache, units, label_units=True, **cfg):
     eeg, mk = _names()
-    player = LSLPlayer(rec, eeg, mk, speed=4.0, units=units, label_units=label_units)
+    player = LSLPlayer(rec, eeg, mk, replay_speed=4.0, units=units, label_units=label_units)
     eng = LiveEngine(LiveConfig(eeg_stream=eeg, marker_stream=mk, checkpoint=str(ckpt), features=str(cache),
                                 device="cpu", whitening="none", resolve_timeout_s=5.0, **cfg))  # fmt: skip
     eng.connect()

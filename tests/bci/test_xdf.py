@@ -212,12 +212,12 @@ def test_live_lsl_session_recorded_as_xdf_aligns_markers_exactly(tmp_path):
 
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0)
     tag = uuid.uuid4().hex[:8]
-    eeg_name, marker_name = f"test-eeg-{tag}", f"test-markers-{tag}"
-    player = LSLPlayer(load_replay(str(path)), eeg_name, marker_name, speed=4.0)
+    eeg_stream, marker_stream = f"test-eeg-{tag}", f"test-markers-{tag}"
+    player = LSLPlayer(load_replay(str(path)), eeg_stream, marker_stream, replay_speed=4.0)
     templates = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
     dec = Decoder.from_model(tiny_model(), templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
-    src = LSLSource(eeg_name, resolve_timeout_s=3.0, poll_interval_s=0.02)
-    marks = LSLMarkerSource(marker_name, resolve_timeout_s=3.0)
+    src = LSLSource(eeg_stream, resolve_timeout_s=3.0, poll_interval_s=0.02)
+    marks = LSLMarkerSource(marker_stream, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(stream_units="V"), source=src, markers=marks, decoder=dec, preset=PRESET)
     eng.connect()
     eng.record_start(str(tmp_path / "s"))
@@ -234,7 +234,7 @@ def test_live_lsl_session_recorded_as_xdf_aligns_markers_exactly(tmp_path):
     idx = eeg["time_series"][:, -1]  # the recording's sample_index channel
     np.testing.assert_array_equal(np.diff(idx), 1.0)  # no sample lost or repeated
     assert all(len(s["clock_times"]) >= 2 and "footer" in s for s in (eeg, mk, pr))
-    assert eeg["info"]["name"][0] == eeg_name and mk["info"]["name"][0] == marker_name
+    assert eeg["info"]["name"][0] == eeg_stream and mk["info"]["name"][0] == marker_stream
     # every marker's synchronised time lands on the sample it was sent with (0 samples misaligned)
     nearest = np.abs(eeg["time_stamps"][None, :] - mk["time_stamps"][:, None]).argmin(axis=1)
     sent = dict(zip(events[:, 0].tolist(), events[:, 2].tolist()))
