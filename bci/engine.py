@@ -48,7 +48,7 @@ from .stream_setup import AmplitudeCheck
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveConfig", "LiveEngine"]
+__all__ = ["LiveEngine"]
 
 
 def limit_compute_threads(n: int) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+from bci.messages import Command, EngineMessage
 
 __all__ = ["EngineLike", "EngineFactory", "default_engine_factory", "engine_alive"]
 
@@ -14,24 +15,19 @@ class EngineLike(Protocol):
 
     def start(self) -> None: ...
     def stop(self, timeout_s: float = 5.0) -> None: ...
-    def send(self, cmd: dict) -> None: ...
-    def poll(self, max_items: int = 1000) -> list[dict]: ...
+    def send(self, cmd: Command) -> None: ...
+    def poll(self, max_items: int = 1000) -> list[EngineMessage]: ...
 
 
 EngineFactory = Callable[[Mapping[str, Any]], EngineLike]
 
 
 def default_engine_factory(values: Mapping[str, Any]) -> EngineLike:
-    """``EngineProcess(LiveConfig(**values))``; a key ``LiveConfig`` does not define is refused in one line."""
-    from bci.engine import LiveConfig
+    """:meth:`bci.engine_process.EngineProcess.from_values`: a key ``LiveConfig`` does not define is refused
+    in one line, as is a bad value."""
     from bci.engine_process import EngineProcess
-    from hmavd.errors import UserError
 
-    names = {f.name for f in dataclasses.fields(LiveConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"live settings: unknown key(s) {', '.join(unknown)}; the keys are LiveConfig's fields")
-    return EngineProcess(LiveConfig(**dict(values)))
+    return EngineProcess.from_values(values)
 
 
 def engine_alive(engine: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from PyQt6 import QtCore, QtWidgets
 
-from .engine_link import EngineFactory, EngineLike, default_engine_factory
+from .engine_link import EngineFactory, default_engine_factory
 from .session import MODEL_FIELDS, REPLAY_RESOLVE_TIMEOUT_S, LiveSession, ViewUpdate
 from .settings import LiveSettings, save_settings
 from .state import ThumbnailIndex
@@ -27,7 +27,7 @@ from .widgets import ErrorBanner, HistoryWidget, RepetitionCurveWidget, ScopeWid
 from .widgets.controls import ControlPanel, set_path_text
 from .widgets.quality import QualityPanel
 
-__all__ = ["MainWindow", "EngineLike", "default_engine_factory", "guarded"]
+__all__ = ["MainWindow", "guarded"]
 
 log = logging.getLogger(__name__)
 

@@ -79,3 +79,25 @@ def test_probe_detects_qt():
     report = _imported_by("gui")
     assert "PyQt6" in set(report["loaded"])
     assert set(report["modules"]) == _modules_on_disk("gui")
+
+
+_BUILD_LIVE_CONFIG = r"""
+import json, sys
+from bci.live_config import LiveConfig
+LiveConfig(eeg_stream="eeg", checkpoint="model.safetensors")
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LiveConfig.validate imports bci.accumulate, whose module-level hmavd.evaluate import loads torch",
+)
+def test_building_a_live_config_imports_no_torch():
+    """The window and ``--print-config`` build a LiveConfig without paying for torch (the engine loads it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _BUILD_LIVE_CONFIG], capture_output=True, text=True, timeout=240, check=True, cwd=ROOT
+    )
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "bci" in loaded  # the probe ran
+    assert "torch" not in loaded

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
 from bci.epocher import load_whitening
 from bci.headless import run_headless
+from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
 from bci.virtual_amp import AmpSettings, VirtualAmp
 from bci.virtual_subject import load_virtual_subject

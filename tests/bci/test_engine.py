@@ -5,7 +5,8 @@ import pytest
 from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
 
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers
 from bci.recorder import read_session, recording_to_fif
 from bci.sources import InMemorySource

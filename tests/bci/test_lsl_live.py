@@ -18,8 +18,9 @@ from bci_testkit import (
 )  # fmt: skip
 
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
 from bci.engine_process import EngineProcess
+from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
 from bci.recorder import read_session
 from bci.replay import LSLPlayer, load_replay

@@ -8,7 +8,8 @@ from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_reco
 
 from bci import messages as M
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers
 from bci.sources import InMemorySource
 

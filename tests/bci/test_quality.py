@@ -7,8 +7,9 @@ import pytest
 from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, tiny_model
 
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
 from bci.headless import run_headless
+from bci.live_config import LiveConfig
 from bci.quality import (
     QualityConfig,
     assess,

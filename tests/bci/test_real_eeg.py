@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
 from bci.sources import LSLSource
 from hmavd.models.hmavd_model import HMAVD, ModelConfig

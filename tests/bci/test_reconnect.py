@@ -9,7 +9,8 @@ import pytest
 from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, tiny_model
 
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
 from bci.sources import LSLSource
 

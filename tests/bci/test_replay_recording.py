@@ -21,8 +21,9 @@ from bci_testkit import (
 
 from bci.cli_replay import main as replay_main
 from bci.decoder import Decoder
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
 from bci.headless import run_headless
+from bci.live_config import LiveConfig
 from bci.recorder import read_session
 from bci.replay import LSLPlayer, RecordingSource, ReplayData, load_replay
 from hmavd.errors import UserError

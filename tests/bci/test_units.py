@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from bci_testkit import CH_NAMES, make_recording, tiny_checkpoint
 
-from bci.engine import LiveConfig, LiveEngine
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
 from bci.replay import LSLPlayer, load_replay
 from bci.sources import InMemorySource, StreamDescription
 from bci.stream_setup import AmplitudeCheck, plan_input

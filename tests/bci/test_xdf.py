@@ -205,7 +205,8 @@ def test_live_lsl_session_recorded_as_xdf_aligns_markers_exactly(tmp_path):
     from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, make_recording, tiny_model
 
     from bci.decoder import Decoder
-    from bci.engine import LiveConfig, LiveEngine
+    from bci.engine import LiveEngine
+    from bci.live_config import LiveConfig
     from bci.markers import LSLMarkerSource
     from bci.replay import LSLPlayer, load_replay
     from bci.sources import LSLSource

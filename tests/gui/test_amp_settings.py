@@ -1,6 +1,6 @@
 """The window remembers the amplifier settings and hands them to the engine's LiveConfig."""
 
-from bci.engine import LiveConfig
+from bci.live_config import LiveConfig
 from gui.settings import LiveSettings, load_settings, save_settings
 
 

@@ -84,7 +84,7 @@ def test_engine_process_stops_when_its_parent_is_killed(tmp_path):
     ckpt, features = make_checkpoint(tmp_path)
     rec = make_recording(tmp_path / "rec_raw.fif", duration_s=60.0)
     code = (
-        "import sys, time; from bci.engine import LiveConfig; from bci.engine_process import EngineProcess; "
+        "import sys, time; from bci.live_config import LiveConfig; from bci.engine_process import EngineProcess; "
         "p = EngineProcess(LiveConfig(checkpoint=sys.argv[1], features=sys.argv[2], replay=sys.argv[3], "
         "device='cpu', whitening='none')); p.start(); "
         "t = time.monotonic()\n"
