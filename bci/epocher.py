@@ -231,8 +231,43 @@ class OnlineEpocher:
         self.rejected[reason] += 1
         log.info("epoch at %.3f s (%s) rejected: %s", marker.t_s, marker.code, reason)
 
+    #: Longest time (s) a poll that cut nothing waits, spinning, for the chunk that completes a pending
+    #: epoch (only with a background acquisition thread, only when that next chunk completes it). The
+    #: epoch is then cut the moment the acquisition thread has written its last sample, instead of after
+    #: the consumer thread is woken again (scheduler-bound: several ms on a busy machine). 0 = off.
+    spin_s = 0.015
+
     def poll(self) -> list[Epoch]:
-        """Cut every pending epoch whose last sample has arrived; returns them in marker order."""
+        """Cut every pending epoch whose last sample has arrived; returns them in marker order.
+
+        When none is ready but the next chunk completes one, waits for it up to :attr:`spin_s`
+        (releasing the GIL between checks) and cuts it in the same call.
+        """
+        epochs = self._poll_once()
+        due = None if epochs else self._due_next_chunk()
+        if due is None:
+            return epochs
+        buf, deadline = self.source.buffer, time.perf_counter() + self.spin_s
+        while buf.n_written < due and time.perf_counter() < deadline:
+            time.sleep(0)  # lets the acquisition thread take the GIL and write the chunk
+        return self._poll_once() if buf.n_written >= due else epochs
+
+    def _due_next_chunk(self) -> int | None:
+        """End index of the earliest pending window the next chunk (the largest recent one) completes, or None."""
+        thread = getattr(self.source, "thread", None)
+        if self.spin_s <= 0 or not self.pending or thread is None or not thread.is_alive() or not self._steps:
+            return None
+        clock, n_written, reach = self.source.clock, self.source.buffer.n_written, max(self._steps)
+        stops = []
+        for marker, _ in self.pending:
+            status, onset = clock.locate(marker.t_s)
+            stop = onset + self.first_offset + self.n_in
+            if status == "ok" and 0 < stop - n_written <= reach:
+                stops.append(stop)
+        return min(stops) if stops else None
+
+    def _poll_once(self) -> list[Epoch]:
+        """One pass over the pending markers (:meth:`poll` without the wait)."""
         if not self.pending:
             return []
         clock, buf = self.source.clock, self.source.buffer

@@ -208,3 +208,44 @@ def test_epoch_counter_counts_every_epoch_of_a_poll():
     src.push(signal(200))
     src.acquire()
     assert len(ep.poll()) == 3 and ep.n_epochs == 3
+
+
+@pytest.mark.parametrize("spin_s", [5.0, 0.0])
+def test_a_poll_waits_for_the_chunk_that_completes_an_epoch(spin_s):
+    """With a background acquisition thread, the poll before the last chunk waits for it and cuts the epoch."""
+    import threading
+
+    src = InMemorySource([f"E{i}" for i in range(3)], SFREQ, t_start_s=T0, poll_interval_s=0.001)
+    src.connect()
+    try:
+        ep = OnlineEpocher(src, PRESET, picks=range(3), marker_timeout_s=60.0)
+        ep.spin_s = spin_s
+        x = signal(200)
+        ep.add_markers([marker(40)])  # window = samples 35 … 60
+        src.push(x[:, :50])
+        assert src.wait_for_data(49, 5.0) and src.n_written == 50
+        late = threading.Timer(0.05, src.push, args=(x[:, 50:100],))  # the completing chunk, 50 ms later
+        late.start()
+        out = ep.poll()
+        late.join()
+        if spin_s:
+            (e,) = out  # cut by the same poll, once the thread wrote the chunk
+        else:
+            assert out == [] and len(ep.pending) == 1
+            assert src.wait_for_data(99, 5.0)
+            (e,) = ep.poll()
+        expected = preprocess_epoch(x[:, 35:61].astype(np.float64), SFREQ, PRESET).astype(np.float32)
+        np.testing.assert_allclose(e.data, expected, rtol=1e-6)
+        assert ep.poll() == [] and not ep.pending
+    finally:
+        src.disconnect()
+
+
+def test_no_wait_without_an_acquisition_thread():
+    """Manual acquire (tests, replays): nothing can arrive during a poll, so it never waits."""
+    src, ep, _ = setup()
+    ep.spin_s = 60.0
+    ep.add_markers([marker(40)])
+    src.push(signal(60))
+    src.acquire()
+    assert ep._due_next_chunk() is None and ep.poll() == []
