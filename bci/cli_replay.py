@@ -143,7 +143,7 @@ def _body(argv: Sequence[str] | None) -> int:
 def _to_fif(session: str, out: str) -> int:
     from pathlib import Path
 
-    from .recorder import recording_to_fif
+    from .recording_io import recording_to_fif
 
     if not Path(session).is_dir():
         raise UserError(f"--to-fif: {session} is not a session folder; convert folders written by hmavd-live")

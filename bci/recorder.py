@@ -15,16 +15,13 @@ The older folder format (:class:`SessionRecorder`, ``record_format=folder``)::
     markers.csv        t_s, code, label, concept (consumer clock), appended
     predictions.csv    one row per decoded epoch, appended
 
-Both are flushed (and fsync-ed) at least every ``flush_s`` seconds. :func:`read_session` reads either;
-:func:`recording_to_fif` converts a session to a FIF file with a ``stim`` channel (integer codes at
-their onset samples) and annotations, which ``hmavd-prepare`` and ``hmavd-replay`` read (they also read
-``session.xdf`` itself).
+Both are flushed (and fsync-ed) at least every ``flush_s`` seconds. :mod:`bci.recording_io` reads
+either back (``read_session``) and converts a session to FIF (``recording_to_fif``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import time
@@ -39,22 +36,35 @@ from hmavd.io import atomic_write_json
 
 from .messages import PredictionMessage
 from .ringbuffer import SampleClock
-from .units import unit_scale
 from .xdf import CHANNEL_FORMATS, XDFWriter
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SessionRecorder", "XDFSessionRecorder", "open_recorder", "read_session", "read_xdf_session", "recording_to_fif",
-    "PREDICTION_FIELDS", "XDF_NAME",
-]  # fmt: skip
+    "SessionRecorder",
+    "XDFSessionRecorder",
+    "open_recorder",
+    "prediction_row",
+    "sample_times",
+    "PREDICTION_FIELDS",
+    "XDF_NAME",
+]
 
 FORMAT_VERSION = 1
 XDF_NAME = "session.xdf"
 PREDICTION_FIELDS = (
-    "onset_index", "onset_s", "marker", "true_concept", "topk", "scores", "latency_ms", "top1_correct", "top5_correct",
-    "epoch_latency_ms", "sample_index",
-)  # fmt: skip
+    "onset_index",
+    "onset_s",
+    "marker",
+    "true_concept",
+    "topk",
+    "scores",
+    "latency_ms",
+    "top1_correct",
+    "top5_correct",
+    "epoch_latency_ms",
+    "sample_index",
+)
 
 
 class SessionRecorder:
@@ -74,9 +84,14 @@ class SessionRecorder:
     """
 
     def __init__(
-        self, path: str | Path, ch_names: Sequence[str], sfreq: float, first_index: int = 0, flush_s: float = 1.0,
+        self,
+        path: str | Path,
+        ch_names: Sequence[str],
+        sfreq: float,
+        first_index: int = 0,
+        flush_s: float = 1.0,
         extra_meta: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.path = Path(path)
         if (self.path / "meta.json").exists():
             raise UserError(f"record_dir: {self.path} already holds a recording; choose a new folder")
@@ -87,10 +102,16 @@ class SessionRecorder:
         self.flush_s = flush_s
         self.n_samples = 0
         self.meta: dict[str, Any] = {
-            "format_version": FORMAT_VERSION, "ch_names": self.ch_names, "sfreq": self.sfreq, "dtype": "float32",
-            "first_index": self.first_index, "n_samples": 0, "segments": [], "created": time.time(),
+            "format_version": FORMAT_VERSION,
+            "ch_names": self.ch_names,
+            "sfreq": self.sfreq,
+            "dtype": "float32",
+            "first_index": self.first_index,
+            "n_samples": 0,
+            "segments": [],
+            "created": time.time(),
             **(extra_meta or {}),
-        }  # fmt: skip
+        }
         self._eeg = open(self.path / "eeg.f32", "ab")  # noqa: SIM115 - kept open while recording
         self._markers = open(self.path / "markers.csv", "a", newline="")  # noqa: SIM115
         self._preds = open(self.path / "predictions.csv", "a", newline="")  # noqa: SIM115
@@ -174,12 +195,24 @@ class XDFSessionRecorder:
     """
 
     def __init__(
-        self, path: str | Path, ch_names: Sequence[str], sfreq: float, clock: SampleClock, first_index: int = 0,
-        flush_s: float = 0.5, dtype: str = "float32", ch_types: Sequence[str] | None = None,
-        ch_units: Sequence[str] | None = None, stream_name: str = "eeg", marker_name: str = "markers",
-        eeg_offset: Callable[[], float] | None = None, marker_offset: Callable[[], float] | None = None,
-        extra_meta: dict[str, Any] | None = None, offset_every_s: float = 5.0, boundary_every_s: float = 10.0,
-    ) -> None:  # fmt: skip
+        self,
+        path: str | Path,
+        ch_names: Sequence[str],
+        sfreq: float,
+        clock: SampleClock,
+        first_index: int = 0,
+        flush_s: float = 0.5,
+        dtype: str = "float32",
+        ch_types: Sequence[str] | None = None,
+        ch_units: Sequence[str] | None = None,
+        stream_name: str = "eeg",
+        marker_name: str = "markers",
+        eeg_offset: Callable[[], float] | None = None,
+        marker_offset: Callable[[], float] | None = None,
+        extra_meta: dict[str, Any] | None = None,
+        offset_every_s: float = 5.0,
+        boundary_every_s: float = 10.0,
+    ) -> None:
         self.path = Path(path)
         if (self.path / XDF_NAME).exists() or (self.path / "meta.json").exists():
             raise UserError(f"record_dir: {self.path} already holds a recording; choose a new folder")
@@ -195,23 +228,32 @@ class XDFSessionRecorder:
         meta = {"format_version": FORMAT_VERSION, "first_index": self.first_index, **(extra_meta or {})}
         header = {"hmavd_session": {"stream": stream_name}}
         self.writer = XDFWriter(self.path / XDF_NAME, header=header, background=True)  # the disk never blocks
-        w = self.writer
         self.fmt = XDFWriter.channel_format_of(dtype)
         self.dtype = np.dtype(CHANNEL_FORMATS[self.fmt])
-        self.eeg_id = w.add_stream(stream_name, "EEG", len(chans), self.sfreq, self.fmt, source_id=stream_name,
-                                   desc={"channels": {"channel": chans}, "hmavd_session": meta})  # fmt: skip
-        code_chan = {"channels": {"channel": [{"label": "code", "type": "Markers"}]}}
-        self.marker_id = w.add_stream(marker_name, "Markers", 1, 0.0, "string", source_id=marker_name, desc=code_chan)
-        pred_chans = [{"label": f, "type": "prediction"} for f in PREDICTION_FIELDS]
-        self.pred_id = w.add_stream("hmavd-predictions", "Predictions", len(PREDICTION_FIELDS), 0.0, "string",
-                                    source_id=f"{stream_name}-predictions",
-                                    desc={"channels": {"channel": pred_chans}})  # fmt: skip
+        self._add_streams(stream_name, marker_name, {"channels": {"channel": chans}, "hmavd_session": meta})
         self._preds = open(self.path / "predictions.csv", "a", newline="")  # noqa: SIM115 - kept open while recording
         self._pw = csv.writer(self._preds)
         self._pw.writerow(PREDICTION_FIELDS)
         self._now: float | None = None  # consumer time of the newest recorded sample
         self._t_offsets = self._t_boundary = self._last_flush = time.monotonic()
         self.flush()
+
+    def _add_streams(self, stream_name: str, marker_name: str, eeg_desc: dict[str, Any]) -> None:
+        """The stream headers: EEG (``eeg_desc``: channels and session settings), Markers, Predictions."""
+        w, n_chans = self.writer, len(self.ch_names)
+        self.eeg_id = w.add_stream(stream_name, "EEG", n_chans, self.sfreq, self.fmt, eeg_desc, source_id=stream_name)
+        code_desc = {"channels": {"channel": [{"label": "code", "type": "Markers"}]}}
+        self.marker_id = w.add_stream(marker_name, "Markers", 1, 0.0, "string", code_desc, source_id=marker_name)
+        pred_desc = {"channels": {"channel": [{"label": f, "type": "prediction"} for f in PREDICTION_FIELDS]}}
+        self.pred_id = w.add_stream(
+            "hmavd-predictions",
+            "Predictions",
+            len(PREDICTION_FIELDS),
+            0.0,
+            "string",
+            pred_desc,
+            source_id=f"{stream_name}-predictions",
+        )
 
     def write_eeg(self, data: np.ndarray, start: int | None = None) -> None:
         """Append ``data`` (C, n) whose first sample has absolute index ``start`` (default: contiguous)."""
@@ -294,8 +336,9 @@ def sample_times(clock: SampleClock, start: int, n: int) -> np.ndarray:
     return out
 
 
-def open_recorder(cfg: Any, path: str | Path, source: Any, first_index: int, meta: dict[str, Any],
-                  markers: Any = None) -> XDFSessionRecorder | SessionRecorder:  # fmt: skip
+def open_recorder(
+    cfg: Any, path: str | Path, source: Any, first_index: int, meta: dict[str, Any], markers: Any = None
+) -> XDFSessionRecorder | SessionRecorder:
     """The recorder ``cfg.record_format`` names (``xdf`` or ``folder``) for a connected live ``source``.
 
     The XDF header records ``meta`` plus every setting of ``cfg`` (a :class:`bci.live_config.LiveConfig`)
@@ -316,12 +359,20 @@ def open_recorder(cfg: Any, path: str | Path, source: Any, first_index: int, met
     if len(units) == n:
         units = [u or getattr(cfg, "stream_units", "") for u in units]
     return XDFSessionRecorder(
-        path, desc.ch_names, desc.sfreq, source.clock, first_index=first_index, dtype=desc.dtype,
+        path,
+        desc.ch_names,
+        desc.sfreq,
+        source.clock,
+        first_index=first_index,
+        dtype=desc.dtype,
         ch_units=units if len(units) == n and any(units) else None,
-        ch_types=types if len(types) == n and all(types) else None, stream_name=desc.name,
-        marker_name=str(getattr(markers, "name", "") or "markers"), eeg_offset=lambda: _offset_of(source),
-        marker_offset=lambda: _offset_of(markers), extra_meta={**meta, "settings": config_to_dict(cfg)},
-    )  # fmt: skip
+        ch_types=types if len(types) == n and all(types) else None,
+        stream_name=desc.name,
+        marker_name=str(getattr(markers, "name", "") or "markers"),
+        eeg_offset=lambda: _offset_of(source),
+        marker_offset=lambda: _offset_of(markers),
+        extra_meta={**meta, "settings": config_to_dict(cfg)},
+    )
 
 
 def _offset_of(part: Any) -> float:
@@ -337,12 +388,22 @@ def _b(v: Any) -> str:
 def prediction_row(msg: PredictionMessage) -> list[str]:
     """One ``"prediction"`` message as strings in :data:`PREDICTION_FIELDS` order."""
     topk = msg.get("topk") or []
-    return [str(v) for v in (
-        msg.get("onset_index", ""), f"{msg.get('onset_s', float('nan')):.6f}", msg.get("marker", ""),
-        msg.get("true_concept") or "", "|".join(c for c, _ in topk), "|".join(f"{s:.5f}" for _, s in topk),
-        f"{msg.get('latency_ms', float('nan')):.3f}", _b(msg.get("top1_correct")), _b(msg.get("top5_correct")),
-        f"{msg.get('epoch_latency_ms', float('nan')):.3f}", msg.get("sample_index", ""),
-    )]  # fmt: skip
+    return [
+        str(v)
+        for v in (
+            msg.get("onset_index", ""),
+            f"{msg.get('onset_s', float('nan')):.6f}",
+            msg.get("marker", ""),
+            msg.get("true_concept") or "",
+            "|".join(c for c, _ in topk),
+            "|".join(f"{s:.5f}" for _, s in topk),
+            f"{msg.get('latency_ms', float('nan')):.3f}",
+            _b(msg.get("top1_correct")),
+            _b(msg.get("top5_correct")),
+            f"{msg.get('epoch_latency_ms', float('nan')):.3f}",
+            msg.get("sample_index", ""),
+        )
+    ]
 
 
 def _segments(clock: SampleClock, first_index: int) -> list[list[float]]:
@@ -354,133 +415,4 @@ def _segments(clock: SampleClock, first_index: int) -> list[list[float]]:
         t0, period = seg.line()
         start = max(seg.start, first_index)
         out.append([start - first_index, seg.stop - start, t0 + (start - seg.start) * period, period])
-    return out
-
-
-def read_session(path: str | Path) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
-    """Read a session (folder or ``.xdf``): data (C, n) float32, meta, and markers as ``(sample, code)``.
-
-    A folder holding ``session.xdf`` (or an ``.xdf`` file) is read by :func:`read_xdf_session`. In the
-    folder format markers are mapped to their nearest sample through the saved segments; markers
-    outside the recorded data (or in a gap) are dropped with a log line.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".xdf" or (path / XDF_NAME).exists():
-        return read_xdf_session(path if path.suffix.lower() == ".xdf" else path / XDF_NAME)
-    if not (path / "meta.json").exists():
-        raise UserError(f"recording: {path} has no {XDF_NAME} or meta.json; give a folder written by the live recorder")
-    meta = json.loads((path / "meta.json").read_text())
-    n_chans = len(meta["ch_names"])
-    raw = np.fromfile(path / "eeg.f32", dtype=np.float32)
-    n = raw.size // n_chans  # a crash may leave a partial last sample
-    data = raw[: n * n_chans].reshape(n, n_chans).T  # (C, n)
-    events: list[tuple[int, str]] = []
-    segs = meta.get("segments") or [[0, n, 0.0, 1.0 / meta["sfreq"]]]
-    with open(path / "markers.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            t = float(row["t_s"])
-            idx = None
-            for start, cnt, t0, period in segs:
-                k = int(round((t - t0) / period))
-                if 0 <= k < cnt:
-                    idx = int(start + k)
-            if idx is None or idx >= n:
-                log.info("marker %s at %.3f s lies outside the recorded data; dropped", row["code"], t)
-                continue
-            events.append((idx, row["code"]))
-    return data, meta, events
-
-
-def read_xdf_session(
-    path: str | Path, to_volts: bool = True
-) -> tuple[np.ndarray, dict[str, Any], list[tuple[int, str]]]:
-    """Read an XDF session: the EEG stream (C, n) float32, meta, and markers as ``(sample, code)``.
-
-    ``pyxdf.load_xdf`` with clock synchronisation (the ClockOffset chunks) and the timestamps as
-    written; each marker goes to the nearest EEG sample, markers outside the data are dropped. The
-    Predictions stream is returned in ``meta["predictions"]`` as a list of dicts (one per epoch).
-    ``meta`` has ``ch_names``, ``ch_types``, ``ch_units``, ``sfreq``, ``n_samples``, ``format``
-    (``"xdf"``), ``timestamps`` (n,) and the header's ``hmavd_session`` settings. With ``to_volts``
-    channels labelled in mV, µV or nV are converted to volts (as the FIF export and replays expect).
-    """
-    import pyxdf
-
-    from hmavd.preprocessing.raw_io import nearest_samples
-
-    try:
-        streams, _ = pyxdf.load_xdf(str(path), dejitter_timestamps=False, verbose=False)
-    except Exception as err:  # noqa: BLE001 - unreadable input
-        raise UserError(f"recording: {path} is not a readable XDF file ({type(err).__name__}: {err})") from None
-    by_type: dict[str, dict] = {}
-    for st in streams:
-        by_type.setdefault(str(st["info"]["type"][0]).lower(), st)
-    eeg = by_type.get("eeg")
-    if eeg is None or len(eeg["time_stamps"]) == 0:
-        raise UserError(f"recording: {path} holds no EEG samples; record for longer or pick another session")
-    chans = _xdf_list(eeg["info"], "desc", "channels", "channel")
-    field = lambda key: [str((c.get(key) or [""])[0] or "") for c in chans]  # noqa: E731
-    ts = np.asarray(eeg["time_stamps"], dtype=np.float64)
-    sfreq = float(eeg["info"]["nominal_srate"][0])
-    events: list[tuple[int, str]] = []
-    mk = by_type.get("markers")
-    if mk is not None and len(mk["time_stamps"]):
-        codes = [str(v[0]) for v in mk["time_series"]]
-        idx, inside = nearest_samples(ts, np.asarray(mk["time_stamps"]), sfreq)
-        if not inside.all():
-            log.info("%s: %d markers lie outside the recorded data; dropped", path, int((~inside).sum()))
-        events = [(int(i), c) for i, c, ok in zip(idx, codes, inside) if ok]
-    pr = by_type.get("predictions")
-    preds = [dict(zip(PREDICTION_FIELDS, row)) for row in pr["time_series"]] if pr is not None else []
-    session = _xdf_list(eeg["info"], "desc", "hmavd_session")
-    meta = {
-        "format": "xdf", "ch_names": field("label"), "ch_types": field("type"), "ch_units": field("unit"),
-        "sfreq": sfreq, "n_samples": len(ts), "timestamps": ts, "stream": str(eeg["info"]["name"][0]),
-        "hmavd_session": session[0] if session else {}, "predictions": preds,
-    }  # fmt: skip
-    data = np.asarray(eeg["time_series"], dtype=np.float32).T  # (C, n)
-    if to_volts:  # channels labelled in a voltage unit other than volts
-        for i, unit in enumerate(meta["ch_units"]):
-            scale = unit_scale(unit)
-            if scale is not None and scale != 1.0:
-                data[i] *= np.float32(scale)
-                meta["ch_units"][i] = "volts"
-    return data, meta, events
-
-
-def _xdf_list(node: Any, *keys: str) -> list:
-    """``node[k1][0][k2][0]…[kn]`` of pyxdf's nested dict-of-lists, ``[]`` when a level is missing."""
-    for k in keys[:-1]:
-        try:
-            node = node[k][0]
-        except (KeyError, IndexError, TypeError):
-            return []
-    try:
-        return list(node[keys[-1]] or [])
-    except (KeyError, TypeError):
-        return []
-
-
-def recording_to_fif(path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Convert a session folder to FIF (EEG in volts, ``misc`` for ``sample_index``, a ``stim`` channel)."""
-    import mne
-
-    data, meta, events = read_session(path)
-    ch_names = list(meta["ch_names"])
-    types = ["misc" if c.lower() in ("sample_index", "sample") else "stim" if c.lower() == "stim" else "eeg"
-             for c in ch_names]  # fmt: skip
-    stim = np.zeros((1, data.shape[1]))
-    for idx, code in events:
-        digits = "".join(ch for ch in code if ch.isdigit())
-        if digits:
-            stim[0, idx] = int(digits)
-    if "stim" not in [c.lower() for c in ch_names]:
-        ch_names, types = [*ch_names, "stim"], [*types, "stim"]
-        data = np.concatenate([data.astype(np.float64), stim], axis=0)
-    info = mne.create_info(ch_names, meta["sfreq"], types)
-    raw = mne.io.RawArray(np.asarray(data, dtype=np.float64), info, verbose="error")
-    if events:
-        onsets = np.array([i for i, _ in events]) / meta["sfreq"]
-        raw.set_annotations(mne.Annotations(onsets, np.zeros(len(events)), [c for _, c in events]))
-    out = Path(out)
-    raw.save(out, overwrite=overwrite, verbose="error")
     return out

@@ -81,11 +81,11 @@ def load_replay(path: str, sample_index: bool = False, stim_channel: str | None 
 
 def _load_session(path: Path, sample_index: bool) -> ReplayData:
     """A :class:`~bci.recorder.SessionRecorder` folder as :class:`ReplayData` (marker codes kept as strings)."""
-    from .recorder import read_session
+    from .recording_io import read_session, session_channel_type
 
     data, meta, events = read_session(path)
     names = [str(c) for c in meta["ch_names"]]
-    types = [_session_channel_type(c) for c in names]
+    types = [session_channel_type(c) for c in names]
     keep = [i for i, t in enumerate(types) if t != "stim"]
     data = np.asarray(data[keep], dtype=np.float64)
     names, types = [names[i] for i in keep], [types[i] for i in keep]
@@ -97,14 +97,6 @@ def _load_session(path: Path, sample_index: bool) -> ReplayData:
     if data.shape[1] == 0:
         raise UserError(f"recording: {path} holds no samples; record for longer or pick another session")
     return ReplayData(data, tuple(names), tuple(types), float(meta["sfreq"]), tuple(events))
-
-
-def _session_channel_type(name: str) -> str:
-    """MNE channel type of a session folder's channel: its sample counter is ``misc``, ``stim`` is ``stim``."""
-    low = name.lower()
-    if low in ("sample_index", "sample"):
-        return "misc"
-    return "stim" if low == "stim" else "eeg"
 
 
 def _session_to_volts(meta: dict, keep: Sequence[int], types: Sequence[str]) -> np.ndarray:

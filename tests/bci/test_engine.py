@@ -8,7 +8,7 @@ from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers
-from bci.recorder import read_session, recording_to_fif
+from bci.recording_io import read_session, recording_to_fif
 from bci.sources import InMemorySource
 from hmavd.errors import UserError
 from hmavd.preprocessing.raw_io import read_recording

@@ -22,7 +22,7 @@ from bci.engine import LiveEngine
 from bci.engine_process import EngineProcess
 from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
-from bci.recorder import read_session
+from bci.recording_io import read_session
 from bci.replay import LSLPlayer, load_replay
 from bci.sources import LSLSource
 from hmavd.errors import UserError
@@ -193,7 +193,7 @@ def test_engine_process_end_to_end(tmp_path):
     assert any(m["type"] == "scope" and m["data"].shape[0] == 64 for m in msgs)
     assert [m["message"] for m in msgs if m["type"] == "error"] == ["unknown command 'bogus'"]
     assert msgs[-1]["type"] == "stopped"
-    data, _, rec_events = read_session(tmp_path / "session")  # an XDF session (bci.recorder)
+    data, _, rec_events = read_session(tmp_path / "session")  # an XDF session (bci.recording_io reads it)
     assert data.shape[0] == 64 and data.shape[1] > 0 and rec_events
 
 

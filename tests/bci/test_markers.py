@@ -12,7 +12,7 @@ from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers, LSLMarkerSource, MarkerMap, load_marker_map, marker_number
-from bci.recorder import read_session
+from bci.recording_io import read_session
 from bci.sources import InMemorySource
 from hmavd.errors import UserError
 

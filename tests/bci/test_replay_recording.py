@@ -24,7 +24,7 @@ from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.headless import run_headless
 from bci.live_config import LiveConfig
-from bci.recorder import read_session
+from bci.recording_io import read_session, session_channel_type
 from bci.replay import LSLPlayer, RecordingSource, ReplayData, load_replay
 from hmavd.errors import UserError
 
@@ -138,6 +138,13 @@ def test_global_index_and_push_log_need_lsl(tmp_path):
         LSLPlayer(rec, "x", "", global_index=True)
     with pytest.raises(UserError, match="replay_speed"):
         RecordingSource(rec, replay_speed=0)
+    with pytest.raises(UserError, match="replay_speed: -1 must be > 0"):
+        LSLPlayer(rec, "x", "", replay_speed=-1)
+
+
+def test_recorded_channel_types_for_replay_and_fif():
+    names = ["Fp1", "SAMPLE_INDEX", "sample", "Stim", "trigger"]
+    assert [session_channel_type(n) for n in names] == ["eeg", "misc", "misc", "stim", "eeg"]
 
 
 @pytest.mark.parametrize("fmt", ["npy", "fif", "vhdr", "edf"])

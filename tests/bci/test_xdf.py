@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import pyxdf
 
-from bci.recorder import XDFSessionRecorder, read_session
+from bci.recorder import XDFSessionRecorder
+from bci.recording_io import read_session
 from bci.ringbuffer import SampleClock
 from bci.xdf import BOUNDARY_UUID, XDFWriter, chunk, varlen_uint
 
