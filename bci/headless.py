@@ -1,8 +1,9 @@
 """``hmavd-live --headless``: the live pipeline without a window.
 
 ``gui/cli.py`` owns the ``hmavd-live`` entry point and hands ``--headless`` command lines to
-:func:`headless_main` (no Qt is imported on this path); :func:`add_live_arguments` /
-:func:`live_config_from_args` parse the live settings, :func:`run_headless` runs the session.
+:func:`headless_main` (no Qt is imported on this path), which resolves the :class:`LiveConfig` like the
+other commands (``--config``, the flags, ``key=value`` overrides: :func:`hmavd.config.load_command_config`);
+:func:`run_headless` runs the session.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hmavd.config import add_config_arguments, config_to_dict, load_config, parse_overrides, save_config
+from hmavd.config import add_config_arguments, config_yaml, load_command_config, save_config
 from hmavd.errors import UserError, setup_logging
 from hmavd.io import atomic_write_json
 
@@ -27,9 +28,9 @@ from .recorder import XDF_NAME
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_live_arguments", "headless_main", "live_config_from_args", "run_headless"]
+__all__ = ["headless_main", "run_headless"]
 
-#: command-line flag -> LiveConfig field
+#: LiveConfig field -> the help of its command-line flag (``--eeg-stream`` …)
 _FLAGS = {
     "eeg_stream": "name of the EEG LSL stream (empty: first stream of type EEG)",
     "marker_stream": "name of the marker LSL stream (empty: first stream of type Markers)",
@@ -44,20 +45,17 @@ _FLAGS = {
 }
 
 
-def add_live_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the live-session flags (``--eeg-stream`` …), ``--duration``, ``--out-dir`` and config overrides."""
+def _parser() -> argparse.ArgumentParser:
+    """The live-session flags (``--eeg-stream`` …), ``--duration``, ``--out-dir`` and the config arguments."""
+    p = argparse.ArgumentParser(prog="hmavd-live --headless", description="The live pipeline without a window.")
+    p.add_argument("--headless", action="store_true", help="run without a window")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     for name, help_ in _FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_)
-    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--out-dir", default=None, help="headless output folder (recording + predictions.csv)")
-    add_config_arguments(parser, default="live")
-
-
-def live_config_from_args(args: argparse.Namespace) -> LiveConfig:
-    """``LiveConfig`` from ``--config``, the flags, then trailing ``key=value`` overrides."""
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
-    overrides.update(parse_overrides(getattr(args, "overrides", None) or []))
-    return load_config(LiveConfig, getattr(args, "config", None), overrides)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_)
+    p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument("--out-dir", default=None, help="headless output folder (recording + predictions.csv)")
+    add_config_arguments(p, default="live")
+    return p
 
 
 def run_headless(
@@ -111,21 +109,31 @@ def run_headless(
     finally:
         status = engine.status()
         engine.disconnect()
-        if engine.online_mvnn is not None:  # the session's own MVNN estimate, recorded beside it
-            engine.online_mvnn.save(out / "mvnn_online.npz")
-        if engine.accumulator is not None:  # accuracy against the number of repetitions averaged
-            from .accumulate import curve_csv
-
-            (out / "accumulation.csv").write_text(curve_csv(engine.accumulator.rows()))
-            atomic_write_json(out / "accumulation.json", {"mode": engine.accumulator.mode,
-                                                          "curve": engine.accumulator.rows()})  # fmt: skip
-    summary = {**status, "n_predictions": engine.n_predictions, "out_dir": str(out), "errors": errors,
-               "quality": quality_summary(quality[-1]) if quality else None}  # fmt: skip
+        _save_session_estimates(engine, out)
+    summary = {
+        **status,
+        "n_predictions": engine.n_predictions,
+        "out_dir": str(out),
+        "errors": errors,
+        "quality": quality_summary(quality[-1]) if quality else None,
+    }
     summary.pop("type", None)
     atomic_write_json(out / "summary.json", summary)
-    log.info("summary: %s", json.dumps({k: summary[k] for k in ("n_predictions", "running_top1", "running_top5",
-                                                                  "latency_p99_ms", "rejected")}))  # fmt: skip
+    keys = ("n_predictions", "running_top1", "running_top5", "latency_p99_ms", "rejected")
+    log.info("summary: %s", json.dumps({k: summary[k] for k in keys}))
     return summary
+
+
+def _save_session_estimates(engine: LiveEngine, out: Path) -> None:
+    """Beside the recording: the session's own MVNN estimate and the accuracy against repetitions averaged."""
+    if engine.online_mvnn is not None:
+        engine.online_mvnn.save(out / "mvnn_online.npz")
+    if engine.accumulator is not None:
+        from .accumulate import curve_csv
+
+        rows = engine.accumulator.rows()
+        (out / "accumulation.csv").write_text(curve_csv(rows))
+        atomic_write_json(out / "accumulation.json", {"mode": engine.accumulator.mode, "curve": rows})
 
 
 _STATUS_LOG_EVERY_S = 5.0
@@ -149,8 +157,8 @@ def _log_message(msg: EngineMessage, errors: list[str], quality: list[dict] | No
         mark = "" if msg["top1_correct"] is None else (" ✓" if msg["top1_correct"] else " ✗")
         log.info("%8.3f s %s → %s (%.1f ms)%s", msg["onset_s"], msg["marker"], top, msg["latency_ms"], mark)
     elif kind == "status" and msg["running_top1"] is not None:
-        log.info("running top-1 %.3f top-5 %.3f over %d epochs; latency p99 %.1f ms", msg["running_top1"],
-                 msg["running_top5"], msg["n_epochs"], msg["latency_p99_ms"])  # fmt: skip
+        top1, top5, n, p99 = msg["running_top1"], msg["running_top5"], msg["n_epochs"], msg["latency_p99_ms"]
+        log.info("running top-1 %.3f top-5 %.3f over %d epochs; latency p99 %.1f ms", top1, top5, n, p99)
     elif kind == "error":
         errors.append(msg["message"])
         log.error("%s", msg["message"])
@@ -162,17 +170,11 @@ def headless_main(argv: Sequence[str]) -> int:
     0 on success, 1 when the session only produced errors (no prediction); a bad argument raises
     :class:`UserError` (exit status 2 under :func:`hmavd.errors.run_command`).
     """
-    import yaml
-
-    p = argparse.ArgumentParser(prog="hmavd-live --headless", description="The live pipeline without a window.")
-    p.add_argument("--headless", action="store_true", help="run without a window")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_live_arguments(p)
-    args = p.parse_intermixed_args(list(argv))
+    args = _parser().parse_intermixed_args(list(argv))
     setup_logging(args.verbose)
-    cfg = live_config_from_args(args)
+    cfg = load_command_config(LiveConfig, args, _FLAGS)
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")  # the command's output
+        print(config_yaml(cfg), end="")  # the command's output
         return 0
     summary = run_headless(cfg, duration_s=args.duration, out_dir=args.out_dir)
     top1, top5 = summary.get("running_top1"), summary.get("running_top5")

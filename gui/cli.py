@@ -21,6 +21,10 @@ $XDG_CONFIG_HOME/hmavd/live.json (override with --settings or HMAVD_LIVE_SETTING
 `hmavd-live --headless --help` lists the options of the window-less pipeline."""
 
 
+#: The window's flags that preselect a remembered setting (``gui.settings.LiveSettings``; dest = the field).
+_WINDOW_FIELDS = ("eeg_stream", "marker_stream", "checkpoint", "features", "whitening", "data_dir", "runs_dir")
+
+
 def build_gui_parser() -> argparse.ArgumentParser:
     """Arguments of the window mode."""
     p = argparse.ArgumentParser(
@@ -54,15 +58,7 @@ def _window(argv: list[str]) -> int:
             f"hmavd-live: the window needs PyQt6 and pyqtgraph ({err}); "
             "install them with `pip install hmavd[gui]` or run `hmavd-live --headless`"
         ) from None
-    overrides = {
-        "eeg_stream": args.eeg_stream,
-        "marker_stream": args.marker_stream,
-        "checkpoint": args.checkpoint,
-        "features": args.features,
-        "whitening": args.whitening,
-        "data_dir": args.data_dir,
-        "runs_dir": args.runs_dir,
-    }
+    overrides = {name: getattr(args, name) for name in _WINDOW_FIELDS}
     return run_app(args.settings, overrides, start_demo=args.demo, replay=args.replay)
 
 

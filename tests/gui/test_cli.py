@@ -47,3 +47,21 @@ def test_create_window_applies_overrides(qtbot, tmp_path):
     assert win.eeg_stream() == "amp-1"
     win.shutdown()
     assert (tmp_path / "s.json").exists()
+
+
+def test_headless_config_flags_yaml_and_overrides_resolve_in_that_order(tmp_path, capsys):
+    """``hmavd-live --headless``: the packaged config, then ``--config``, the flags, and ``key=value`` last."""
+    import yaml
+
+    own = tmp_path / "my_live.yaml"
+    own.write_text("eeg_stream: from-yaml\nmarker_stream: markers-yaml\ntop_k: 4\n")
+    argv = ["--headless", "--config", str(own), "--eeg-stream", "from-flag", "--print-config", "top_k=2"]
+    assert cli.main(argv) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["eeg_stream"] == "from-flag" and printed["marker_stream"] == "markers-yaml"
+    assert printed["top_k"] == 2
+    assert cli.main(["--headless", "--print-config", "--eeg-stream", "a", "eeg_stream=b"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["eeg_stream"] == "b"  # the override wins over the flag
+    assert cli.main(["--headless", "--print-config", "top_kk=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "top_kk" in err[0], err
