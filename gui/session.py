@@ -301,7 +301,7 @@ class LiveSession:
             return
         want = not self.recording
         if want:
-            path = Path(self.settings.record_dir) / time.strftime("session-%Y%m%d-%H%M%S")
+            path = Path(self.settings.record_dir or "recordings") / time.strftime("session-%Y%m%d-%H%M%S")
             self.engine.send(dict(bm.record_start_command(str(path))))
             self.view.infos.append(f"recording to {path}")
         else:

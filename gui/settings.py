@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bci.live_config import LiveConfig
 from hmavd.io import atomic_write_json
 
 __all__ = [
     "LiveSettings",
+    "AMPLIFIER_FIELDS",
     "DemoPaths",
     "default_settings_path",
     "load_settings",
@@ -34,36 +36,47 @@ log = logging.getLogger(__name__)
 DEMO_DATA_DIR = "hmavd_data/sim"
 DEMO_RUNS_DIR = "runs/demo"
 
+#: The ``LiveConfig`` fields that describe the amplifier's stream (docs/realtime.md, "Connect your amplifier").
+AMPLIFIER_FIELDS = ("stream_units", "amplitude_check", "interpolate_missing", "marker_map", "marker_offset_s")
+
+_LIVE_FIELDS = {f.name: f for f in dataclasses.fields(LiveConfig)}
+
+
+def _live_default(name: str) -> Any:
+    """``LiveConfig``'s default of ``name``: the fields the window remembers start where the engine's do."""
+    return _LIVE_FIELDS[name].default
+
 
 @dataclass
 class LiveSettings:
     """Everything the window remembers between runs (all JSON-safe).
 
-    Empty strings mean "not chosen yet": the simulated subject's defaults are used.
+    Empty strings mean "not chosen yet": the simulated subject's defaults are used. The fields that are
+    also :class:`bci.live_config.LiveConfig` fields take its defaults (``record_dir`` empty: ``recordings``).
     """
 
-    eeg_stream: str = ""
-    marker_stream: str = ""
-    checkpoint: str = ""
-    features: str = ""
-    whitening: str = ""
-    templates: str = "image"
-    image_source: str = "test-images"
+    eeg_stream: str = _live_default("eeg_stream")
+    marker_stream: str = _live_default("marker_stream")
+    checkpoint: str = _live_default("checkpoint")
+    features: str = _live_default("features")
+    whitening: str = _live_default("whitening")
+    templates: str = _live_default("templates")
+    image_source: str = _live_default("image_source")
     image_dir: str = ""
-    record_dir: str = "recordings"
+    record_dir: str = _live_default("record_dir")
     last_recording: str = ""
-    replay_speed: float = 1.0
+    replay_speed: float = _live_default("replay_speed")
     data_dir: str = DEMO_DATA_DIR
     runs_dir: str = DEMO_RUNS_DIR
     scope_window_s: float = 5.0
     scope_scale_uv: float = 50.0
     scope_channels: list[str] = field(default_factory=list)  # empty = all
-    # the amplifier's stream (bci.engine.LiveConfig fields; docs/realtime.md, "Connect your amplifier")
-    stream_units: str = ""  # V, mV, uV, nV; empty = the channels' unit labels
-    amplitude_check: str = "refuse"  # an unlabelled stream's amplitude vs the training data: refuse/warn/off
-    interpolate_missing: int = 0  # up to this many missing model channels interpolated (spherical splines)
-    marker_map: str = ""  # code -> image file or concept (.json/.yaml/.csv)
-    marker_offset_s: float = 0.0  # display delay added to every marker (photodiode)
+    # the amplifier's stream (AMPLIFIER_FIELDS)
+    stream_units: str = _live_default("stream_units")  # V, mV, uV, nV; empty = the channels' unit labels
+    amplitude_check: str = _live_default("amplitude_check")  # unlabelled stream vs training data: refuse/warn/off
+    interpolate_missing: int = _live_default("interpolate_missing")  # missing model channels interpolated
+    marker_map: str = _live_default("marker_map")  # code -> image file or concept (.json/.yaml/.csv)
+    marker_offset_s: float = _live_default("marker_offset_s")  # display delay added to every marker (photodiode)
     geometry: str = ""  # hex of QMainWindow.saveGeometry()
 
     @classmethod
@@ -90,9 +103,8 @@ class LiveSettings:
         return out
 
     def amplifier_values(self) -> dict[str, Any]:
-        """The ``LiveConfig`` fields that describe the amplifier's stream, as remembered."""
-        keys = ("stream_units", "amplitude_check", "interpolate_missing", "marker_map", "marker_offset_s")
-        return {k: getattr(self, k) for k in keys}
+        """The ``LiveConfig`` fields that describe the amplifier's stream (:data:`AMPLIFIER_FIELDS`), as remembered."""
+        return {k: getattr(self, k) for k in AMPLIFIER_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

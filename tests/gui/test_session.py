@@ -183,6 +183,13 @@ def test_recording_state_follows_the_engine_after_the_command(session, clock):
     assert session.recording and session.record_wanted is None
 
 
+def test_recording_without_a_record_dir_goes_under_recordings(session):
+    session.settings.record_dir = ""  # LiveConfig's default: the engine's recordings/ folder
+    eng = _connect(session)
+    session.toggle_recording()
+    assert eng.sent[-1]["cmd"] == "record_start" and eng.sent[-1]["path"].startswith("recordings/session-")
+
+
 def test_a_dead_or_stopped_engine_is_reported_and_forgotten(session):
     eng = _connect(session)
     eng.queue.append(connected_msg())
