@@ -33,13 +33,21 @@ N_TIMES = len(preprocessed_times(PRESET, SFREQ_IN))
 
 def tiny_model(n_chans: int = 4, n_times: int = N_TIMES, seed: int = 0) -> HMAVD:
     torch.manual_seed(seed)
-    cfg = ModelConfig(encoder="tsconv", n_chans=n_chans, n_times=n_times, feature_dim=16, proj_dim=16,
-                      img_reduction=2, txt_reduction=2,
-                      encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)))  # fmt: skip
+    cfg = ModelConfig(
+        encoder="tsconv",
+        n_chans=n_chans,
+        n_times=n_times,
+        feature_dim=16,
+        proj_dim=16,
+        img_reduction=2,
+        txt_reduction=2,
+        encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
+    )
     return HMAVD(cfg).eval()
 
 
 def tiny_cache(path: Path, seed: int = 0) -> Path:
+    """A random 16-d feature cache of the six :data:`CONCEPTS` (test images) and four training images."""
     rng = np.random.default_rng(seed)
     k = len(CONCEPTS)
     arrays = {
@@ -49,22 +57,35 @@ def tiny_cache(path: Path, seed: int = 0) -> Path:
         "test_text_features": rng.standard_normal((k, 16)).astype(np.float32),
     }
     prov = {
-        "model": "random", "train_images": [f"a/{i}.jpg" for i in range(4)],
-        "test_images": [f"{c}/{c}.jpg" for c in CONCEPTS], "train_concepts": ["x", "y"], "test_concepts": CONCEPTS,
-    }  # fmt: skip
+        "model": "random",
+        "train_images": [f"a/{i}.jpg" for i in range(4)],
+        "test_images": [f"{c}/{c}.jpg" for c in CONCEPTS],
+        "train_concepts": ["x", "y"],
+        "test_concepts": CONCEPTS,
+    }
     return save_feature_cache(path, arrays, prov)
 
 
 def tiny_checkpoint(tmp: Path, seed: int = 0, ch_names=CH_NAMES, preset=PRESET, sfreq_in=SFREQ_IN):
     times = preprocessed_times(preset, sfreq_in)
     model = tiny_model(len(ch_names), len(times), seed=seed)
-    ckpt = save_checkpoint(tmp / "best.safetensors", model, extra={"ch_names": list(ch_names), "times": times.tolist(),
-                                                                 "sfreq": preset.sfreq})  # fmt: skip
+    ckpt = save_checkpoint(
+        tmp / "best.safetensors",
+        model,
+        extra={"ch_names": list(ch_names), "times": times.tolist(), "sfreq": preset.sfreq},
+    )
     return ckpt, tiny_cache(tmp / "features"), model
 
 
-def make_recording(path: Path, duration_s: float = 12.0, onset_every_s: float = 0.2, seed: int = 0,
-                   extra_codes: dict[int, int] | None = None, ch_names=CH_NAMES, sfreq=SFREQ_IN):  # fmt: skip
+def make_recording(
+    path: Path,
+    duration_s: float = 12.0,
+    onset_every_s: float = 0.2,
+    seed: int = 0,
+    extra_codes: dict[int, int] | None = None,
+    ch_names=CH_NAMES,
+    sfreq=SFREQ_IN,
+):
     """A small continuous FIF (4 EEG ch in volts at 200 Hz + ``sample_index`` misc + ``stim``).
 
     Returns ``(path, data (4, N) float64, events (n, 3))``; events are image numbers 1…6 every

@@ -1,7 +1,8 @@
 """Builders for the GUI tests that run the real engine: a small FIF recording and a tiny checkpoint.
 
 The recording has 4 occipital/parietal channels + stim at 200 Hz with a marker every 200 ms; the
-checkpoint is a randomly initialised HMAVD (TSConv, ``gifford`` preset) with a 6-concept feature cache.
+checkpoint is a randomly initialised HMAVD (TSConv, ``gifford`` preset) with the bci tests' 6-concept
+feature cache (``tests/bci/bci_testkit.py``, importable here through ``tests/gui/conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bci_testkit import CH_NAMES, CONCEPTS, tiny_cache
 
-CH_NAMES = ["O1", "Oz", "O2", "Pz"]
-CONCEPTS = [f"{i + 1:05d}_thing{i + 1}" for i in range(6)]
+__all__ = ["CH_NAMES", "SFREQ", "make_recording", "make_checkpoint", "process_gone", "child_pids"]
+
 SFREQ = 200.0
 
 
@@ -31,31 +33,26 @@ def make_recording(path, duration_s=30.0, seed=0):
 
 
 def make_checkpoint(tmp_path):
+    """``(checkpoint, feature cache)``: a random TSConv HMAVD on the ``gifford`` preset's times and its cache."""
     from hmavd.checkpoint import save_checkpoint
-    from hmavd.features.cache import save_feature_cache
     from hmavd.models.hmavd_model import HMAVD, ModelConfig
     from hmavd.preprocessing.presets import PRESETS
     from hmavd.preprocessing.transforms import preprocessed_times
 
     times = preprocessed_times(PRESETS["gifford"], SFREQ)
     torch.manual_seed(0)
-    cfg = ModelConfig(encoder="tsconv", n_chans=len(CH_NAMES), n_times=len(times), feature_dim=16, proj_dim=16,
-                      img_reduction=2, txt_reduction=2)  # fmt: skip
-    ckpt = save_checkpoint(tmp_path / "best.safetensors", HMAVD(cfg).eval(),
-                           extra={"ch_names": CH_NAMES, "times": times.tolist(), "sfreq": 100.0,
-                                  "preset": "gifford"})  # fmt: skip
-    rng = np.random.default_rng(1)
-    k = len(CONCEPTS)
-    arrays = {
-        "train_image_features": rng.standard_normal((4, 16)).astype(np.float32),
-        "test_image_features": rng.standard_normal((k, 16)).astype(np.float32),
-        "train_text_features": rng.standard_normal((2, 16)).astype(np.float32),
-        "test_text_features": rng.standard_normal((k, 16)).astype(np.float32),
-    }
-    prov = {"model": "random", "train_images": [f"a/{i}.jpg" for i in range(4)],
-            "test_images": [f"{c}/{c}.jpg" for c in CONCEPTS], "train_concepts": ["x", "y"],
-            "test_concepts": CONCEPTS}  # fmt: skip
-    return ckpt, save_feature_cache(tmp_path / "features", arrays, prov)
+    cfg = ModelConfig(
+        encoder="tsconv",
+        n_chans=len(CH_NAMES),
+        n_times=len(times),
+        feature_dim=16,
+        proj_dim=16,
+        img_reduction=2,
+        txt_reduction=2,
+    )
+    extra = {"ch_names": CH_NAMES, "times": times.tolist(), "sfreq": 100.0, "preset": "gifford"}
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", HMAVD(cfg).eval(), extra=extra)
+    return ckpt, tiny_cache(tmp_path / "features", seed=1)
 
 
 def process_gone(pid: int) -> bool:
