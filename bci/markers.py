@@ -25,9 +25,16 @@ from .sources import ClockOffset, close_inlet, resolve_stream
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Marker", "MarkerInfo", "MarkerMap", "marker_number", "load_marker_map", "build_marker_map", "take_markers",
-    "InMemoryMarkers", "LSLMarkerSource",
-]  # fmt: skip
+    "Marker",
+    "MarkerInfo",
+    "MarkerMap",
+    "marker_number",
+    "load_marker_map",
+    "build_marker_map",
+    "take_markers",
+    "InMemoryMarkers",
+    "LSLMarkerSource",
+]
 
 _TRAILING_INT = re.compile(r"(\d+)(?:\.0+)?\s*$")
 
@@ -123,8 +130,11 @@ class MarkerMap:
         if num is not None and not self.mapping and self.concepts and 1 <= num <= len(self.concepts):
             return MarkerInfo("image", text, self.concepts[num - 1])
         if self.unknown[text] == 0:
-            log.warning("unknown marker code %r (not in the mapping of %d codes/concepts); not decoded", text,
-                        len(self.mapping) or len(self.concepts))  # fmt: skip
+            log.warning(
+                "unknown marker code %r (not in the mapping of %d codes/concepts); not decoded",
+                text,
+                len(self.mapping) or len(self.concepts),
+            )
         self.unknown[text] += 1
         return MarkerInfo("unknown", f"unknown {text}", None)
 
@@ -188,9 +198,13 @@ STALE_MARGIN_S = 0.5
 
 
 def take_markers(
-    items: Sequence[tuple[float, str]], marker_map: MarkerMap, offset_s: float = 0.0,
-    t_session_s: float = float("-inf"), recorder: Any = None, scope: Any = None,
-) -> tuple[list[Marker], int]:  # fmt: skip
+    items: Sequence[tuple[float, str]],
+    marker_map: MarkerMap,
+    offset_s: float = 0.0,
+    t_session_s: float = float("-inf"),
+    recorder: Any = None,
+    scope: Any = None,
+) -> tuple[list[Marker], int]:
     """Apply ``offset_s``, classify, record and scope every pulled marker.
 
     Parameters
@@ -226,8 +240,9 @@ def take_markers(
             continue
         if float(t_raw) < t_session_s - STALE_MARGIN_S:
             n_stale += 1
-            log.info("marker %r stamped %.3f s before the session started: not decoded", code,
-                     t_session_s - float(t_raw))  # fmt: skip
+            log.info(
+                "marker %r stamped %.3f s before the session started: not decoded", code, t_session_s - float(t_raw)
+            )
             continue
         out.append(Marker(t_s, str(code), info.label, info.concept))
     return out, n_stale

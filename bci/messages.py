@@ -56,11 +56,28 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 
 __all__ = [
-    "AccumulatedFields", "Command", "ConnectedMessage", "EngineMessage", "ErrorMessage", "MESSAGE_TYPES",
-    "PredictionMessage", "QualityMessage", "RecordStartCommand", "RecordStopCommand", "ScopeMessage",
-    "StatusMessage", "StopCommand", "StoppedMessage", "COMMANDS", "error_message", "record_start_command",
-    "record_stop_command", "stop_command", "stopped_message", "prediction_message",
-]  # fmt: skip
+    "AccumulatedFields",
+    "Command",
+    "ConnectedMessage",
+    "EngineMessage",
+    "ErrorMessage",
+    "MESSAGE_TYPES",
+    "PredictionMessage",
+    "QualityMessage",
+    "RecordStartCommand",
+    "RecordStopCommand",
+    "ScopeMessage",
+    "StatusMessage",
+    "StopCommand",
+    "StoppedMessage",
+    "COMMANDS",
+    "error_message",
+    "record_start_command",
+    "record_stop_command",
+    "stop_command",
+    "stopped_message",
+    "prediction_message",
+]
 
 #: Every ``type`` an engine message can have.
 MESSAGE_TYPES = ("connected", "scope", "prediction", "status", "quality", "error", "stopped")
@@ -229,17 +246,32 @@ def record_stop_command() -> RecordStopCommand:
 
 
 def prediction_message(
-    onset_s: float, onset_index: int, marker: str, true_concept: str | None, topk: list[tuple[str, float]],
-    latency_ms: float, epoch_latency_ms: float, top1_correct: bool | None, top5_correct: bool | None,
-    last_arrival_s: float, *optional: Mapping[str, Any] | None,
-) -> PredictionMessage:  # fmt: skip
+    onset_s: float,
+    onset_index: int,
+    marker: str,
+    true_concept: str | None,
+    topk: list[tuple[str, float]],
+    latency_ms: float,
+    epoch_latency_ms: float,
+    top1_correct: bool | None,
+    top5_correct: bool | None,
+    last_arrival_s: float,
+    *optional: Mapping[str, Any] | None,
+) -> PredictionMessage:
     """One ``"prediction"`` message; ``optional`` mappings add ``sample_index`` / the ``acc_*`` fields."""
     msg = PredictionMessage(
-        type="prediction", onset_s=float(onset_s), onset_index=int(onset_index), marker=str(marker),
-        true_concept=true_concept, topk=list(topk), latency_ms=float(latency_ms),
-        epoch_latency_ms=float(epoch_latency_ms), top1_correct=top1_correct, top5_correct=top5_correct,
+        type="prediction",
+        onset_s=float(onset_s),
+        onset_index=int(onset_index),
+        marker=str(marker),
+        true_concept=true_concept,
+        topk=list(topk),
+        latency_ms=float(latency_ms),
+        epoch_latency_ms=float(epoch_latency_ms),
+        top1_correct=top1_correct,
+        top5_correct=top5_correct,
         last_arrival_s=float(last_arrival_s),
-    )  # fmt: skip
+    )
     for extra in optional:
         msg.update(extra or {})  # type: ignore[typeddict-item]
     return msg

@@ -26,12 +26,43 @@ log = logging.getLogger(__name__)
 __all__ = ["normalize_label", "is_non_eeg", "MontageMatch", "match_montage", "interpolation_matrix"]
 
 #: Old 10-20 name -> 10-10 name (lower case); both directions are tried.
-ALIASES: dict[str, str] = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8", "a1": "m1", "a2": "m2",
-                           "o9": "i1", "o10": "i2"}  # fmt: skip
+ALIASES: dict[str, str] = {
+    "t3": "t7",
+    "t4": "t8",
+    "t5": "p7",
+    "t6": "p8",
+    "a1": "m1",
+    "a2": "m2",
+    "o9": "i1",
+    "o10": "i2",
+}
 _REVERSE = {v: k for k, v in ALIASES.items()}
 
-_NON_EEG_TYPES = {"aux", "eog", "heog", "veog", "ecg", "ekg", "emg", "stim", "trigger", "trig", "misc", "marker",
-                  "markers", "acc", "accel", "gyro", "resp", "gsr", "ppg", "temp", "bio", "exg", "counter"}  # fmt: skip
+_NON_EEG_TYPES = {
+    "aux",
+    "eog",
+    "heog",
+    "veog",
+    "ecg",
+    "ekg",
+    "emg",
+    "stim",
+    "trigger",
+    "trig",
+    "misc",
+    "marker",
+    "markers",
+    "acc",
+    "accel",
+    "gyro",
+    "resp",
+    "gsr",
+    "ppg",
+    "temp",
+    "bio",
+    "exg",
+    "counter",
+}
 _NON_EEG_NAME = re.compile(
     r"(^|[\s_\-])(aux\w*|[hv]?eog\w*|ecg\w*|ekg\w*|emg\w*|trig\w*|stim\w*|sti\s?\d*|status|marker\w*|"
     r"counter|sample[_\s]?(index|counter|number)?|acc\w*|gyro\w*|resp\w*|gsr|ppg|battery|x_?\w*_acc)($|[\s_\-])",
@@ -94,9 +125,12 @@ def _generic(names: Sequence[str]) -> bool:
 
 
 def match_montage(
-    stream_names: Sequence[str], model_names: Sequence[str], stream: str, ch_types: Sequence[str] = (),
+    stream_names: Sequence[str],
+    model_names: Sequence[str],
+    stream: str,
+    ch_types: Sequence[str] = (),
     interpolate_missing: int = 0,
-) -> MontageMatch:  # fmt: skip
+) -> MontageMatch:
     """Find the model's channels in a stream (see the module doc); a one-line refusal when some miss.
 
     Unnamed streams (``Ch1…``, LSL's default) must have exactly the model's number of EEG channels
@@ -134,8 +168,11 @@ def match_montage(
         log.warning("%s has unnamed channels; feeding them to the model in stream order", stream)
         return MontageMatch(tuple(eeg), tuple(range(len(model_names))), (), (), ignored)
     if len(missing) > interpolate_missing:
-        allow = f"interpolate_missing={len(missing)} to interpolate them" if len(missing) <= len(model_names) // 4 \
-            else "stream the channels the model was trained on"  # fmt: skip
+        allow = (
+            f"interpolate_missing={len(missing)} to interpolate them"
+            if len(missing) <= len(model_names) // 4
+            else "stream the channels the model was trained on"
+        )
         raise UserError(
             f"eeg_stream: {stream!r} has {len(eeg)} EEG channels and lacks {len(missing)} of the model's "
             f"{len(model_names)}: {missing if len(missing) <= 12 else missing[:12] + ['…']}; {allow}"

@@ -32,9 +32,15 @@ from .stream_setup import InputPlan, model_time_axis, plan_input
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "SessionPlan", "StreamPlan", "TemplatesPlan", "WhiteningPlan", "load_session_whitening", "preset_for_checkpoint",
-    "resolve_session", "resolve_stream",
-]  # fmt: skip
+    "SessionPlan",
+    "StreamPlan",
+    "TemplatesPlan",
+    "WhiteningPlan",
+    "load_session_whitening",
+    "preset_for_checkpoint",
+    "resolve_session",
+    "resolve_stream",
+]
 
 
 @dataclass(frozen=True)
@@ -157,8 +163,10 @@ def _preset_and_reason(info: Mapping[str, Any]) -> tuple[PreprocessPreset, str]:
             return preset, "time axis"
     log.warning(
         "the checkpoint's time axis (%d samples at %g Hz) matches no packaged preset; using 'nice' "
-        "(set preset=<name> if it was prepared otherwise)", len(times), sfreq,
-    )  # fmt: skip
+        "(set preset=<name> if it was prepared otherwise)",
+        len(times),
+        sfreq,
+    )
     return get_preset("nice"), "default"
 
 
@@ -179,8 +187,10 @@ def _whitening_plan(cfg: LiveConfig, info: Mapping[str, Any], given: bool) -> Wh
         return WhiteningPlan("file", cfg.whitening, session, online, "whitening=")
     recorded, found = checkpoint_whitening(dict(info))
     if not recorded:
-        log.warning("no whitening given and the checkpoint names no training subject: epochs are not "
-                    "MVNN-whitened (pass whitening=<mvnn.npz>, or whitening=none to silence this)")  # fmt: skip
+        log.warning(
+            "no whitening given and the checkpoint names no training subject: epochs are not "
+            "MVNN-whitened (pass whitening=<mvnn.npz>, or whitening=none to silence this)"
+        )
         return WhiteningPlan("none", online=online, reason="the checkpoint names no training subject")
     if found is None:
         raise UserError(
@@ -202,9 +212,12 @@ def _check_files(cfg: LiveConfig) -> None:
 
 
 def resolve_session(
-    cfg: LiveConfig, info: Mapping[str, Any], ch_names: Sequence[str] = (), preset: PreprocessPreset | None = None,
+    cfg: LiveConfig,
+    info: Mapping[str, Any],
+    ch_names: Sequence[str] = (),
+    preset: PreprocessPreset | None = None,
     whitening_given: bool = False,
-) -> SessionPlan:  # fmt: skip
+) -> SessionPlan:
     """Everything a checkpoint and the settings imply for a live session; one-line errors.
 
     Parameters

@@ -377,8 +377,12 @@ class LSLSource(EEGSource):
             raise UserError(
                 f"eeg_stream: {info.name()!r} has an irregular sampling rate ({sfreq}); stream EEG with a nominal rate"
             )
-        fmt = {pylsl.cf_float32: "float32", pylsl.cf_double64: "float64", pylsl.cf_int32: "int32",
-               pylsl.cf_int16: "int16"}.get(info.channel_format())  # fmt: skip
+        fmt = {
+            pylsl.cf_float32: "float32",
+            pylsl.cf_double64: "float64",
+            pylsl.cf_int32: "int32",
+            pylsl.cf_int16: "int16",
+        }.get(info.channel_format())
         if fmt is None:
             raise UserError(f"eeg_stream: {info.name()!r} has a non-numeric channel format; stream float32 EEG")
         self._inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True, processing_flags=0)
@@ -388,8 +392,9 @@ class LSLSource(EEGSource):
         self._offset.start()
         self._inlet.open_stream(timeout=self.resolve_timeout_s)
         self._dest = np.zeros((self.max_chunk, len(ch_names)), dtype=fmt)
-        log.info("connected to %s: %d ch at %g Hz (offset %.4f s)", info.name(), len(ch_names), sfreq,
-                 self._offset.offset_s)  # fmt: skip
+        log.info(
+            "connected to %s: %d ch at %g Hz (offset %.4f s)", info.name(), len(ch_names), sfreq, self._offset.offset_s
+        )
         self.t_connected_s = pylsl.local_clock()
         return StreamDescription(info.name(), tuple(ch_names), sfreq, fmt, tuple(ch_units), tuple(ch_types))
 

@@ -61,9 +61,12 @@ class InputPlan:
 
 
 def plan_input(
-    desc: StreamDescription, model_names: Sequence[str], model_units: str, stream_units: str = "",
+    desc: StreamDescription,
+    model_names: Sequence[str],
+    model_units: str,
+    stream_units: str = "",
     interpolate_missing: int = 0,
-) -> InputPlan:  # fmt: skip
+) -> InputPlan:
     """Match the stream to the model (see :mod:`bci.montage`, :mod:`bci.units`); one-line errors."""
     match = match_montage(desc.ch_names, model_names, desc.name, desc.ch_types, interpolate_missing)
     picks = list(match.picks)
@@ -79,8 +82,9 @@ def plan_input(
     matrix = None
     if match.missing:
         matrix = interpolation_matrix(model_names, match) * scales[None, :]
-        notes.append(f"interpolated {len(match.missing)} missing channel(s) (spherical splines): "
-                     f"{', '.join(match.missing)}")  # fmt: skip
+        notes.append(
+            f"interpolated {len(match.missing)} missing channel(s) (spherical splines): {', '.join(match.missing)}"
+        )
         log.warning("%s: %s", desc.name, notes[-1])
     if not known:
         notes.append("stream has no channel units: checking its amplitude against the training data")
@@ -152,7 +156,9 @@ def model_time_axis(preset, sfreq_in: float, model_times: Sequence[float], n_tim
     if hit is None:
         return None
     aligned, offset = hit
-    notes.append(f"epochs at {sfreq_in:g} Hz cropped onto the model's {n_times}-sample time axis "
-                 f"(largest time offset {offset * 1e3:.2f} ms)")  # fmt: skip
+    notes.append(
+        f"epochs at {sfreq_in:g} Hz cropped onto the model's {n_times}-sample time axis "
+        f"(largest time offset {offset * 1e3:.2f} ms)"
+    )
     log.info("%s", notes[-1])
     return aligned

@@ -161,8 +161,9 @@ def amplitude_verdict(
     ratio = got / expected
     if abs(math.log10(ratio)) < tolerance_decades:
         return None
-    guess = min(((abs(math.log10(ratio * s)), name) for name, s in (("V", 1.0), ("mV", 1e-3), ("uV", 1e-6),
-                                                                     ("nV", 1e-9))))[1]  # fmt: skip
+    guess = min(
+        ((abs(math.log10(ratio * s)), name) for name, s in (("V", 1.0), ("mV", 1e-3), ("uV", 1e-6), ("nV", 1e-9)))
+    )[1]
     return (
         f"eeg_stream: {stream!r} has no channel units and its amplitude (median channel std {got:.3g}) is "
         f"{ratio:.0e} times that of {where_from} ({expected:.3g}); set stream_units={guess} (what the amplifier "
