@@ -1,7 +1,7 @@
 """The ``hmavd-live`` main window: the widgets, and a timer that applies the live session's view at ≤ 30 fps.
 
 Decoding never runs here: :class:`gui.session.LiveSession` (no Qt) drives the engine process, the replay
-child and the stream discovery, and turns the engine's messages into a :class:`gui.session.ViewUpdate`
+child and the stream discovery, and turns the engine's messages into a :class:`gui.view.ViewUpdate`
 that a ``QTimer`` applies to the widgets at most ``fps`` times a second. Errors go to a banner in the
 window, never to a crash or a modal dialog: every user action and the timer are guarded (PyQt6 aborts
 the process on an exception that escapes a slot).
@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from PyQt6 import QtCore, QtWidgets
 
 from .engine_link import EngineFactory, default_engine_factory
-from .session import MODEL_FIELDS, REPLAY_RESOLVE_TIMEOUT_S, LiveSession, ViewUpdate
+from .session import MODEL_FIELDS, REPLAY_RESOLVE_TIMEOUT_S, LiveSession
 from .settings import LiveSettings, save_settings
 from .state import ThumbnailIndex
 from .streams import StreamEntry
+from .view import ViewUpdate
 from .widgets import ErrorBanner, HistoryWidget, RepetitionCurveWidget, ScopeWidget, StatusPanel, TopKPanel
 from .widgets.controls import ControlPanel, set_path_text
 from .widgets.quality import QualityPanel

@@ -3,7 +3,7 @@
 :class:`LiveSession` owns the engine (:class:`bci.engine_process.EngineProcess`, made by an engine
 factory), the ``hmavd-replay`` child process and the LSL discovery thread. User actions (connect,
 disconnect, record, replay, demo) and the engine's messages (:mod:`bci.messages`) change its state and
-collect in a :class:`ViewUpdate`: plain data that :class:`gui.main_window.MainWindow` applies to its
+collect in a :class:`gui.view.ViewUpdate`: plain data that :class:`gui.main_window.MainWindow` applies to its
 widgets once per frame (the newest prediction, status and quality message; every scope chunk and
 history row). No Qt here, so every rule — the connection state, the recording state's lag behind
 the command, the silent-stream notice, a replay or engine that exits, the demo files — is unit-tested
@@ -16,28 +16,21 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bci import messages as bm
+from bci.replay import unique_names
 
 from .engine_link import EngineFactory, EngineLike, default_engine_factory, engine_alive
 from .settings import LiveSettings, demo_paths
-from .state import HistoryEntry, PredictionHistory, RepetitionCurve
-from .streams import ReplayProcess, StreamEntry, discover_streams, split_streams, unique_stream_names
+from .state import PredictionHistory, RepetitionCurve
+from .streams import ReplayProcess, StreamEntry, discover_streams, split_streams
+from .view import ConnectedView, Notice, ScopeChunk, ViewUpdate
 
-__all__ = [
-    "LiveSession",
-    "ViewUpdate",
-    "ConnectedView",
-    "ScopeChunk",
-    "Notice",
-    "MODEL_FIELDS",
-    "REPLAY_RESOLVE_TIMEOUT_S",
-]
+__all__ = ["LiveSession", "MODEL_FIELDS", "REPLAY_RESOLVE_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -47,92 +40,6 @@ _SILENT_AFTER_S = 2.0  # no scope data for this long: say so in the scope
 _RECORD_LAG_S = 3.0  # status messages contradicting a record command are ignored this long
 #: How long the engine waits for a replay's streams (they appear once the child has loaded the file).
 REPLAY_RESOLVE_TIMEOUT_S = 20.0
-
-
-@dataclass(frozen=True)
-class ScopeChunk:
-    """One scope message, its marker codes turned into labels: ``data`` (C, n) from ``t0_s`` seconds."""
-
-    data: np.ndarray  # (C, n) float32
-    t0_s: float
-    markers: list[tuple[float, str]]
-    sfreq: float | None
-
-
-@dataclass(frozen=True)
-class ConnectedView:
-    """What a ``connected`` message changes: the scope's channels, the candidate concepts, the rate."""
-
-    ch_names: list[str]
-    scope_sfreq: float
-    model_ch_names: list[str]
-    concepts: list[str]
-    nominal_sfreq: float | None
-
-
-@dataclass(frozen=True)
-class Notice:
-    """The line under the controls: ``html``, ``kind`` ("ready" or "missing") and a tooltip."""
-
-    html: str
-    kind: str = "ready"
-    tooltip: str = ""
-
-
-@dataclass
-class ViewUpdate:
-    """What the window changes after an action or a frame (plain data, applied in this field order).
-
-    Attributes
-    ----------
-    dismiss_banner : bool
-        Hide the error banner (a new connection).
-    cleared : bool
-        A new engine or connection: clear the top-k panel, the history table and the curve.
-    connected : ConnectedView or None
-    scope : list of ScopeChunk
-        Every scope chunk, in order.
-    history : list of HistoryEntry
-        New rows (oldest first) of :attr:`LiveSession.history`.
-    prediction, status, quality
-        The newest message of each kind.
-    curve : RepetitionCurve or None
-        The newest accuracy-vs-repetitions curve.
-    state, placeholder : str or None
-        Status-bar text (set after ``status``: it replaces the status line), the scope's placeholder
-        (``""`` hides it).
-    streams : (str, str) or None
-        Put these names in the EEG and marker stream fields (a replay's streams).
-    found_streams : list of StreamEntry or None
-        The streams a discovery found (fill the combos).
-    notice : Notice or None
-    default_paths, set_paths : dict of str
-        Path fields (:data:`MODEL_FIELDS`) to fill when empty / to set.
-    infos, errors : list of str
-        Banner lines.
-    controls : bool
-        Connection, recording, replay or discovery state changed: update the buttons.
-    """
-
-    dismiss_banner: bool = False
-    cleared: bool = False
-    connected: ConnectedView | None = None
-    scope: list[ScopeChunk] = field(default_factory=list)
-    history: list[HistoryEntry] = field(default_factory=list)
-    prediction: bm.PredictionMessage | None = None
-    status: bm.StatusMessage | None = None
-    quality: bm.QualityMessage | None = None
-    curve: RepetitionCurve | None = None
-    state: str | None = None
-    placeholder: str | None = None
-    streams: tuple[str, str] | None = None
-    found_streams: list[StreamEntry] | None = None
-    notice: Notice | None = None
-    default_paths: dict[str, str] = field(default_factory=dict)
-    set_paths: dict[str, str] = field(default_factory=dict)
-    infos: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    controls: bool = False
 
 
 class LiveSession:
@@ -318,7 +225,7 @@ class LiveSession:
             self.error(f"replay: {recording} does not exist; choose an existing recording")
             return None
         self.stop_replay()
-        eeg_stream, marker_stream = unique_stream_names()
+        eeg_stream, marker_stream = unique_names("hmavd-live")
         replay = self.replay_factory(recording, eeg_stream, marker_stream, replay_speed=replay_speed, loop=loop)
         try:
             replay.start()

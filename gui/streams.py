@@ -12,13 +12,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["StreamEntry", "discover_streams", "split_streams", "ReplayProcess", "unique_stream_names"]
+__all__ = ["StreamEntry", "discover_streams", "split_streams", "ReplayProcess"]
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,6 @@ def split_streams(streams: Sequence[StreamEntry]) -> tuple[list[StreamEntry], li
     return eeg, markers
 
 
-def unique_stream_names(prefix: str = "hmavd-live") -> tuple[str, str]:
-    """A fresh ``(eeg_stream, marker_stream)`` pair of names, so several replays never collide."""
-    tag = uuid.uuid4().hex[:8]
-    return f"{prefix}-eeg-{tag}", f"{prefix}-markers-{tag}"
-
-
 class ReplayProcess:
     """``hmavd-replay <recording>`` run as a child process with the given stream names.
 
@@ -95,7 +88,7 @@ class ReplayProcess:
     recording : str or Path
         Any recording ``hmavd-replay`` reads (FIF, BrainVision, EDF, XDF, ThingsEEG2 raw).
     eeg_stream, marker_stream : str
-        LSL stream names to publish (see :func:`unique_stream_names`).
+        LSL stream names to publish (see :func:`bci.replay.unique_names`).
     replay_speed : float
         Replay speed factor (1 = real time).
     loop : bool

@@ -35,7 +35,7 @@ QT_ROOTS = {"PyQt6", "PyQt5", "PySide6", "PySide2", "pyqtgraph", "qtpy"}
 OPTIONAL_ROOTS = {"psychopy", "pyglet"}
 
 #: The ``gui`` modules that hold no widget: pure helpers, settings, stream discovery and the session object.
-QT_FREE_GUI = ("gui.state", "gui.settings", "gui.streams", "gui.session")
+QT_FREE_GUI = ("gui.state", "gui.settings", "gui.streams", "gui.session", "gui.view", "gui.engine_link")
 
 
 def _imported_by(*targets: str) -> dict:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from bci.replay import unique_names
 from gui.settings import LiveSettings, demo_paths, load_settings, save_settings
 from gui.state import (
     HistoryEntry,
@@ -22,7 +23,7 @@ from gui.state import (
     scale_for_display,
     stack_traces,
 )
-from gui.streams import StreamEntry, split_streams, unique_stream_names
+from gui.streams import StreamEntry, split_streams
 from hmavd.errors import UserError
 
 
@@ -234,8 +235,8 @@ def test_stream_entries_split_and_unique_names():
     mk = StreamEntry("mk", "Markers", 1, 0.0)
     assert split_streams([mk, eeg]) == ([eeg], [mk])
     assert "64 ch @ 1000 Hz" in eeg.label() and "irregular" in mk.label()
-    a, b = unique_stream_names(), unique_stream_names()
-    assert a != b and a[0] != a[1]
+    a, b = unique_names("hmavd-live"), unique_names("hmavd-live")
+    assert a != b and a[0] != a[1] and a[0].startswith("hmavd-live-eeg-") and a[1].startswith("hmavd-live-markers-")
 
 
 def test_format_status_shows_online_mvnn_and_the_accumulated_curve():
