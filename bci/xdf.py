@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["XDFWriter", "BOUNDARY_UUID", "CHANNEL_FORMATS", "varlen_uint", "chunk", "dict_to_xml"]
 
 #: Content of every Boundary chunk (fixed by the format).
-BOUNDARY_UUID = bytes([0x43, 0xA5, 0x46, 0xDC, 0xCB, 0xF5, 0x41, 0x0F,
-                       0xB3, 0x0E, 0xD5, 0x46, 0x73, 0x83, 0xCB, 0xE4])  # fmt: skip
+BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
 #: XDF ``channel_format`` -> little-endian numpy dtype (``string`` has none).
 CHANNEL_FORMATS = {"float32": "<f4", "double64": "<f8", "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8"}
 _NUMPY_TO_XDF = {np.dtype(v).newbyteorder("="): k for k, v in CHANNEL_FORMATS.items()}
@@ -145,9 +144,16 @@ class XDFWriter:
 
     # -- streams ---------------------------------------------------------------------------------
     def add_stream(
-        self, name: str, stype: str, n_chans: int, sfreq: float, channel_format: str, desc: Mapping | None = None,
-        source_id: str = "", created_at: float = 0.0,
-    ) -> int:  # fmt: skip
+        self,
+        name: str,
+        stype: str,
+        n_chans: int,
+        sfreq: float,
+        channel_format: str,
+        desc: Mapping | None = None,
+        source_id: str = "",
+        created_at: float = 0.0,
+    ) -> int:
         """Write a StreamHeader; returns the new stream's id.
 
         Parameters
@@ -166,11 +172,19 @@ class XDFWriter:
             raise ValueError(f"channel_format: {channel_format!r} is not one of {[*CHANNEL_FORMATS, 'string']}")
         sid = len(self._streams) + 1
         info = {
-            "name": name, "type": stype, "channel_count": int(n_chans), "nominal_srate": float(sfreq),
-            "channel_format": channel_format, "source_id": source_id, "version": "1.1",
-            "created_at": float(created_at), "uid": str(uuid.uuid4()), "session_id": "default",
-            "hostname": socket.gethostname(), "desc": dict(desc or {}),
-        }  # fmt: skip
+            "name": name,
+            "type": stype,
+            "channel_count": int(n_chans),
+            "nominal_srate": float(sfreq),
+            "channel_format": channel_format,
+            "source_id": source_id,
+            "version": "1.1",
+            "created_at": float(created_at),
+            "uid": str(uuid.uuid4()),
+            "session_id": "default",
+            "hostname": socket.gethostname(),
+            "desc": dict(desc or {}),
+        }
         self._pending += chunk(TAG_STREAM_HEADER, struct.pack("<I", sid) + dict_to_xml("info", info))
         self._streams[sid] = _Stream(sid, channel_format, int(n_chans), float(sfreq))
         return sid
