@@ -152,8 +152,14 @@ def _draw_generator(rng: np.random.Generator, params: GeometryParams) -> _Genera
     return _Generator(common=common, basis=basis, sqrt_lam=sqrt_lam, categories=cats, params=params)
 
 
-def _sample(gen: _Generator, rng: np.random.Generator, n: int, var: tuple[float, float, float], n_img: int,
-            variation: float = 1.0):  # fmt: skip
+def _sample(
+    gen: _Generator,
+    rng: np.random.Generator,
+    n: int,
+    var: tuple[float, float, float],
+    n_img: int,
+    variation: float = 1.0,
+):
     """Prototypes (n, D), ``n_img`` images per concept (n·n_img, D) and centres (n, D)."""
     a2, b2, w2 = var
     protos = np.sqrt(a2) * gen.common + np.sqrt(b2) * gen.concepts(rng, n)  # (n, D)
@@ -177,9 +183,12 @@ def _calibrated_variances(gen: _Generator, rng: np.random.Generator, n: int = 30
 
 
 def generate_concepts(
-    rng: np.random.Generator, n_concepts: list[int], n_images: list[int], params: GeometryParams,
+    rng: np.random.Generator,
+    n_concepts: list[int],
+    n_images: list[int],
+    params: GeometryParams,
     variation: float = 1.0,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Draw several concept sets from one generated geometry.
 
     Parameters
@@ -320,9 +329,12 @@ def simulate_features(
     d = reference.test_image.shape[1] if reference is not None else (geometry or GeometryParams()).dim
     if reference is None:
         (tr_p, tr_img, _), (te_p, te_img, te_ctr) = generate_concepts(
-            rng, [n_train_concepts, n_test_concepts], [n_images_per_concept, 1], geometry or GeometryParams(),
+            rng,
+            [n_train_concepts, n_test_concepts],
+            [n_images_per_concept, 1],
+            geometry or GeometryParams(),
             image_variation,
-        )  # fmt: skip
+        )
         te_text_src = te_p
     else:
         proto_geom = fit_low_rank_gaussian(reference.prototypes, prototype_rank)

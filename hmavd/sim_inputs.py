@@ -100,8 +100,14 @@ def load_reference_features(features_from: str | Path, centers_from: str | Path 
         )
     log.info("real features from %s: %d test images, D=%d", path, len(test), test.shape[1])
     names = cache.provenance.get("test_concepts") if cache is not None else None
-    return ReferenceFeatures(test_image=test, prototypes=protos, variation=variation, test_center=centres,
-                             source=str(path), test_concepts=tuple(names) if names else None)  # fmt: skip
+    return ReferenceFeatures(
+        test_image=test,
+        prototypes=protos,
+        variation=variation,
+        test_center=centres,
+        source=str(path),
+        test_concepts=tuple(names) if names else None,
+    )
 
 
 def load_concepts_from(path: str | Path) -> ImageMetadata:

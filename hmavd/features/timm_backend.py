@@ -45,8 +45,10 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise UserError(f"--weights: {path} is not a readable state dict ({type(err).__name__}); pass a .safetensors "
-                        "or torch state-dict file") from None  # fmt: skip
+        raise UserError(
+            f"--weights: {path} is not a readable state dict ({type(err).__name__}); pass a .safetensors "
+            "or torch state-dict file"
+        ) from None
     return sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
 
 

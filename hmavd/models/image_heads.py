@@ -100,8 +100,15 @@ class LevelWeighting(nn.Module):
 class BlurLevelHead(nn.Module):
     """The visual-blur image side: :class:`LevelWeighting` then :class:`MLPAdapter` (D -> hidden -> D)."""
 
-    def __init__(self, in_features: int, out_features: int, n_levels: int, n_extra: int = 4, hidden: int = 768,
-                 dropout: float = 0.85):  # fmt: skip
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        n_levels: int,
+        n_extra: int = 4,
+        hidden: int = 768,
+        dropout: float = 0.85,
+    ):
         super().__init__()
         if n_levels < 1 or in_features % n_levels:
             raise UserError(
@@ -120,8 +127,14 @@ class BlurLevelHead(nn.Module):
 class SumFusion(nn.Module):
     """BrainHIVE's fusion: ``Σ_k Linear(d_k, D)(bank_k)`` then one residual layer (module docstring)."""
 
-    def __init__(self, in_features: int, out_features: int, bank_dims: Sequence[int] = (), intermediate: int = 0,
-                 dropout: float = 0.1):  # fmt: skip
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bank_dims: Sequence[int] = (),
+        intermediate: int = 0,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         dims = tuple(bank_dims) or (in_features,)
         if sum(dims) != in_features:

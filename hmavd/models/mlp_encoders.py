@@ -154,9 +154,13 @@ class BlurSpatialMLP(nn.Module):
         self.spatial = nn.Conv2d(1, n_spatial, (n_chans, 1), bias=False)
         self.bn = nn.BatchNorm2d(n_spatial)
         self.temporal = nn.Sequential(
-            nn.Linear(n_times, hidden), nn.ELU(), nn.Dropout(dropout1), nn.Linear(hidden, hidden), nn.ELU(),
+            nn.Linear(n_times, hidden),
+            nn.ELU(),
+            nn.Dropout(dropout1),
+            nn.Linear(hidden, hidden),
+            nn.ELU(),
             nn.Dropout(dropout2),
-        )  # fmt: skip
+        )
         self.out = nn.Linear(n_spatial * hidden, out_features)
 
     def forward(self, eeg: Tensor) -> Tensor:
