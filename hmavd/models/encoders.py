@@ -7,13 +7,17 @@ Every encoder maps an epoch batch ``eeg`` of shape (B, C, T) float32 to features
 Conv2d 1→40 (1, 25), AvgPool (1, 51) stride (1, 5), BatchNorm, ELU, Conv2d 40→40 (C, 1), BatchNorm, ELU,
 Dropout 0.5, 1×1 Conv 40→40, flatten. F = 40 · ((T − 24 − 51) // 5 + 1): 1440 for T = 250 whatever C.
 
-The first two layers are linear with nothing between them, so by default (``fused=True``) they run as one
-stride-5 convolution whose (1, 75) kernel is built inside ``forward`` from the learned (1, 25) kernel
-(:func:`fused_temporal_kernel`): the parameters, their names and gradients, checkpoints and the NICE
-weight layout are those of the two-layer reference, which ``fused=False`` keeps. The fused form never
-materialises the (B, 40, C, T − 24) map before pooling (2.3 GB for a 1000 × 63 × 250 batch), which made
-a training step several times slower (``benchmarks/bench_step_time.py`` measures both in one run; the
-README's benchmark table has the figures).
+The first two layers are linear with nothing between them, so by default (``fused=True``) they never
+materialise the (B, 40, C, T − 24) map before pooling (2.3 GB for a 1000 × 63 × 250 batch). On CUDA they
+run as one stride-5 convolution whose (1, 75) kernel is built inside ``forward`` from the learned (1, 25)
+kernel (:func:`fused_temporal_kernel`). On CPU the first five layers (conv, pool, BatchNorm, ELU,
+spatial conv) run as one autograd function: the pool becomes a moving average of the input
+(:func:`box_average`) followed by the 25-tap kernel at stride 5, BatchNorm is folded into that kernel
+(its batch statistics follow from the moments of the input windows), and every large operation is one
+matrix product on channel-major maps that are written once. Either way the parameters, their names and
+gradients, checkpoints and the NICE weight layout are those of the layer-by-layer reference, which
+``fused=False`` keeps (``tests/hmavd/test_fused_tsconv.py`` compares outputs, every gradient and the
+running statistics; ``benchmarks/bench_step_time.py`` measures both paths and each layer in one run).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..errors import UserError
 from .attention import SpatialBlock
@@ -199,6 +204,7 @@ class _TSConvFront(torch.autograd.Function):
         return out.view(n_g, n_b, n_out).transpose(0, 1), mean.to(k.dtype), var.to(k.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor, _grad_mean, _grad_var):  # grad_out (B, G, T')
         xt, k, b, w2m, maps = ctx.saved_tensors
         mu, m, cov, mean, rstd, a, batch_stats = ctx.stats
@@ -306,8 +312,9 @@ class TSConv(nn.Module):
     ga_topk : int or None
         GA only: per-sample k-nearest-channel graph; ``None`` = all channels connected.
     fused : bool
-        Run the temporal conv + pool as one strided convolution (default, several times faster); ``False``
-        runs NICE's two layers in order (the reference). Same parameters and outputs either way.
+        The fast path (default): on CPU layers 0–4 as one function (:class:`_TSConvFront`), on CUDA the
+        conv + pool as one strided convolution. ``False`` runs NICE's layers in order (the reference).
+        Same parameters, outputs and gradients either way (to float rounding).
     """
 
     def __init__(

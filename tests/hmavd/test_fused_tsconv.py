@@ -283,3 +283,28 @@ def test_gradcheck_of_the_cpu_front_end():
             return enc_mod._TSConvFront.apply(xb, *ps, stats, 4, 1e-5)[0]
 
         assert torch.autograd.gradcheck(front, (xb, *params))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fused", [True, False])
+def test_cuda_paths_equal_the_cpu_fast_path(fused):
+    """The CUDA encoder (strided fused conv or NICE's order) against the CPU front end: outputs and gradients."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    cpu = TSConv(17, 250).train()
+    gpu = TSConv(17, 250, fused=fused).cuda().train()
+    gpu.load_state_dict(cpu.state_dict())
+    _no_dropout(cpu, gpu)
+    x = torch.randn(8, 17, 250)  # (B, C, T)
+    out_c, out_g = cpu(x), gpu(x.cuda())
+    torch.testing.assert_close(out_g.cpu(), out_c, rtol=1e-3, atol=1e-4)  # TF32 convolutions on CUDA
+    target = torch.randn_like(out_c)
+    (out_c * target).sum().backward()
+    (out_g * target.cuda()).sum().backward()
+    grads = dict(gpu.named_parameters())
+    for name, p in cpu.named_parameters():
+        if name in ("tsconv.0.bias", "tsconv.4.bias"):
+            continue  # ~0 in both (a BatchNorm follows)
+        err = float((grads[name].grad.cpu() - p.grad).norm() / p.grad.norm())
+        assert err < 1e-2, (name, err)
