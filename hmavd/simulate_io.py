@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from .preprocessing.prepare import (
 from .preprocessing.presets import PreprocessPreset, get_preset
 from .preprocessing.raw_io import write_thingseeg2_raw
 from .preprocessing.transforms import apply_whitening, epoch_window_samples, preprocess_epoch, preprocessed_times
-from .sim_features import geometry_statistics
+from .sim_features import ReferenceFeatures, geometry_statistics
 from .sim_forward import forward_model_path, save_forward_model
 from .simulate import (
     CATCH_ID,
@@ -70,8 +71,15 @@ __all__ = ["SimulateConfig", "PAPER_SIZES", "simulate_dataset", "simulate_subjec
 #: Written first and removed last: a folder holding it is an interrupted simulation (overwritable).
 INCOMPLETE_MARKER = "simulation.incomplete"
 #: What the simulator writes under ``--out`` (removed before re-simulating into a previous simulation).
-OWN_OUTPUTS = ("raw_eeg", "preprocessed_eeg", "recordings", "image_set/image_metadata.npy", "simulation.json",
-               "simulate_config.yaml", "forward_model")  # fmt: skip
+OWN_OUTPUTS = (
+    "raw_eeg",
+    "preprocessed_eeg",
+    "recordings",
+    "image_set/image_metadata.npy",
+    "simulation.json",
+    "simulate_config.yaml",
+    "forward_model",
+)
 #: Largest training set for the ridge baseline (its kernel is n_train_images²; skipped above).
 RIDGE_MAX_TRAIN = 6000
 
@@ -111,16 +119,22 @@ def _unit_templates(model: SourceModel, picks: list[int], preset: PreprocessPres
     k = model.patterns.shape[1]
     out = []
     for j in range(k):
-        single = SourceModel(model.patterns[:, j : j + 1], model.waveforms[j : j + 1], model.erp_pattern,
-                             model.erp_waveform, model.window_offset)  # fmt: skip
+        single = SourceModel(
+            model.patterns[:, j : j + 1],
+            model.waveforms[j : j + 1],
+            model.erp_pattern,
+            model.erp_waveform,
+            model.window_offset,
+        )
         x = render_signal(onset + n + 10, np.array([onset]), np.ones((1, 1)), single, 1.0, 0.0)  # (C, n)
         ep = cut_epochs(x[picks], np.array([onset]), off, n)  # (1, C, n)
         out.append(preprocess_epoch(ep, SFREQ_RAW, preset)[0])
     return np.stack(out)  # (K, C, T)
 
 
-def _write_replay_fif(path: Path, data: np.ndarray, ch_names: tuple[str, ...], onsets: np.ndarray,
-                      codes: np.ndarray) -> Path:  # fmt: skip
+def _write_replay_fif(
+    path: Path, data: np.ndarray, ch_names: tuple[str, ...], onsets: np.ndarray, codes: np.ndarray
+) -> Path:
     """Continuous EEG + ``stim`` + ``sample_index`` (absolute sample number) as an MNE FIF file."""
     import warnings
 
@@ -130,8 +144,7 @@ def _write_replay_fif(path: Path, data: np.ndarray, ch_names: tuple[str, ...], o
     stim = np.zeros(n)
     stim[onsets] = codes
     fmt = "single" if n < 2**24 else "double"  # float32 holds sample numbers exactly below 2**24
-    info = mne.create_info([*ch_names, "stim", "sample_index"], SFREQ_RAW,
-                           ["eeg"] * len(ch_names) + ["stim", "misc"])  # fmt: skip
+    info = mne.create_info([*ch_names, "stim", "sample_index"], SFREQ_RAW, ["eeg"] * len(ch_names) + ["stim", "misc"])
     raw = mne.io.RawArray(np.vstack([data, stim, np.arange(n, dtype=np.float64)]), info, verbose="error")
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -165,6 +178,100 @@ def _reference_scores(
     return out
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """What every session of one simulated subject shares (set up by :func:`_subject_setup`)."""
+
+    cfg: SimulateConfig
+    sub: str  # "sub-01"
+    preset: PreprocessPreset
+    ch_names: tuple[str, ...]  # recorded channels
+    picked: list[str]  # the preset's channels, in its order
+    picks: list[int]  # their indices in ch_names
+    model: SourceModel
+    mixing: np.ndarray  # (C, C) spatial noise mixing
+    noise_std: float  # volts
+    gain: float  # signal gain (volts)
+    erp_gain: float  # common-ERP gain (volts)
+
+
+def _subject_setup(
+    cfg: SimulateConfig, subject: int, latents: dict[str, np.ndarray]
+) -> tuple[_Subject, np.random.Generator]:
+    """The subject's forward model and gains, and its random generator (drawn from after the model)."""
+    preset = get_preset(cfg.preset)
+    ch_names = cfg.channel_names()
+    picked = preset.select_channels(list(ch_names))
+    rng = np.random.default_rng([cfg.seed, subject])
+    model = make_source_model(rng, ch_names, cfg.n_sources, cfg.signal_tmin_s, cfg.signal_tmax_s, VISUAL17)
+    mixing = noise_mixing(ch_names, cfg.noise_length_m, cfg.noise_white_fraction)
+    noise_std = cfg.noise_uv * 1e-6  # volts
+    power = signal_power(np.concatenate([latents["training"], latents["test"]]), model)
+    gain = float(np.sqrt(cfg.snr * noise_std**2 / power))
+    erp_gain = float(cfg.common_erp_ratio * np.sqrt(cfg.snr * noise_std**2 * len(ch_names)))
+    picks = [ch_names.index(c) for c in picked]
+    s = _Subject(cfg, f"sub-{subject:02d}", preset, ch_names, picked, picks, model, mixing, noise_std, gain, erp_gain)
+    return s, rng
+
+
+def _render_part(
+    s: _Subject, rng: np.random.Generator, lat: np.ndarray, n_reps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One RSVP run of every image ``n_reps`` times: the (C, n) recording in volts, onsets and event codes."""
+    cfg = s.cfg
+    codes = np.repeat(np.arange(1, len(lat) + 1), n_reps)
+    onsets, ev, n_samples = rsvp_schedule(rng, codes, cfg.catch_fraction, cfg.sequence_length, cfg.sequence_gap_s)
+    catch = ev == CATCH_ID
+    z = np.where(catch[:, None], rng.standard_normal((len(ev), lat.shape[1])), lat[np.where(catch, 1, ev) - 1])
+    x = render_signal(n_samples, onsets, z, s.model, s.gain, s.erp_gain)  # (C, n) volts
+    x += ar1_noise(rng, s.mixing, n_samples, cfg.noise_ar, s.noise_std)
+    return x, onsets, ev
+
+
+def _session_part(
+    s: _Subject, rng: np.random.Generator, lat: np.ndarray, part: str, ses: int, out: Path, paths: dict[str, Path]
+) -> SessionEpochs:
+    """Render one part of one session, write its raw/replay files, return its grouped epochs (unwhitened)."""
+    cfg = s.cfg
+    n_reps = cfg.train_reps_per_session if part == "training" else cfg.test_reps_per_session
+    x, onsets, ev = _render_part(s, rng, lat, n_reps)  # (C, n) volts
+    if cfg.write_raw:
+        p = out / "raw_eeg" / s.sub / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
+        events = np.column_stack([onsets, ev])
+        paths[f"raw_ses-{ses:02d}_{part}"] = write_thingseeg2_raw(p, x, s.ch_names, SFREQ_RAW, events)
+    if cfg.write_replay and ses == 1 and part == "test":
+        paths["replay"] = _write_replay_fif(out / "recordings" / f"{s.sub}_test.fif", x, s.ch_names, onsets, ev)
+    off, n_in = epoch_window_samples(s.preset.tmin_s, s.preset.tmax_s, SFREQ_RAW)
+    keep = np.flatnonzero(ev != CATCH_ID)
+    eps = [
+        preprocess_epoch(cut_epochs(x[s.picks], onsets[idx], off, n_in), SFREQ_RAW, s.preset)
+        for idx in np.array_split(keep, max(1, len(keep) // 256))
+    ]  # (n, C, T) each
+    data = np.concatenate(eps)
+    del x, eps
+    images, index, chrono = group_repetitions(ev[keep], n_reps, "chronological", desc=f"{s.sub} {part}")
+    prov = np.stack([np.full_like(chrono, ses), chrono], axis=-1)  # (n_img, R, 2)
+    return SessionEpochs(data=data[index], images=images, provenance=prov)
+
+
+def _write_preprocessed(
+    s: _Subject, grouped: dict[str, list[SessionEpochs]], eeg_dir: Path, paths: dict[str, Path]
+) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+    """Merge the whitened sessions of each part and save them; their shapes and repetition averages."""
+    times = preprocessed_times(s.preset, SFREQ_RAW)
+    shapes, avg = {}, {}
+    for part, merge in (("training", merge_training_sessions), ("test", merge_test_sessions)):
+        data, prov = merge(grouped.pop(part), "chronological")  # float32; the per-session copies are freed
+        split = EEGSplit(
+            eeg=data.astype(np.float32, copy=False), ch_names=tuple(s.picked), times=times, provenance=prov
+        )
+        paths[part] = save_split(eeg_dir / f"preprocessed_eeg_{part}.npy", split)
+        shapes[part] = list(data.shape)
+        avg[part] = split.average_repetitions()  # (N, C, T) float32
+        del data, split
+    return shapes, avg
+
+
 def simulate_subject(
     cfg: SimulateConfig,
     subject: int,
@@ -181,84 +288,41 @@ def simulate_subject(
     features : dict, optional
         ``"training"`` / ``"test"`` image features (N, D), for the ridge baseline.
     """
-    preset = get_preset(cfg.preset)
-    ch_names = cfg.channel_names()
-    picked = preset.select_channels(list(ch_names))
-    picks = [ch_names.index(c) for c in picked]
-    rng = np.random.default_rng([cfg.seed, subject])
-    model = make_source_model(rng, ch_names, cfg.n_sources, cfg.signal_tmin_s, cfg.signal_tmax_s, VISUAL17)
-    mixing = noise_mixing(ch_names, cfg.noise_length_m, cfg.noise_white_fraction)
-    noise_std = cfg.noise_uv * 1e-6  # volts
-    power = signal_power(np.concatenate([latents["training"], latents["test"]]), model)
-    gain = float(np.sqrt(cfg.snr * noise_std**2 / power))
-    erp_gain = float(cfg.common_erp_ratio * np.sqrt(cfg.snr * noise_std**2 * len(ch_names)))
-    off, n_in = epoch_window_samples(preset.tmin_s, preset.tmax_s, SFREQ_RAW)
-    reps = {"training": cfg.train_reps_per_session, "test": cfg.test_reps_per_session}
-    sub = f"sub-{subject:02d}"
+    s, rng = _subject_setup(cfg, subject, latents)
     grouped: dict[str, list[SessionEpochs]] = {"training": [], "test": []}
     whitenings, covs, paths = [], [], {}
-    bar = tqdm(total=2 * cfg.n_sessions, desc=f"{sub} sessions", unit="part", disable=not cfg.progress, leave=False)
+    bar = tqdm(total=2 * cfg.n_sessions, desc=f"{s.sub} sessions", unit="part", disable=not cfg.progress, leave=False)
     for ses in range(1, cfg.n_sessions + 1):
         per_part: dict[str, SessionEpochs] = {}
         for part in ("training", "test"):
-            lat = latents[part]
-            codes = np.repeat(np.arange(1, len(lat) + 1), reps[part])
-            onsets, ev, n_samples = rsvp_schedule(
-                rng, codes, cfg.catch_fraction, cfg.sequence_length, cfg.sequence_gap_s
-            )
-            catch = ev == CATCH_ID
-            z = np.where(catch[:, None], rng.standard_normal((len(ev), lat.shape[1])), lat[np.where(catch, 1, ev) - 1])
-            x = render_signal(n_samples, onsets, z, model, gain, erp_gain)  # (C, n) volts
-            x += ar1_noise(rng, mixing, n_samples, cfg.noise_ar, noise_std)
-            if cfg.write_raw:
-                p = out / "raw_eeg" / sub / f"ses-{ses:02d}" / f"raw_eeg_{part}.npy"
-                paths[f"raw_ses-{ses:02d}_{part}"] = write_thingseeg2_raw(
-                    p, x, ch_names, SFREQ_RAW, np.column_stack([onsets, ev])
-                )
-            if cfg.write_replay and ses == 1 and part == "test":
-                p = out / "recordings" / f"{sub}_test.fif"
-                paths["replay"] = _write_replay_fif(p, x, ch_names, onsets, ev)
-            keep = np.flatnonzero(~catch)
-            eps = [
-                preprocess_epoch(cut_epochs(x[picks], onsets[idx], off, n_in), SFREQ_RAW, preset)
-                for idx in np.array_split(keep, max(1, len(keep) // 256))
-            ]  # (n, C, T) each
-            data = np.concatenate(eps)
-            del x, eps
-            images, index, chrono = group_repetitions(ev[keep], reps[part], "chronological", desc=f"{sub} {part}")
-            prov = np.stack([np.full_like(chrono, ses), chrono], axis=-1)  # (n_img, R, 2)
-            per_part[part] = SessionEpochs(data=data[index], images=images, provenance=prov)
-            del data
+            per_part[part] = _session_part(s, rng, latents[part], part, ses, out, paths)
             bar.update()
-        w, cov = session_whitening(per_part["training"].data, per_part["test"].data, preset)
+        w, cov = session_whitening(per_part["training"].data, per_part["test"].data, s.preset)
         whitenings.append(w)
         covs.append(cov)
-        for part, s in per_part.items():
-            grouped[part].append(SessionEpochs(apply_whitening(s.data, w).astype(np.float32), s.images, s.provenance))
+        for part, ep in per_part.items():
+            grouped[part].append(
+                SessionEpochs(apply_whitening(ep.data, w).astype(np.float32), ep.images, ep.provenance)
+            )
     bar.close()
-    times = preprocessed_times(preset, SFREQ_RAW)
-    eeg_dir = out / "preprocessed_eeg" / sub
-    shapes, avg = {}, {}
-    for part, merge in (("training", merge_training_sessions), ("test", merge_test_sessions)):
-        data, prov = merge(grouped.pop(part), "chronological")  # float32; the per-session copies are freed
-        split = EEGSplit(eeg=data.astype(np.float32, copy=False), ch_names=tuple(picked), times=times, provenance=prov)
-        paths[part] = save_split(eeg_dir / f"preprocessed_eeg_{part}.npy", split)
-        shapes[part] = list(data.shape)
-        avg[part] = split.average_repetitions()  # (N, C, T) float32
-        del data, split
+    eeg_dir = out / "preprocessed_eeg" / s.sub
+    shapes, avg = _write_preprocessed(s, grouped, eeg_dir, paths)
     sessions = list(range(1, cfg.n_sessions + 1))
-    paths["mvnn"] = save_mvnn(eeg_dir / "mvnn.npz", np.stack(whitenings), np.stack(covs), sessions, picked,
-                              preset, SFREQ_RAW, times)  # fmt: skip
+    times = preprocessed_times(s.preset, SFREQ_RAW)
+    paths["mvnn"] = save_mvnn(
+        eeg_dir / "mvnn.npz", np.stack(whitenings), np.stack(covs), sessions, s.picked, s.preset, SFREQ_RAW, times
+    )
     noise = {k: getattr(cfg, k) for k in ("noise_uv", "noise_ar", "noise_length_m", "noise_white_fraction")}
-    paths["forward_model"] = save_forward_model(forward_model_path(out, subject), model, ch_names, latents, gain,
-                                                erp_gain, noise)  # fmt: skip
-    unit = _unit_templates(model, picks, preset)  # (K, C, T)
+    paths["forward_model"] = save_forward_model(
+        forward_model_path(out, subject), s.model, s.ch_names, latents, s.gain, s.erp_gain, noise
+    )
+    unit = _unit_templates(s.model, s.picks, s.preset)  # (K, C, T)
     templates = np.mean([apply_whitening(unit, w) for w in whitenings], axis=0)  # equal reps per session
     return {
         "subject": subject,
         "shapes": shapes,
-        "signal_gain_v": gain,
-        "erp_gain_v": erp_gain,
+        "signal_gain_v": s.gain,
+        "erp_gain_v": s.erp_gain,
         **_reference_scores(templates, avg, latents, features),
         "paths": {k: str(v.relative_to(out)) for k, v in paths.items()},
     }
@@ -284,55 +348,21 @@ def _feature_provenance(cfg: SimulateConfig, meta: ImageMetadata, source: str | 
     }
 
 
-def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
-    """Write the complete simulated dataset under ``out``; returns the summary stored in ``simulation.json``."""
-    cfg.validate()  # also when called from Python: nothing is written for a bad config
-    cfg = cfg.resolved()
-    out = Path(out)
-    check_output_dir(out, cfg, force)
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / "simulation.json"
-    incomplete = out / INCOMPLETE_MARKER
-    if marker.exists() or incomplete.exists():
-        _remove_own_outputs(out, feature_names=(cfg.feature_name, _previous_feature_name(marker)))
-    atomic_write_json(incomplete, {"config": config_to_dict(cfg)})  # a crash below leaves this, not a marker
-    rng = np.random.default_rng(cfg.seed)
-    source, reference = cfg.concept_source(), cfg.reference()
-    train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts, source)
-    meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders, source)
-    feats: SimulatedFeatures = simulate_features(
-        rng, cfg.n_train_concepts, cfg.n_train_images_per_concept, cfg.n_test_concepts,
-        cfg.prototype_rank, cfg.image_variation, cfg.text_noise, cfg.modality_gap,
-        reference=reference, geometry=cfg.geometry(),
-    )  # fmt: skip
-    every = np.concatenate([feats.train_image, feats.test_image])  # sources: unit variance over all images
-    proj, mean, scale = latent_projection(rng, cfg.n_sources, every.shape[1], reference=every)
-    latents = {
-        "training": latent_sources(feats.train_image, proj, mean, scale),  # (Ntr, K)
-        "test": latent_sources(feats.test_image, proj, mean, scale),  # (Nte, K)
-    }
-    save_image_metadata(out / "image_set" / "image_metadata.npy", meta)
-    arrays = {
-        "train_image_features": feats.train_image,
-        "test_image_features": feats.test_image,
-        "train_text_features": feats.train_text,
-        "test_text_features": feats.test_text,
-    }
-    if feats.test_center is not None:
-        arrays["test_center_features"] = feats.test_center
-    prov = _feature_provenance(cfg, meta, reference.source if reference is not None else None)
-    save_feature_cache(out / "features" / cfg.feature_name, arrays, prov)
-    subjects = []
-    for subject in tqdm(range(1, cfg.n_subjects + 1), desc="subjects", unit="subject", disable=not cfg.progress):
-        feats_by_split = {"training": feats.train_image, "test": feats.test_image}
-        subjects.append(simulate_subject(cfg, subject, latents, out, feats_by_split))
+def _dataset_summary(
+    cfg: SimulateConfig,
+    meta: ImageMetadata,
+    reference: ReferenceFeatures | None,
+    feats: SimulatedFeatures,
+    subjects: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The summary stored in ``simulation.json``: sizes, mean reference-decoder scores, provenance."""
 
     def mean_of(key: str) -> dict[str, float] | None:
         if any(s[key] is None for s in subjects):
             return None
         return {k: float(np.mean([s[key][k] for s in subjects])) for k in ("top1", "top5")}
 
-    summary = {
+    return {
         "simulated": True,
         "config": config_to_dict(cfg),
         "sfreq_raw": SFREQ_RAW,
@@ -360,6 +390,59 @@ def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) 
         "attribution": "ThingsEEG2 layout (Gifford et al. 2022). All EEG is simulated; features and concept "
         "names are generated unless features_from / concepts_from name the user's files.",
     }
+
+
+def simulate_dataset(cfg: SimulateConfig, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Write the complete simulated dataset under ``out``; returns the summary stored in ``simulation.json``."""
+    cfg.validate()  # also when called from Python: nothing is written for a bad config
+    cfg = cfg.resolved()
+    out = Path(out)
+    check_output_dir(out, cfg, force)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "simulation.json"
+    incomplete = out / INCOMPLETE_MARKER
+    if marker.exists() or incomplete.exists():
+        _remove_own_outputs(out, feature_names=(cfg.feature_name, _previous_feature_name(marker)))
+    atomic_write_json(incomplete, {"config": config_to_dict(cfg)})  # a crash below leaves this, not a marker
+    rng = np.random.default_rng(cfg.seed)
+    source, reference = cfg.concept_source(), cfg.reference()
+    train_folders, test_folders = select_concepts(cfg.n_train_concepts, cfg.n_test_concepts, source)
+    meta = make_image_metadata(train_folders, cfg.n_train_images_per_concept, test_folders, source)
+    feats: SimulatedFeatures = simulate_features(
+        rng,
+        cfg.n_train_concepts,
+        cfg.n_train_images_per_concept,
+        cfg.n_test_concepts,
+        cfg.prototype_rank,
+        cfg.image_variation,
+        cfg.text_noise,
+        cfg.modality_gap,
+        reference=reference,
+        geometry=cfg.geometry(),
+    )
+    every = np.concatenate([feats.train_image, feats.test_image])  # sources: unit variance over all images
+    proj, mean, scale = latent_projection(rng, cfg.n_sources, every.shape[1], reference=every)
+    latents = {
+        "training": latent_sources(feats.train_image, proj, mean, scale),  # (Ntr, K)
+        "test": latent_sources(feats.test_image, proj, mean, scale),  # (Nte, K)
+    }
+    save_image_metadata(out / "image_set" / "image_metadata.npy", meta)
+    arrays = {
+        "train_image_features": feats.train_image,
+        "test_image_features": feats.test_image,
+        "train_text_features": feats.train_text,
+        "test_text_features": feats.test_text,
+    }
+    if feats.test_center is not None:
+        arrays["test_center_features"] = feats.test_center
+    prov = _feature_provenance(cfg, meta, reference.source if reference is not None else None)
+    save_feature_cache(out / "features" / cfg.feature_name, arrays, prov)
+    subjects = []
+    for subject in tqdm(range(1, cfg.n_subjects + 1), desc="subjects", unit="subject", disable=not cfg.progress):
+        feats_by_split = {"training": feats.train_image, "test": feats.test_image}
+        subjects.append(simulate_subject(cfg, subject, latents, out, feats_by_split))
+
+    summary = _dataset_summary(cfg, meta, reference, feats, subjects)
     atomic_write_json(marker, summary)
     incomplete.unlink()
     return summary
