@@ -253,12 +253,13 @@ class OnlineEpocher:
         return self._poll_once() if buf.n_written >= due else epochs
 
     def _due_next_chunk(self) -> int | None:
-        """End index of the earliest pending window the next chunk (the largest recent one) completes, or None."""
+        """End index of the earliest pending window the next chunk (of the typical size) completes, or None."""
         thread = getattr(self.source, "thread", None)
         if self.spin_s <= 0 or not self.pending or thread is None or not thread.is_alive() or not self._steps:
             return None
-        clock, n_written, reach = self.source.clock, self.source.buffer.n_written, max(self._steps)
-        stops = []
+        # the typical chunk (a burst after a stall must not make every poll wait), at most spin_s of samples
+        reach = min(sorted(self._steps)[len(self._steps) // 2], int(self.spin_s * self.sfreq))
+        clock, n_written, stops = self.source.clock, self.source.buffer.n_written, []
         for marker, _ in self.pending:
             status, onset = clock.locate(marker.t_s)
             stop = onset + self.first_offset + self.n_in

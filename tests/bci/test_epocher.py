@@ -249,3 +249,24 @@ def test_no_wait_without_an_acquisition_thread():
     src.push(signal(60))
     src.acquire()
     assert ep._due_next_chunk() is None and ep.poll() == []
+
+
+def test_a_burst_does_not_make_later_polls_wait():
+    """The wait is for the typical chunk: after one large burst, an epoch 30 samples short is not waited for."""
+    src = InMemorySource([f"E{i}" for i in range(3)], SFREQ, t_start_s=T0, poll_interval_s=0.001)
+    src.connect()
+    try:
+        ep = OnlineEpocher(src, PRESET, picks=range(3), marker_timeout_s=60.0)
+        ep.spin_s = 5.0
+        x, n = signal(400), 0
+        for size in (5, 5, 5, 5, 200):  # four small chunks, then a burst
+            src.push(x[:, n : n + size])
+            n += size
+            assert src.wait_for_data(n - 1, 5.0)
+            ep.poll()
+        ep.add_markers([marker(n - 10)])  # its window [n − 15, n + 11) lacks 11 samples: beyond the typical 5
+        assert ep._due_next_chunk() is None
+        ep.add_markers([marker(n - 16)])  # [n − 21, n + 5) lacks 5: the next chunk completes it
+        assert ep._due_next_chunk() == n + 5
+    finally:
+        src.disconnect()
