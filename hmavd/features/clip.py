@@ -237,9 +237,13 @@ class _ImageFiles:
     """A map-style dataset of image files -> (optionally transformed) preprocessed (3, H, W) tensors."""
 
     def __init__(
-        self, paths: Sequence[Path], preprocess: Callable[[Any], Any], variant: Any = None, start: int = 0,
+        self,
+        paths: Sequence[Path],
+        preprocess: Callable[[Any], Any],
+        variant: Any = None,
+        start: int = 0,
         pre_resize: int = 0,
-    ):  # fmt: skip
+    ):
         self.paths = list(paths)
         self.preprocess = preprocess
         self.variant, self.start, self.pre_resize = variant, start, pre_resize
@@ -273,6 +277,102 @@ def _check_model_name(open_clip: Any, name: str, model_config: str | None) -> No
             f"model: {name!r} is not an open_clip architecture{hint}; use one of open_clip.list_models() "
             "such as 'ViT-L-14', or register a JSON config with --model-config"
         )
+
+
+def _tag_config(
+    open_clip: Any, model_name: str, arch: str, pretrained: str | None, weights: str | Path | None
+) -> tuple[dict[str, Any], str | None]:
+    """The pretrained tag's open_clip config ({} without one) and the tag kept (None: only the weights file)."""
+    tag_cfg: dict[str, Any] = {}
+    if pretrained and not model_name.startswith(("hf-hub:", "local-dir:")):
+        tag_cfg = dict(open_clip.get_pretrained_cfg(arch, pretrained))
+        if not tag_cfg and weights is None:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise UserError(
+                f"pretrained: {pretrained!r} is not a tag of {arch} (tags: {tags or 'none'}); "
+                "pick one or pass the weights file with --weights"
+            )
+    if weights is not None and pretrained and not tag_cfg:
+        log.info("pretrained %r is not a tag of %s; using only the weights file %s", pretrained, arch, weights)
+        pretrained = None
+    return tag_cfg, pretrained
+
+
+def _checkpoint_file(
+    model_name: str,
+    arch: str,
+    pretrained: str | None,
+    weights: str | Path | None,
+    tag_cfg: dict[str, Any],
+    cache_dir: str | None,
+    random_init: bool,
+) -> str | None:
+    """The local weights file to load (None: random init or an hf-hub/local-dir model); one-line refusals."""
+    ckpt: str | None = None
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise UserError(
+                f"--weights: {weights} does not exist; pass the path of the downloaded open_clip weights file "
+                "(e.g. /path/to/open_clip_pytorch_model.bin)"
+            )
+        ckpt = str(weights)
+    elif tag_cfg:
+        ckpt, looked = find_cached_weights(tag_cfg, cache_dir)
+        if ckpt is None:
+            source = tag_cfg.get("url") or f"https://huggingface.co/{tag_cfg.get('hf_hub', '').rstrip('/')}"
+            raise UserError(
+                f"--pretrained: weights of {arch} {pretrained!r} are not on this machine (looked in: "
+                f"{'; '.join(looked)}) and nothing is downloaded; fetch {source} elsewhere and pass "
+                "--weights /path/to/open_clip_pytorch_model.bin, or put it in that open_clip/Hugging Face "
+                "cache dir (--cache-dir)"
+            )
+    elif not random_init and not model_name.startswith(("hf-hub:", "local-dir:")):
+        raise UserError(
+            f"--weights: no weights for {arch}; pass --weights /path/to/open_clip_pytorch_model.bin or "
+            "--pretrained TAG whose weights are in the local open_clip/Hugging Face cache"
+        )
+    if ckpt is not None and _is_torchscript(ckpt):
+        raise UserError(
+            f"--weights: {ckpt} is a TorchScript archive (OpenAI's .pt), which is not opened because loading it "
+            "can run code; use the plain state-dict weights instead (for OpenAI models: open_clip_model.safetensors "
+            "from https://huggingface.co/timm/<model>.openai) and pass --weights /path/to/that file"
+        )
+    return ckpt
+
+
+def _create_offline(
+    open_clip: Any,
+    model_name: str,
+    ckpt: str | None,
+    pretrained: str | None,
+    dev: str,
+    quick_gelu: bool,
+    tag_cfg: dict[str, Any],
+    cache_dir: str | None,
+) -> tuple[Any, Any, Any]:
+    """The model, its preprocessing and tokenizer, created with downloads off (one-line error on failure)."""
+    try:
+        with _offline():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name,
+                pretrained=ckpt if not model_name.startswith(("hf-hub:", "local-dir:")) else None,
+                device=dev,
+                force_quick_gelu=quick_gelu,
+                image_mean=tag_cfg.get("mean"),
+                image_std=tag_cfg.get("std"),
+                image_interpolation=tag_cfg.get("interpolation"),
+                image_resize_mode=tag_cfg.get("resize_mode"),
+                pretrained_text=False,
+                cache_dir=cache_dir,
+            )
+            tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"model: cannot load {model_name!r} with weights {ckpt or pretrained or 'none'} offline ({first}); "
+            "check that --weights belongs to --model (and quick_gelu), or put the files in the local cache"
+        ) from None
+    return model, preprocess, tokenizer
 
 
 def load_clip(
@@ -318,69 +418,10 @@ def load_clip(
         open_clip.add_model_config(mc)
     _check_model_name(open_clip, model_name, str(model_config) if model_config else None)
     arch = model_name.replace("/", "-")
-    tag_cfg: dict[str, Any] = {}
-    if pretrained and not model_name.startswith(("hf-hub:", "local-dir:")):
-        tag_cfg = dict(open_clip.get_pretrained_cfg(arch, pretrained))
-        if not tag_cfg and weights is None:
-            tags = open_clip.list_pretrained_tags_by_model(arch)
-            raise UserError(
-                f"pretrained: {pretrained!r} is not a tag of {arch} (tags: {tags or 'none'}); "
-                "pick one or pass the weights file with --weights"
-            )
-    if weights is not None and pretrained and not tag_cfg:
-        log.info("pretrained %r is not a tag of %s; using only the weights file %s", pretrained, arch, weights)
-        pretrained = None
-    ckpt: str | None = None
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise UserError(
-                f"--weights: {weights} does not exist; pass the path of the downloaded open_clip weights file "
-                "(e.g. /path/to/open_clip_pytorch_model.bin)"
-            )
-        ckpt = str(weights)
-    elif tag_cfg:
-        ckpt, looked = find_cached_weights(tag_cfg, cache_dir)
-        if ckpt is None:
-            source = tag_cfg.get("url") or f"https://huggingface.co/{tag_cfg.get('hf_hub', '').rstrip('/')}"
-            raise UserError(
-                f"--pretrained: weights of {arch} {pretrained!r} are not on this machine (looked in: "
-                f"{'; '.join(looked)}) and nothing is downloaded; fetch {source} elsewhere and pass "
-                "--weights /path/to/open_clip_pytorch_model.bin, or put it in that open_clip/Hugging Face "
-                "cache dir (--cache-dir)"
-            )
-    elif not random_init and not model_name.startswith(("hf-hub:", "local-dir:")):
-        raise UserError(
-            f"--weights: no weights for {arch}; pass --weights /path/to/open_clip_pytorch_model.bin or "
-            "--pretrained TAG whose weights are in the local open_clip/Hugging Face cache"
-        )
-    if ckpt is not None and _is_torchscript(ckpt):
-        raise UserError(
-            f"--weights: {ckpt} is a TorchScript archive (OpenAI's .pt), which is not opened because loading it "
-            "can run code; use the plain state-dict weights instead (for OpenAI models: open_clip_model.safetensors "
-            "from https://huggingface.co/timm/<model>.openai) and pass --weights /path/to/that file"
-        )
+    tag_cfg, pretrained = _tag_config(open_clip, model_name, arch, pretrained, weights)
+    ckpt = _checkpoint_file(model_name, arch, pretrained, weights, tag_cfg, cache_dir, random_init)
     qg = bool(tag_cfg.get("quick_gelu", False)) if quick_gelu is None else bool(quick_gelu)
-    try:
-        with _offline():
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name,
-                pretrained=ckpt if not model_name.startswith(("hf-hub:", "local-dir:")) else None,
-                device=dev,
-                force_quick_gelu=qg,
-                image_mean=tag_cfg.get("mean"),
-                image_std=tag_cfg.get("std"),
-                image_interpolation=tag_cfg.get("interpolation"),
-                image_resize_mode=tag_cfg.get("resize_mode"),
-                pretrained_text=False,
-                cache_dir=cache_dir,
-            )
-            tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-    except (RuntimeError, OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"model: cannot load {model_name!r} with weights {ckpt or pretrained or 'none'} offline ({first}); "
-            "check that --weights belongs to --model (and quick_gelu), or put the files in the local cache"
-        ) from None
+    model, preprocess, tokenizer = _create_offline(open_clip, model_name, ckpt, pretrained, dev, qg, tag_cfg, cache_dir)
     model.eval()
     with torch.no_grad():
         dim = int(model.encode_text(tokenizer(["a"]).to(dev)).shape[-1])

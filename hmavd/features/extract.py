@@ -132,6 +132,75 @@ def _split_banks(
     return l2_normalize(np.mean(np.stack(list(per.values())), axis=0)), per
 
 
+def _fingerprint(
+    encoder: ClipEncoder,
+    train: ImageList,
+    test: ImageList,
+    parsed: Sequence[Any],
+    variant_mode: str,
+    prompt_template: str,
+    chunk_size: int,
+    center_paths: Sequence[Path],
+) -> dict[str, Any]:
+    """Everything that determines the extracted numbers (a :class:`PartialStore` with another one is discarded)."""
+    return {
+        **{k: encoder.info.get(k) for k in ("model", "pretrained", "weights_sha256", "preprocessing", "quick_gelu")},
+        "model_config": encoder.info.get("model_config"),
+        "layer": encoder.layer,
+        "pool": encoder.pool,
+        "pre_resize": encoder.pre_resize,
+        "variants": [v.name for v in parsed],
+        "variant_mode": variant_mode,
+        "template": prompt_template,
+        "chunk_size": chunk_size,
+        "train": list(train.ids),
+        "test": list(test.ids),
+        "centers": [str(p) for p in center_paths],
+    }
+
+
+def _image_features(
+    store: PartialStore,
+    encoder: ClipEncoder,
+    train: ImageList,
+    test: ImageList,
+    centers: Sequence[Sequence[Path]] | None,
+    parsed: Sequence[Any],
+    loader: tuple[int, int, int],
+    variant_mode: str,
+    store_variants: bool,
+    progress: bool,
+) -> dict[str, np.ndarray]:
+    """The image banks of both splits (and their variants, ``store_variants``) and the test concept centres.
+
+    ``loader`` is (chunk_size, batch_size, num_workers); the rest as in :func:`extract_features`.
+    """
+    from tqdm import tqdm
+
+    from .cache import variant_tensor
+
+    center_paths = [p for group in centers for p in group] if centers is not None else []
+    concat = variant_mode == "concat" and bool(parsed)
+    total = (len(train) + len(test)) * max(1, len(parsed)) + len(center_paths) * (len(parsed) if concat else 1)
+    done = sum(n for k, n in store.chunks.items() if "_image" in k)
+    arrays: dict[str, np.ndarray] = {}
+    with tqdm(total=total, initial=done, unit="img", desc="image features", disable=not progress) as bar:
+        opts = (*loader, bar)
+        for split, images in (("train", train), ("test", test)):
+            arrays[f"{split}_image_features"], per = _split_banks(
+                store, encoder, split, images.paths, parsed, opts, variant_mode
+            )
+            for name, bank in per.items() if store_variants else ():
+                arrays[variant_tensor(name, f"{split}_image_features")] = bank
+        if centers is not None:
+            flat = _split_banks(store, encoder, "center", center_paths, parsed if concat else [], opts, "concat")[0]
+            bounds = np.cumsum([0] + [len(g) for g in centers])
+            arrays["test_center_features"] = np.stack(
+                [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
+            ).astype(np.float32)  # (n_test_concepts, D) or (n_test_concepts, V·D)
+    return arrays
+
+
 def extract_features(
     encoder: ClipEncoder,
     train: ImageList,
@@ -173,10 +242,7 @@ def extract_features(
         image files of each test concept, in ``test.concepts`` order) is given: the mean of those
         images' normalised features (not re-normalised; untransformed images).
     """
-    from tqdm import tqdm
-
     from .banks import parse_variants
-    from .cache import variant_tensor
 
     if chunk_size < 1 or batch_size < 1:
         raise UserError(f"chunk_size/batch_size: {chunk_size}/{batch_size} must be >= 1")
@@ -186,39 +252,12 @@ def extract_features(
     train_prompts = concept_prompts(train.concepts, prompt_template)
     test_prompts = concept_prompts(test.concepts, prompt_template)
     center_paths = [p for group in centers for p in group] if centers is not None else []
-    fingerprint = {
-        **{k: encoder.info.get(k) for k in ("model", "pretrained", "weights_sha256", "preprocessing", "quick_gelu")},
-        "model_config": encoder.info.get("model_config"),
-        "layer": encoder.layer,
-        "pool": encoder.pool,
-        "pre_resize": encoder.pre_resize,
-        "variants": [v.name for v in parsed],
-        "variant_mode": variant_mode,
-        "template": prompt_template,
-        "chunk_size": chunk_size,
-        "train": list(train.ids),
-        "test": list(test.ids),
-        "centers": [str(p) for p in center_paths],
-    }
+    fingerprint = _fingerprint(encoder, train, test, parsed, variant_mode, prompt_template, chunk_size, center_paths)
     store = PartialStore(partial_dir, fingerprint)
-    concat = variant_mode == "concat" and bool(parsed)
-    total = (len(train) + len(test)) * max(1, len(parsed)) + len(center_paths) * (len(parsed) if concat else 1)
-    done = sum(n for k, n in store.chunks.items() if "_image" in k)
-    arrays: dict[str, np.ndarray] = {}
-    with tqdm(total=total, initial=done, unit="img", desc="image features", disable=not progress) as bar:
-        opts = (chunk_size, batch_size, num_workers, bar)
-        for split, images in (("train", train), ("test", test)):
-            arrays[f"{split}_image_features"], per = _split_banks(
-                store, encoder, split, images.paths, parsed, opts, variant_mode
-            )
-            for name, bank in per.items() if store_variants else ():
-                arrays[variant_tensor(name, f"{split}_image_features")] = bank
-        if centers is not None:
-            flat = _split_banks(store, encoder, "center", center_paths, parsed if concat else [], opts, "concat")[0]
-            bounds = np.cumsum([0] + [len(g) for g in centers])
-            arrays["test_center_features"] = np.stack(
-                [flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])]
-            ).astype(np.float32)  # (n_test_concepts, D) or (n_test_concepts, V·D)
+    loader = (chunk_size, batch_size, num_workers)
+    arrays = _image_features(
+        store, encoder, train, test, centers, parsed, loader, variant_mode, store_variants, progress
+    )
     if text_arrays is not None:
         return {**arrays, **{k: text_arrays[k] for k in ("train_text_features", "test_text_features")}}
     for key, prompts in (("train_text", train_prompts), ("test_text", test_prompts)):
