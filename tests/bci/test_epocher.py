@@ -259,6 +259,7 @@ def test_a_burst_does_not_make_later_polls_wait():
         ep = OnlineEpocher(src, PRESET, picks=range(3), marker_timeout_s=60.0)
         ep.spin_s = 5.0
         x, n = signal(400), 0
+        ep.add_markers([marker(390)])  # pending throughout: the polls record the chunk sizes
         for size in (5, 5, 5, 5, 200):  # four small chunks, then a burst
             src.push(x[:, n : n + size])
             n += size
