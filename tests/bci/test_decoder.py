@@ -53,8 +53,9 @@ def test_stored_gallery_decodes_like_the_cache_and_needs_no_cache(tmp_path):
     from hmavd.datasets import write_planted_dataset
     from hmavd.train import TrainConfig, train
 
-    data = write_planted_dataset(tmp_path / "data", n_train_concepts=10, images_per_concept=3, n_test_concepts=8,
-                                 n_times=80, dim=16)  # fmt: skip
+    data = write_planted_dataset(
+        tmp_path / "data", n_train_concepts=10, images_per_concept=3, n_test_concepts=8, n_times=80, dim=16
+    )
     base = dict(data_dir=str(data), out_dir=str(tmp_path / "runs"), epochs=1, batch_size=8, device="cpu")
     run = train(dataclasses.replace(load_config(TrainConfig, "nice"), image_head="mlp_adapter", **base), progress=False)
     cache_dir = data / "features" / "planted"

@@ -23,8 +23,14 @@ def make_engine(ch_names=(*CH_NAMES, "sample_index"), sfreq=SFREQ_IN, whitening=
     dec = Decoder.from_model(model, templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
     src = InMemorySource(list(ch_names), sfreq, t_start_s=T0)
     marks = InMemoryMarkers()
-    eng = LiveEngine(LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg), source=src, markers=marks,
-                     decoder=dec, preset=PRESET, whitening=whitening)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg),
+        source=src,
+        markers=marks,
+        decoder=dec,
+        preset=PRESET,
+        whitening=whitening,
+    )
     return eng, src, marks
 
 
@@ -134,25 +140,46 @@ def test_whitening_and_features_default_to_the_training_data(tmp_path, monkeypat
     run = root / "runs" / "r"
     run.mkdir(parents=True)
     times = preprocessed_times(PRESET, SFREQ_IN)
-    save_checkpoint(run / "best.safetensors", tiny_model(), {"data_dir": "data", "protocol": "intra"},
-                    extra={"ch_names": CH_NAMES, "times": times.tolist(), "sfreq": PRESET.sfreq,
-                           "features": {"path": "data/features/f"}, "train_subjects": [3]})  # fmt: skip
+    save_checkpoint(
+        run / "best.safetensors",
+        tiny_model(),
+        {"data_dir": "data", "protocol": "intra"},
+        extra={
+            "ch_names": CH_NAMES,
+            "times": times.tolist(),
+            "sfreq": PRESET.sfreq,
+            "features": {"path": "data/features/f"},
+            "train_subjects": [3],
+        },
+    )
     monkeypatch.chdir(tmp_path)  # the recorded paths are relative to `project`, not to here
     src = InMemorySource([*CH_NAMES, "sample_index"], SFREQ_IN)
-    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"), source=src,
-                     markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"),
+        source=src,
+        markers=InMemoryMarkers(),
+        preset=PRESET,
+    )
     eng.connect()
     np.testing.assert_allclose(eng.whitening, np.diag([2.0, 2.0, 2.0, 2.0]))  # mean of the sessions
     assert eng.decoder.concepts[0] == "thing1" and eng.info["features_path"] == str(cache)
     assert eng.whitening_path == str(sub / "mvnn.npz")
     # whitening=none switches it off; a missing file is a one-line error naming the fix
-    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu", whitening="none"),
-                     source=InMemorySource(CH_NAMES, SFREQ_IN), markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu", whitening="none"),
+        source=InMemorySource(CH_NAMES, SFREQ_IN),
+        markers=InMemoryMarkers(),
+        preset=PRESET,
+    )
     eng.connect()
     assert eng.whitening is None
     (sub / "mvnn.npz").unlink()
-    eng = LiveEngine(LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"),
-                     source=InMemorySource(CH_NAMES, SFREQ_IN), markers=InMemoryMarkers(), preset=PRESET)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(checkpoint=str(run / "best.safetensors"), device="cpu"),
+        source=InMemorySource(CH_NAMES, SFREQ_IN),
+        markers=InMemoryMarkers(),
+        preset=PRESET,
+    )
     with pytest.raises(UserError, match="whitening: not set, and the training subject's"):
         eng.connect()
     # a whitening computed for other channels (or another order) is refused

@@ -15,7 +15,7 @@ from bci_testkit import (
     offline_epochs,
     tiny_checkpoint,
     tiny_model,
-)  # fmt: skip
+)
 
 from bci.decoder import Decoder
 from bci.engine import LiveEngine
@@ -36,8 +36,15 @@ def names():
 
 
 def make_engine(eeg_stream, marker_stream, whitening=None, **cfg):
-    dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-                             CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(),
+        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
+        CONCEPTS,
+        4,
+        N_TIMES,
+        CH_NAMES,
+        device="cpu",
+    )
     src = LSLSource(eeg_stream, resolve_timeout_s=3.0, poll_interval_s=0.02)
     marks = LSLMarkerSource(marker_stream, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(**cfg), source=src, markers=marks, decoder=dec, preset=PRESET, whitening=whitening)
@@ -85,8 +92,9 @@ def test_replay_decoded_live_equals_offline(tmp_path):
     online = np.stack([e.data for e in eng.epoch_log])
     np.testing.assert_allclose(online, off[keep], rtol=1e-4, atol=1e-4 * np.abs(off).max())
     offline_pred = eng.decoder.decode(off[keep])
-    np.testing.assert_allclose([[s for _, s in p["topk"]] for p in preds], [r.scores for r in offline_pred],
-                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        [[s for _, s in p["topk"]] for p in preds], [r.scores for r in offline_pred], rtol=1e-4, atol=1e-5
+    )
     assert [[c for c, _ in p["topk"]] for p in preds] == [list(r.concepts) for r in offline_pred]
     lat = [p["latency_ms"] for p in preds]
     assert 0 < np.median(lat) < 200
@@ -159,8 +167,15 @@ def test_engine_process_end_to_end(tmp_path):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=6.0, ch_names=THINGS63, sfreq=250.0)
     eeg_stream, marker_stream = names()
     player = LSLPlayer(load_replay(str(path)), eeg_stream, marker_stream, replay_speed=2.0, loop=True)
-    cfg = LiveConfig(eeg_stream=eeg_stream, marker_stream=marker_stream, checkpoint=str(ckpt), features=str(cache),
-                     device="cpu", resolve_timeout_s=5.0, status_interval_s=0.2)  # fmt: skip
+    cfg = LiveConfig(
+        eeg_stream=eeg_stream,
+        marker_stream=marker_stream,
+        checkpoint=str(ckpt),
+        features=str(cache),
+        device="cpu",
+        resolve_timeout_s=5.0,
+        status_interval_s=0.2,
+    )
     proc = EngineProcess(cfg)
     proc.start()
     msgs: list[dict] = []
@@ -211,13 +226,47 @@ def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg_stream, marker_stream = names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    player = subprocess.Popen([sys.executable, "-c", code, str(path), "--eeg-stream", eeg_stream, "--marker-stream",
-                               marker_stream, "--replay-speed", "2", "--wait-consumers-s", "30"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    player = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(path),
+            "--eeg-stream",
+            eeg_stream,
+            "--marker-stream",
+            marker_stream,
+            "--replay-speed",
+            "2",
+            "--wait-consumers-s",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        rc = live_main(["--headless", "--eeg-stream", eeg_stream, "--marker-stream", marker_stream, "--checkpoint",
-                        str(ckpt), "--features", str(cache), "--device", "cpu", "--duration", "8", "--out-dir",
-                        str(tmp_path / "out"), "resolve_timeout_s=20", "whitening=none"])  # fmt: skip
+        rc = live_main(
+            [
+                "--headless",
+                "--eeg-stream",
+                eeg_stream,
+                "--marker-stream",
+                marker_stream,
+                "--checkpoint",
+                str(ckpt),
+                "--features",
+                str(cache),
+                "--device",
+                "cpu",
+                "--duration",
+                "8",
+                "--out-dir",
+                str(tmp_path / "out"),
+                "resolve_timeout_s=20",
+                "whitening=none",
+            ]
+        )
         out, err = player.communicate(timeout=30)
     finally:
         player.kill()

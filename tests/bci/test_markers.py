@@ -19,9 +19,21 @@ from hmavd.errors import UserError
 
 @pytest.mark.parametrize(
     "code, num",
-    [("17", 17), ("S 17", 17), ("S  17", 17), ("stim/17", 17), ("image_00017", 17), ("Stimulus/S 17", 17),
-     (17, 17), (17.0, 17), ("17.0", 17), ("face", None), (17.5, None), ("", None)],
-)  # fmt: skip
+    [
+        ("17", 17),
+        ("S 17", 17),
+        ("S  17", 17),
+        ("stim/17", 17),
+        ("image_00017", 17),
+        ("Stimulus/S 17", 17),
+        (17, 17),
+        (17.0, 17),
+        ("17.0", 17),
+        ("face", None),
+        (17.5, None),
+        ("", None),
+    ],
+)
 def test_marker_number_in_text(code, num):
     assert marker_number(code) == num
 
@@ -42,8 +54,9 @@ def test_thingseeg2_codes_catch_and_unknown():
 
 def test_mapping_file_codes_to_images_or_concepts(tmp_path):
     concepts = ["00001_aircraft_carrier", "00002_antelope"]
-    (tmp_path / "map.csv").write_text("code,target\n# face/house experiment\n1,aircraft_carrier_06s.jpg\n"
-                                      "S 2,00002_antelope\n3,house\n")  # fmt: skip
+    (tmp_path / "map.csv").write_text(
+        "code,target\n# face/house experiment\n1,aircraft_carrier_06s.jpg\nS 2,00002_antelope\n3,house\n"
+    )
     (tmp_path / "map.json").write_text(json.dumps({"face": "test_images/00002_antelope/antelope_01b.jpg"}))
     mm = MarkerMap(concepts, mapping=load_marker_map(str(tmp_path / "map.csv")))
     assert mm.classify("1").concept == "00001_aircraft_carrier"  # an image file of that concept
@@ -66,8 +79,14 @@ def _engine(**cfg):
     dec = Decoder.from_model(model, templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
     src = InMemorySource(list(CH_NAMES), SFREQ_IN, t_start_s=0.0, ch_units=["V"] * 4)
     marks = InMemoryMarkers()
-    eng = LiveEngine(LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg), source=src, markers=marks,
-                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg),
+        source=src,
+        markers=marks,
+        decoder=dec,
+        preset=PRESET,
+        whitening=None,
+    )
     eng.epoch_log = []
     return eng, src, marks
 
@@ -96,9 +115,12 @@ def test_offset_catch_unknown_in_engine(tmp_path):
 
 
 def test_online_settings_validated(tmp_path):
-    for bad, match in [({"marker_offset_s": 5.0}, "marker_offset_s"), ({"stream_units": "furlongs"}, "stream_units"),
-                       ({"interpolate_missing": -1}, "interpolate_missing"), ({"amplitude_check": "maybe"},
-                       "amplitude_check")]:  # fmt: skip
+    for bad, match in [
+        ({"marker_offset_s": 5.0}, "marker_offset_s"),
+        ({"stream_units": "furlongs"}, "stream_units"),
+        ({"interpolate_missing": -1}, "interpolate_missing"),
+        ({"amplitude_check": "maybe"}, "amplitude_check"),
+    ]:
         with pytest.raises(UserError, match=match):  # refused when built, also in Python
             LiveConfig(**bad)
     eng, _, _ = _engine(marker_map=str(tmp_path / "x.csv"))  # files are checked when the session is resolved
@@ -113,8 +135,12 @@ def test_lsl_marker_formats_and_channels(fmt):
     import pylsl
 
     name = f"test-mk-{fmt}-{uuid.uuid4().hex[:6]}"
-    cf = {"string": pylsl.cf_string, "int32": pylsl.cf_int32, "float32": pylsl.cf_float32,
-          "double64": pylsl.cf_double64}[fmt]  # fmt: skip
+    cf = {
+        "string": pylsl.cf_string,
+        "int32": pylsl.cf_int32,
+        "float32": pylsl.cf_float32,
+        "double64": pylsl.cf_double64,
+    }[fmt]
     outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "Markers", 2, 0.0, cf, name))
     src = LSLMarkerSource(name, resolve_timeout_s=3.0)
     src.connect()

@@ -15,9 +15,14 @@ from bci.sources import InMemorySource
 
 T0 = 500.0
 BY_TYPE = {
-    "connected": M.ConnectedMessage, "scope": M.ScopeMessage, "prediction": M.PredictionMessage,
-    "status": M.StatusMessage, "quality": M.QualityMessage, "error": M.ErrorMessage, "stopped": M.StoppedMessage,
-}  # fmt: skip
+    "connected": M.ConnectedMessage,
+    "scope": M.ScopeMessage,
+    "prediction": M.PredictionMessage,
+    "status": M.StatusMessage,
+    "quality": M.QualityMessage,
+    "error": M.ErrorMessage,
+    "stopped": M.StoppedMessage,
+}
 
 
 def _keys_conform(msg: dict) -> None:

@@ -33,9 +33,18 @@ pytestmark = pytest.mark.lsl
 EEG4 = ["TP9", "AF7", "AF8", "TP10"]
 SFREQ = 256.0
 SPEED = 10.0
-PRESET = dataclasses.replace(PRESETS["nice"], name="n170", tmin_s=-0.1, tmax_s=0.6, baseline_tmin_s=None,
-                             baseline_tmax_s=0.0, sfreq=128.0, crop_tmin_s=None, crop_tmax_s=None,
-                             channels=tuple(EEG4))  # fmt: skip
+PRESET = dataclasses.replace(
+    PRESETS["nice"],
+    name="n170",
+    tmin_s=-0.1,
+    tmax_s=0.6,
+    baseline_tmin_s=None,
+    baseline_tmax_s=0.0,
+    sfreq=128.0,
+    crop_tmin_s=None,
+    crop_tmax_s=None,
+    channels=tuple(EEG4),
+)
 MUSE_RUN = "real-eeg/muse-n170-subject1/data_2017-09-13-15.30.01.csv"
 
 
@@ -75,8 +84,11 @@ class MusePlayer:
         self.codes = codes
         info = pylsl.StreamInfo(name, "EEG", 6, SFREQ, pylsl.cf_float32, name)
         chans = info.desc().append_child("channels")
-        for label, unit, kind in [*[(c, "microvolts", "EEG") for c in EEG4], ("Right AUX", "microvolts", "AUX"),
-                                  ("sample_index", "", "misc")]:  # fmt: skip
+        for label, unit, kind in [
+            *[(c, "microvolts", "EEG") for c in EEG4],
+            ("Right AUX", "microvolts", "AUX"),
+            ("sample_index", "", "misc"),
+        ]:
             ch = chans.append_child("channel")
             ch.append_child_value("label", label)
             ch.append_child_value("unit", unit)
@@ -112,8 +124,16 @@ def offline_epochs(eeg_uv, codes):
     raw = mne.io.RawArray(eeg_uv * 1e-6, mne.create_info(EEG4, SFREQ, "eeg"), verbose="error")
     on = np.flatnonzero(codes)
     events = np.stack([on, np.zeros_like(on), codes[on]], axis=1)
-    ep = mne.Epochs(raw, events, tmin=PRESET.tmin_s, tmax=PRESET.tmax_s, baseline=(None, 0.0), preload=True,
-                    reject_by_annotation=False, verbose="error").resample(PRESET.sfreq, verbose="error")  # fmt: skip
+    ep = mne.Epochs(
+        raw,
+        events,
+        tmin=PRESET.tmin_s,
+        tmax=PRESET.tmax_s,
+        baseline=(None, 0.0),
+        preload=True,
+        reject_by_annotation=False,
+        verbose="error",
+    ).resample(PRESET.sfreq, verbose="error")
     return dict(zip(ep.events[:, 0].tolist(), ep.get_data()))
 
 
@@ -121,14 +141,27 @@ def decode_live(stamps, eeg, aux, codes):
     name = f"test-muse-{uuid.uuid4().hex[:8]}"
     player = MusePlayer(name, stamps, eeg, aux, codes)
     n_times = len(preprocessed_times(PRESET, SFREQ))
-    cfg = ModelConfig(encoder="tsconv", n_chans=4, n_times=n_times, feature_dim=16, proj_dim=16, img_reduction=2,
-                      txt_reduction=2, encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11),
-                                                       ("pool_stride", 5)))  # fmt: skip
+    cfg = ModelConfig(
+        encoder="tsconv",
+        n_chans=4,
+        n_times=n_times,
+        feature_dim=16,
+        proj_dim=16,
+        img_reduction=2,
+        txt_reduction=2,
+        encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
+    )
     templates = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
     dec = Decoder.from_model(HMAVD(cfg).eval(), templates, ["house", "face"], 4, n_times, EEG4, device="cpu")
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
-    eng = LiveEngine(LiveConfig(marker_timeout_s=5.0), source=src, markers=LSLMarkerSource(name + "-mk", 5.0),
-                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(marker_timeout_s=5.0),
+        source=src,
+        markers=LSLMarkerSource(name + "-mk", 5.0),
+        decoder=dec,
+        preset=PRESET,
+        whitening=None,
+    )
     eng.epoch_log = []
     msg = eng.connect()
     player.start()

@@ -93,12 +93,25 @@ class GapPlayer:
 def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     name = f"test-reconnect-{uuid.uuid4().hex[:8]}"
     player = GapPlayer(name)
-    dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-                             CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(),
+        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
+        CONCEPTS,
+        4,
+        N_TIMES,
+        CH_NAMES,
+        device="cpu",
+    )
     player.start()
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
-    eng = LiveEngine(LiveConfig(marker_timeout_s=8.0), source=src, markers=LSLMarkerSource(name + "-mk", 5.0),
-                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(marker_timeout_s=8.0),
+        source=src,
+        markers=LSLMarkerSource(name + "-mk", 5.0),
+        decoder=dec,
+        preset=PRESET,
+        whitening=None,
+    )
     eng.epoch_log = []
     eng.connect()
     offsets = (src._offset, eng.markers._offset)
@@ -144,13 +157,21 @@ def test_markers_from_before_the_session_are_not_decoded_as_live():
 
     name = f"test-stale-{uuid.uuid4().hex[:8]}"
     player = GapPlayer(name, duration_s=6.0, gap_at_s=99.0, jitter_s=0.0)
-    dec = Decoder.from_model(tiny_model(), np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-                             CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(),
+        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
+        CONCEPTS,
+        4,
+        N_TIMES,
+        CH_NAMES,
+        device="cpu",
+    )
     player.start()
     time.sleep(2.5)  # the outlets have streamed ~1.5 s before the session starts
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
-    eng = LiveEngine(LiveConfig(), source=src, markers=LSLMarkerSource(name + "-mk", 5.0), decoder=dec,
-                     preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(), source=src, markers=LSLMarkerSource(name + "-mk", 5.0), decoder=dec, preset=PRESET, whitening=None
+    )
     eng.epoch_log = []
     eng.connect()
     assert eng.t_session_s > pylsl.local_clock() - 5.0

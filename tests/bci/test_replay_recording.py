@@ -171,8 +171,15 @@ def test_every_format_replays_to_the_same_epochs(tmp_path, fmt):
     elif fmt == "vhdr":
         import pybv
 
-        pybv.write_brainvision(data=data, sfreq=SFREQ_IN, ch_names=CH_NAMES, fname_base="rec",
-                               folder_out=str(tmp_path), events=events[:, [0, 2]], unit="µV")  # fmt: skip
+        pybv.write_brainvision(
+            data=data,
+            sfreq=SFREQ_IN,
+            ch_names=CH_NAMES,
+            fname_base="rec",
+            folder_out=str(tmp_path),
+            events=events[:, [0, 2]],
+            unit="µV",
+        )
     else:
         raw = mne.io.RawArray(data, mne.create_info(CH_NAMES, SFREQ_IN, "eeg"), verbose="error")
         raw.set_annotations(mne.Annotations(events[:, 0] / SFREQ_IN, 0.0, [str(c) for c in events[:, 2]]))
@@ -228,8 +235,9 @@ def test_recorded_xdf_prepares_and_replays_like_the_original(tmp_path):
         for s0, c in zip(onsets, codes):
             data[:, s0 + 50 : s0 + 150] += np.sin(np.arange(63) * (c % 7 + 1))[:, None] * 3e-6
         events = np.column_stack([onsets, np.zeros_like(onsets), codes])
-        npy = write_thingseeg2_raw(tmp_path / "npy" / "sub-01" / "ses-01" / f"raw_eeg_{part}.npy", data,
-                                   list(THINGS63), sfreq, events)  # fmt: skip
+        npy = write_thingseeg2_raw(
+            tmp_path / "npy" / "sub-01" / "ses-01" / f"raw_eeg_{part}.npy", data, list(THINGS63), sfreq, events
+        )
         xdf = _record_xdf(npy, tmp_path / "rec" / part)
         target = tmp_path / "xdf" / "sub-01" / "ses-01" / f"raw_eeg_{part}.xdf"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -261,10 +269,24 @@ def test_headless_session_killed_with_sigkill_keeps_all_but_the_last_second(tmp_
     ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
     path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=40.0, ch_names=THINGS63, sfreq=250.0)
     code = "import sys; from gui.cli import main; sys.exit(main())"
-    argv = ["--headless", "--checkpoint", str(ckpt), "--features", str(cache), "--device", "cpu", "--replay",
-            str(path), "--out-dir", str(tmp_path / "out"), "whitening=none", "replay_speed=1"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    argv = [
+        "--headless",
+        "--checkpoint",
+        str(ckpt),
+        "--features",
+        str(cache),
+        "--device",
+        "cpu",
+        "--replay",
+        str(path),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "whitening=none",
+        "replay_speed=1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     guard = threading.Timer(120.0, proc.kill)
     guard.start()
     onset = None

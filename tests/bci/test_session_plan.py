@@ -17,8 +17,14 @@ from hmavd.preprocessing.transforms import preprocessed_times
 def _info(**kw):
     """A checkpoint's metadata as hmavd.checkpoint writes it (the parts the live session reads)."""
     times = preprocessed_times(PRESETS["nice"], 1000.0).tolist()
-    return {"ch_names": list(CH_NAMES), "times": times, "sfreq": 250.0, "path": "runs/r/best.safetensors",
-            "features_path": "data/features/f", **kw}  # fmt: skip
+    return {
+        "ch_names": list(CH_NAMES),
+        "times": times,
+        "sfreq": 250.0,
+        "path": "runs/r/best.safetensors",
+        "features_path": "data/features/f",
+        **kw,
+    }
 
 
 def _subject_run(tmp_path, with_file=True):
@@ -29,8 +35,9 @@ def _subject_run(tmp_path, with_file=True):
     if with_file:
         w = np.stack([np.diag([1.0, 2.0, 3.0, 4.0]), np.diag([3.0, 2.0, 1.0, 2.0])])
         np.savez(sub / "mvnn.npz", whitening=w, ch_names=np.array(CH_NAMES))
-    info = _info(path=str(root / "runs" / "r" / "best.safetensors"), train_config={"data_dir": "data"},
-                 train_subjects=[3])  # fmt: skip
+    info = _info(
+        path=str(root / "runs" / "r" / "best.safetensors"), train_config={"data_dir": "data"}, train_subjects=[3]
+    )
     return info, sub / "mvnn.npz"
 
 
@@ -86,9 +93,11 @@ def test_missing_files_are_one_line_errors(tmp_path):
     info, _ = _subject_run(tmp_path, with_file=False)
     with pytest.raises(UserError, match="whitening: not set, and the training subject's .*was not found"):
         resolve_session(LiveConfig(), info)
-    cases = [({"whitening": str(tmp_path / "w.npz")}, "whitening: .*w.npz' does not exist"),
-             ({"marker_map": str(tmp_path / "m.csv"), "whitening": "none"}, "marker_map: .*is not a file"),
-             ({"replay": str(tmp_path / "r.fif"), "whitening": "none"}, "replay: .*does not exist")]  # fmt: skip
+    cases = [
+        ({"whitening": str(tmp_path / "w.npz")}, "whitening: .*w.npz' does not exist"),
+        ({"marker_map": str(tmp_path / "m.csv"), "whitening": "none"}, "marker_map: .*is not a file"),
+        ({"replay": str(tmp_path / "r.fif"), "whitening": "none"}, "replay: .*does not exist"),
+    ]
     for values, match in cases:
         with pytest.raises(UserError, match=match) as err:
             resolve_session(LiveConfig(**values), _info())
@@ -128,9 +137,13 @@ def test_resolve_stream_checks_rate_channels_and_epoch_length():
 
 
 def test_live_config_validates_itself_and_the_factory_refuses_unknown_keys():
-    for values, match in [({"top_k": 0}, "top_k: 0"), ({"poll_interval_s": -1.0}, "poll_interval_s: -1.0"),
-                          ({"replay_speed": 0.0}, "replay_speed: 0.0"), ({"record_format": "edf"}, "record_format"),
-                          ({"accumulate": "mean"}, "accumulate")]:  # fmt: skip
+    for values, match in [
+        ({"top_k": 0}, "top_k: 0"),
+        ({"poll_interval_s": -1.0}, "poll_interval_s: -1.0"),
+        ({"replay_speed": 0.0}, "replay_speed: 0.0"),
+        ({"record_format": "edf"}, "record_format"),
+        ({"accumulate": "mean"}, "accumulate"),
+    ]:
         with pytest.raises(UserError, match=match):
             LiveConfig(**values)
         with pytest.raises(UserError, match=match):

@@ -20,9 +20,22 @@ from hmavd.preprocessing.presets import PRESETS
 
 @pytest.mark.parametrize(
     "label, volts",
-    [("microvolts", 1e-6), ("µV", 1e-6), ("uV", 1e-6), ("UV", 1e-6), ("μV", 1e-6), ("millivolts", 1e-3),
-     ("mV", 1e-3), ("MV", 1e-3), ("volts", 1.0), ("V", 1.0), ("nanovolts", 1e-9), ("nV", 1e-9), ("", None)],
-)  # fmt: skip
+    [
+        ("microvolts", 1e-6),
+        ("µV", 1e-6),
+        ("uV", 1e-6),
+        ("UV", 1e-6),
+        ("μV", 1e-6),
+        ("millivolts", 1e-3),
+        ("mV", 1e-3),
+        ("MV", 1e-3),
+        ("volts", 1.0),
+        ("V", 1.0),
+        ("nanovolts", 1e-9),
+        ("nV", 1e-9),
+        ("", None),
+    ],
+)
 def test_unit_labels(label, volts):
     assert unit_to_volts(label) == volts
 
@@ -89,8 +102,18 @@ def _names():
 def _decode_over_lsl(rec, ckpt, cache, units, label_units=True, **cfg):
     eeg, mk = _names()
     player = LSLPlayer(rec, eeg, mk, replay_speed=4.0, units=units, label_units=label_units)
-    eng = LiveEngine(LiveConfig(eeg_stream=eeg, marker_stream=mk, checkpoint=str(ckpt), features=str(cache),
-                                device="cpu", whitening="none", resolve_timeout_s=5.0, **cfg))  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(
+            eeg_stream=eeg,
+            marker_stream=mk,
+            checkpoint=str(ckpt),
+            features=str(cache),
+            device="cpu",
+            whitening="none",
+            resolve_timeout_s=5.0,
+            **cfg,
+        )
+    )
     eng.connect()
     player.start()
     preds = []
@@ -110,8 +133,17 @@ def test_same_predictions_in_volts_microvolts_millivolts(tmp_path):
     """The recording streamed in V, µV and mV (labelled) decodes as the in-process replay of the file."""
     ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=8.0, ch_names=THINGS63, sfreq=250.0)
-    ref = LiveEngine(LiveConfig(checkpoint=str(ckpt), features=str(cache), device="cpu", whitening="none",
-                                replay=str(path), replay_speed=50.0))  # fmt: skip  # = hmavd-live --headless --replay
+    # = hmavd-live --headless --replay
+    ref = LiveEngine(
+        LiveConfig(
+            checkpoint=str(ckpt),
+            features=str(cache),
+            device="cpu",
+            whitening="none",
+            replay=str(path),
+            replay_speed=50.0,
+        )
+    )
     ref.connect()
     ref_preds = []
     t_end = time.monotonic() + 20
@@ -151,8 +183,9 @@ def test_model_units_from_checkpoint_and_prepared_data(tmp_path):
     from bci.decoder import Decoder
 
     def engine(info):
-        dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
-                                 CH_NAMES, device="cpu")  # fmt: skip
+        dec = Decoder.from_model(
+            tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu"
+        )
         src = InMemorySource(CH_NAMES, 200.0, ch_units=["microvolts"] * 4)
         eng = LiveEngine(LiveConfig(stride_s=1.0), source=src, decoder=dec, preset=PRESET, whitening=None)
         eng.info = info
@@ -170,11 +203,18 @@ def test_warn_mode_reaches_the_banner_and_decodes():
     from bci.decoder import Decoder
     from bci.markers import InMemoryMarkers
 
-    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
-                             CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu"
+    )
     src, marks = InMemorySource(CH_NAMES, 200.0), InMemoryMarkers()
-    eng = LiveEngine(LiveConfig(amplitude_check="warn", status_interval_s=0.0), source=src, markers=marks,
-                     decoder=dec, preset=PRESET, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(amplitude_check="warn", status_interval_s=0.0),
+        source=src,
+        markers=marks,
+        decoder=dec,
+        preset=PRESET,
+        whitening=None,
+    )
     eng.connect()
     marks.push(0.5, 1)
     msgs = []
@@ -201,14 +241,45 @@ def test_replay_command_unlabelled_microvolts_refused_by_headless(tmp_path, caps
     path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg, mk = _names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    replay_args = [str(path), "--eeg-stream", eeg, "--marker-stream", mk, "--replay-speed", "2",
-                   "--wait-consumers-s", "30", "--units", "uV", "--no-unit-label"]  # fmt: skip
-    player = subprocess.Popen([sys.executable, "-c", code, *replay_args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    replay_args = [
+        str(path),
+        "--eeg-stream",
+        eeg,
+        "--marker-stream",
+        mk,
+        "--replay-speed",
+        "2",
+        "--wait-consumers-s",
+        "30",
+        "--units",
+        "uV",
+        "--no-unit-label",
+    ]
+    player = subprocess.Popen(
+        [sys.executable, "-c", code, *replay_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        rc = live_main(["--headless", "--eeg-stream", eeg, "--marker-stream", mk, "--checkpoint", str(ckpt),
-                        "--features", str(cache), "--device", "cpu", "--duration", "8", "--out-dir",
-                        str(tmp_path / "out"), "resolve_timeout_s=20", "whitening=none"])  # fmt: skip
+        rc = live_main(
+            [
+                "--headless",
+                "--eeg-stream",
+                eeg,
+                "--marker-stream",
+                mk,
+                "--checkpoint",
+                str(ckpt),
+                "--features",
+                str(cache),
+                "--device",
+                "cpu",
+                "--duration",
+                "8",
+                "--out-dir",
+                str(tmp_path / "out"),
+                "resolve_timeout_s=20",
+                "whitening=none",
+            ]
+        )
         out, _ = player.communicate(timeout=30)
     finally:
         player.kill()
@@ -227,8 +298,9 @@ def test_session_of_a_microvolt_stream_replays_in_volts(tmp_path, labelled, reco
     from bci.decoder import Decoder
     from bci.markers import InMemoryMarkers
 
-    dec = Decoder.from_model(tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES,
-                             CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(), np.zeros((len(CONCEPTS), 16), np.float32), CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu"
+    )
     src = InMemorySource(CH_NAMES, 200.0, ch_units=["microvolts" if labelled else ""] * 4)  # as LSL delivers
     cfg = LiveConfig(stream_units="" if labelled else "uV", status_interval_s=0.0, record_format=record_format)
     eng = LiveEngine(cfg, source=src, markers=InMemoryMarkers(), decoder=dec, preset=PRESET, whitening=None)

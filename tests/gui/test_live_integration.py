@@ -22,9 +22,14 @@ pytestmark = [pytest.mark.lsl]
 def test_window_decodes_a_replayed_stream_and_survives_it_stopping(qtbot, tmp_path):
     ckpt, features = make_checkpoint(tmp_path)
     rec = make_recording(tmp_path / "rec_raw.fif")
-    settings = LiveSettings(checkpoint=str(ckpt), features=str(features), replay_speed=2.0,
-                            data_dir=str(tmp_path / "nosim"), runs_dir=str(tmp_path / "noruns"),
-                            record_dir=str(tmp_path / "recordings"))  # fmt: skip
+    settings = LiveSettings(
+        checkpoint=str(ckpt),
+        features=str(features),
+        replay_speed=2.0,
+        data_dir=str(tmp_path / "nosim"),
+        runs_dir=str(tmp_path / "noruns"),
+        record_dir=str(tmp_path / "recordings"),
+    )
     win = MainWindow(settings, settings_path=tmp_path / "s.json", auto_discover=False)
     qtbot.addWidget(win)
     win.show()
@@ -32,8 +37,7 @@ def test_window_decodes_a_replayed_stream_and_survives_it_stopping(qtbot, tmp_pa
     try:
         assert win.start_replay(rec), win.banner.messages
         pids += [win.replay._proc.pid, win.engine._proc.pid]
-        qtbot.waitUntil(lambda: win.n_predictions >= 5 or win.engine is None or win.replay is None,
-                        timeout=90_000)  # fmt: skip
+        qtbot.waitUntil(lambda: win.n_predictions >= 5 or win.engine is None or win.replay is None, timeout=90_000)
         assert win.n_predictions >= 5, win.banner.messages
         assert win.connected_info["ch_names"][:4] == CH_NAMES
         names = win.topk.names()
@@ -61,8 +65,10 @@ def test_window_decodes_a_replayed_stream_and_survives_it_stopping(qtbot, tmp_pa
         # the stream stops: the window notices, keeps running and shows no crash ...
         win.stop_replay()
         assert _gone(pids[0])
-        qtbot.waitUntil(lambda: "no EEG data" in win.scope.placeholder.textItem.toPlainText()
-                        and win.scope.placeholder.isVisible(), timeout=30_000)  # fmt: skip
+        qtbot.waitUntil(
+            lambda: "no EEG data" in win.scope.placeholder.textItem.toPlainText() and win.scope.placeholder.isVisible(),
+            timeout=30_000,
+        )
         assert win.isVisible() and not [m for m in win.banner.messages if "internal error" in m]
         # ... and decodes again when a new replay starts (a fresh engine on the new streams)
         assert win.start_replay(rec), win.banner.messages

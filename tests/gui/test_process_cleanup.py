@@ -50,8 +50,21 @@ def test_hmavd_live_stopped_by_sigterm_leaves_no_process(tmp_path):
     ckpt, features = make_checkpoint(tmp_path)
     rec = make_recording(tmp_path / "rec_raw.fif")
     log = tmp_path / "live.log"
-    cmd = [sys.executable, "-m", "gui.cli", "--replay", str(rec), "--checkpoint", str(ckpt), "--features",
-           str(features), "--data-dir", str(tmp_path / "nosim"), "--runs-dir", str(tmp_path / "noruns")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gui.cli",
+        "--replay",
+        str(rec),
+        "--checkpoint",
+        str(ckpt),
+        "--features",
+        str(features),
+        "--data-dir",
+        str(tmp_path / "nosim"),
+        "--runs-dir",
+        str(tmp_path / "noruns"),
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -51,8 +51,12 @@ def test_panel_colours_each_channel_and_summarises(qtbot):
 @pytest.fixture
 def window(qtbot, tmp_path):
     FakeEngine.instances.clear()
-    settings = LiveSettings(eeg_stream="eeg-x", checkpoint=str(tmp_path / "c.safetensors"),
-                            data_dir=str(tmp_path / "sim"), runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    settings = LiveSettings(
+        eeg_stream="eeg-x",
+        checkpoint=str(tmp_path / "c.safetensors"),
+        data_dir=str(tmp_path / "sim"),
+        runs_dir=str(tmp_path / "runs"),
+    )
     win = MainWindow(settings, settings_path=tmp_path / "s.json", engine_factory=FakeEngine, auto_discover=False)
     qtbot.addWidget(win)
     win.show()

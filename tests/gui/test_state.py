@@ -87,8 +87,13 @@ def test_display_helpers_center_stack_and_skip_counter_channels():
     # no line into or out of the gap, none from channel 0's last point to channel 1's first
     np.testing.assert_array_equal(connect, [1, 0, 0, 0, 1, 1, 1, 0])
     assert [is_data_channel(c) for c in ("Oz", "sample_index", "STI 014", "stim", "Status", "Fp1")] == [
-        True, False, False, False, False, True,
-    ]  # fmt: skip
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_running_accuracy_counts_only_known_truth():
@@ -244,8 +249,12 @@ def test_format_status_shows_online_mvnn_and_the_accumulated_curve():
     warm = {"source": "training", "n_epochs": 12, "warmup_epochs": 50, "frozen": False}
     assert "MVNN training (warm-up 12/50)" in format_status({**base, "mvnn": warm})
     on = {**warm, "source": "online", "n_epochs": 60, "frozen": True}
-    acc = {"curve": [{"k": 1, "top1": 0.05, "top5": 0.1, "n_images": 60}, {"k": 5, "top1": 0.25, "top5": 0.5,
-                                                                             "n_images": 12}]}  # fmt: skip
+    acc = {
+        "curve": [
+            {"k": 1, "top1": 0.05, "top5": 0.1, "n_images": 60},
+            {"k": 5, "top1": 0.25, "top5": 0.5, "n_images": 12},
+        ]
+    }
     text = format_status({**base, "mvnn": on, "accumulated": acc})
     assert "MVNN online, 60 epochs (frozen)" in text and "averaged k=5: top-1 25.0 % / top-5 50.0 %" in text
     assert "MVNN" not in format_status(base)

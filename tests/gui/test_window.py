@@ -34,8 +34,12 @@ def test_connect_feed_messages_and_disconnect(window, qtbot, tmp_path):
     assert eng.started and eng.values["eeg_stream"] == "eeg-x" and eng.values["templates"] == "image"
     assert "resolve_timeout_s" not in eng.values  # clicked()'s `checked` flag is not taken for a timeout
     assert not window.connect_button.isEnabled() and window.disconnect_button.isEnabled()
-    eng.queue += [connected_msg(), scope_msg(0.0, markers=[(0.05, "2"), (0.08, "x9")]), prediction_msg(true="cat"),
-                  status_msg()]  # fmt: skip
+    eng.queue += [
+        connected_msg(),
+        scope_msg(0.0, markers=[(0.05, "2"), (0.08, "x9")]),
+        prediction_msg(true="cat"),
+        status_msg(),
+    ]
     qtbot.waitUntil(lambda: window.topk.names()[0] == "dog", timeout=5000)
     assert window.topk.highlighted() == ["cat"]
     # marker code 2 is the second concept (the engine's rule); an unknown code stays as it is
