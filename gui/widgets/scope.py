@@ -134,6 +134,14 @@ class ScopeWidget(QtWidgets.QWidget):
         self._last_y: np.ndarray | None = None  # (C_shown, n) drawn values (slot units, with offsets)
         self._drawn_markers: list[tuple[float, str]] = []
 
+        self._build_plot()
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self._build_controls())
+        layout.addWidget(self.plot, 1)
+
+    def _build_plot(self) -> None:
+        """The pyqtgraph plot: axes, the marker lines and labels, the "not connected" placeholder."""
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
         self.plot.setMouseEnabled(x=False, y=False)
@@ -164,6 +172,8 @@ class ScopeWidget(QtWidgets.QWidget):
         item.getAxis("left").setTicks([[], []])  # no channels yet: no numbers on the left axis
         self._update_y_range()
 
+    def _build_controls(self) -> QtWidgets.QHBoxLayout:
+        """The row above the plot: the scale spin box, "Auto scale" and the channel selection."""
         self.scale_spin = QtWidgets.QDoubleSpinBox()
         self.scale_spin.setRange(0.01, 1e6)
         self.scale_spin.setDecimals(1)
@@ -190,10 +200,7 @@ class ScopeWidget(QtWidgets.QWidget):
         controls.addSpacing(12)
         controls.addWidget(QtWidgets.QLabel("Channels"))
         controls.addWidget(self.channel_edit, 1)
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
-        layout.addWidget(self.plot, 1)
+        return controls
 
     # -- data ---------------------------------------------------------------------------------
     def set_channels(self, ch_names: Sequence[str], sfreq: float, model_ch_names: Sequence[str] = ()) -> None:
