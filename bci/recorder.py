@@ -186,7 +186,7 @@ class XDFSessionRecorder:
         Sample format of the EEG stream (float32, float64, int16, int32).
     ch_types, ch_units : sequence of str, optional
         Per channel (default: ``misc`` / no unit for ``sample_index``-like counters, else ``EEG`` / ``volts``).
-    stream_name, marker_name : str
+    eeg_stream, marker_stream : str
         Names of the recorded streams.
     eeg_offset, marker_offset : callable, optional
         Current LSL clock offset (s) of the EEG / marker inlet (default 0).
@@ -205,8 +205,8 @@ class XDFSessionRecorder:
         dtype: str = "float32",
         ch_types: Sequence[str] | None = None,
         ch_units: Sequence[str] | None = None,
-        stream_name: str = "eeg",
-        marker_name: str = "markers",
+        eeg_stream: str = "eeg",
+        marker_stream: str = "markers",
         eeg_offset: Callable[[], float] | None = None,
         marker_offset: Callable[[], float] | None = None,
         extra_meta: dict[str, Any] | None = None,
@@ -226,11 +226,11 @@ class XDFSessionRecorder:
         units = list(ch_units) if ch_units else ["" if t == "misc" else "volts" for t in types]
         chans = [{"label": c, "type": t, "unit": u} for c, t, u in zip(self.ch_names, types, units)]
         meta = {"format_version": FORMAT_VERSION, "first_index": self.first_index, **(extra_meta or {})}
-        header = {"hmavd_session": {"stream": stream_name}}
+        header = {"hmavd_session": {"stream": eeg_stream}}
         self.writer = XDFWriter(self.path / XDF_NAME, header=header, background=True)  # the disk never blocks
         self.fmt = XDFWriter.channel_format_of(dtype)
         self.dtype = np.dtype(CHANNEL_FORMATS[self.fmt])
-        self._add_streams(stream_name, marker_name, {"channels": {"channel": chans}, "hmavd_session": meta})
+        self._add_streams(eeg_stream, marker_stream, {"channels": {"channel": chans}, "hmavd_session": meta})
         self._preds = open(self.path / "predictions.csv", "a", newline="")  # noqa: SIM115 - kept open while recording
         self._pw = csv.writer(self._preds)
         self._pw.writerow(PREDICTION_FIELDS)
@@ -238,12 +238,12 @@ class XDFSessionRecorder:
         self._t_offsets = self._t_boundary = self._last_flush = time.monotonic()
         self.flush()
 
-    def _add_streams(self, stream_name: str, marker_name: str, eeg_desc: dict[str, Any]) -> None:
+    def _add_streams(self, eeg_stream: str, marker_stream: str, eeg_desc: dict[str, Any]) -> None:
         """The stream headers: EEG (``eeg_desc``: channels and session settings), Markers, Predictions."""
         w, n_chans = self.writer, len(self.ch_names)
-        self.eeg_id = w.add_stream(stream_name, "EEG", n_chans, self.sfreq, self.fmt, eeg_desc, source_id=stream_name)
+        self.eeg_id = w.add_stream(eeg_stream, "EEG", n_chans, self.sfreq, self.fmt, eeg_desc, source_id=eeg_stream)
         code_desc = {"channels": {"channel": [{"label": "code", "type": "Markers"}]}}
-        self.marker_id = w.add_stream(marker_name, "Markers", 1, 0.0, "string", code_desc, source_id=marker_name)
+        self.marker_id = w.add_stream(marker_stream, "Markers", 1, 0.0, "string", code_desc, source_id=marker_stream)
         pred_desc = {"channels": {"channel": [{"label": f, "type": "prediction"} for f in PREDICTION_FIELDS]}}
         self.pred_id = w.add_stream(
             "hmavd-predictions",
@@ -252,7 +252,7 @@ class XDFSessionRecorder:
             0.0,
             "string",
             pred_desc,
-            source_id=f"{stream_name}-predictions",
+            source_id=f"{eeg_stream}-predictions",
         )
 
     def write_eeg(self, data: np.ndarray, start: int | None = None) -> None:
@@ -367,8 +367,8 @@ def open_recorder(
         dtype=desc.dtype,
         ch_units=units if len(units) == n and any(units) else None,
         ch_types=types if len(types) == n and all(types) else None,
-        stream_name=desc.name,
-        marker_name=str(getattr(markers, "name", "") or "markers"),
+        eeg_stream=desc.name,
+        marker_stream=str(getattr(markers, "name", "") or "markers"),
         eeg_offset=lambda: _offset_of(source),
         marker_offset=lambda: _offset_of(markers),
         extra_meta={**meta, "settings": config_to_dict(cfg)},
