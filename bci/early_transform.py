@@ -143,8 +143,9 @@ class EarlyTransform:
         self._base = slice(int(base[0]), int(base[-1]) + 1)  # the mask is one run of samples
         res_times = resampled_times(times, sfreq_in, preset.sfreq)  # (n_res,)
         if preset.crop_tmin_s is not None or preset.crop_tmax_s is not None:
-            idx, _ = crop(np.arange(res_times.shape[0], dtype=np.float64)[None], res_times,
-                          preset.crop_tmin_s, preset.crop_tmax_s)  # fmt: skip
+            idx, _ = crop(
+                np.arange(res_times.shape[0], dtype=np.float64)[None], res_times, preset.crop_tmin_s, preset.crop_tmax_s
+            )
             kept = idx[0].astype(np.intp)
             self._crop = slice(int(kept[0]), int(kept[-1]) + 1)
         else:

@@ -142,15 +142,24 @@ def build_model(folder: Path, n_chans: int, sfreq: float = 1000.0, seed: int = 0
     torch.manual_seed(seed)
     model = HMAVD(ModelConfig(encoder="tsconv", n_chans=n_chans, n_times=len(times))).eval()
     names = list(_ch_names(n_chans))
-    ckpt = save_checkpoint(folder / "best.safetensors", model,
-                           extra={"ch_names": names, "times": times.tolist(), "sfreq": preset.sfreq})  # fmt: skip
+    ckpt = save_checkpoint(
+        folder / "best.safetensors", model, extra={"ch_names": names, "times": times.tolist(), "sfreq": preset.sfreq}
+    )
     rng = np.random.default_rng(seed)
     d, k = model.cfg.feature_dim, N_CONCEPTS
     concepts = [f"{i + 1:05d}_concept{i + 1}" for i in range(k)]
-    arrays = {f"{s}_{m}_features": rng.standard_normal((k if s == "test" else 2, d)).astype(np.float32)
-              for s in ("train", "test") for m in ("image", "text")}  # fmt: skip
-    prov = {"model": "random", "train_images": ["a/0.jpg", "a/1.jpg"], "train_concepts": ["a", "b"],
-            "test_images": [f"{c}/{c}.jpg" for c in concepts], "test_concepts": concepts}  # fmt: skip
+    arrays = {
+        f"{s}_{m}_features": rng.standard_normal((k if s == "test" else 2, d)).astype(np.float32)
+        for s in ("train", "test")
+        for m in ("image", "text")
+    }
+    prov = {
+        "model": "random",
+        "train_images": ["a/0.jpg", "a/1.jpg"],
+        "train_concepts": ["a", "b"],
+        "test_images": [f"{c}/{c}.jpg" for c in concepts],
+        "test_concepts": concepts,
+    }
     cache = save_feature_cache(folder / "features", arrays, prov)
     a = rng.standard_normal((n_chans, n_chans)) / np.sqrt(n_chans)
     w = np.linalg.inv(np.linalg.cholesky(a @ a.T + np.eye(n_chans))) * 1e5  # a dense whitening-like matrix
@@ -242,16 +251,29 @@ def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Names
         child.start()
         minimal = None
         if args.minimal:
-            minimal = ctx.Process(target=_minimal_main, args=(names[0], n_chans, sfreq, duration_s, str(mvnn),
-                                                              str(tmp / "minimal.npy")), daemon=True)  # fmt: skip
+            minimal = ctx.Process(
+                target=_minimal_main,
+                args=(names[0], n_chans, sfreq, duration_s, str(mvnn), str(tmp / "minimal.npy")),
+                daemon=True,
+            )
             env = {k: os.environ.get(k) for k in _THREAD_VARS}
             os.environ.update({k: "1" for k in _THREAD_VARS})  # one BLAS thread, as the pipeline's --threads 1
             minimal.start()
             for k, v in env.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        cfg = LiveConfig(eeg_stream=names[0], marker_stream=names[1], checkpoint=str(ckpt), features=str(cache),
-                         whitening=str(mvnn), preset="nice", device=args.device, compute_threads=args.threads,
-                         resolve_timeout_s=30.0, marker_timeout_s=3.0, status_interval_s=1.0)  # fmt: skip
+        cfg = LiveConfig(
+            eeg_stream=names[0],
+            marker_stream=names[1],
+            checkpoint=str(ckpt),
+            features=str(cache),
+            whitening=str(mvnn),
+            preset="nice",
+            device=args.device,
+            compute_threads=args.threads,
+            resolve_timeout_s=30.0,
+            marker_timeout_s=3.0,
+            status_interval_s=1.0,
+        )
         engine = LiveEngine(cfg)
         engine.connect()
         if args.record:
@@ -336,16 +358,24 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
     wall = time.perf_counter() - t0
     acq = _thread_cpu_s(src.thread.native_id) - a0
     pct = lambda s: 100.0 * s / wall  # noqa: E731
-    cpu = {"acquisition": pct(acq), "epoching": pct(poll.cpu_s), "decoding": pct(decode.cpu_s),
-           "main thread": pct(time.thread_time() - main0), "process": pct(time.process_time() - c0)}  # fmt: skip
+    cpu = {
+        "acquisition": pct(acq),
+        "epoching": pct(poll.cpu_s),
+        "decoding": pct(decode.cpu_s),
+        "main thread": pct(time.thread_time() - main0),
+        "process": pct(time.process_time() - c0),
+    }
     cpu["acquisition+epoching"] = cpu["acquisition"] + cpu["epoching"]
     busy = {k: pct(v - threads0.get(k, 0.0)) for k, v in _threads_cpu_s().items()}
     top = sorted(busy.items(), key=lambda kv: -kv[1])[:4]
     threads_note = ", ".join(f"{k} {v:.1f}" for k, v in top)
     idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
     walls = {"decoding, one batch (wall)": np.asarray(decode.busy_ms)}
-    polls = {"epoching, one poll (wall)": poll.busy_ms, "epoching, one poll (CPU)": poll.busy_cpu_ms,
-             "received → poll start (wake-up)": poll.wake_ms}  # fmt: skip
+    polls = {
+        "epoching, one poll (wall)": poll.busy_ms,
+        "epoching, one poll (CPU)": poll.busy_cpu_ms,
+        "received → poll start (wake-up)": poll.wake_ms,
+    }
     after = np.array([before is None or not before(i) for i in poll.onsets], dtype=bool)
     for name, v in polls.items():
         v = np.asarray(v)
@@ -365,8 +395,14 @@ def _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu) -> RunR
         res.repeated = int(np.sum(steps < 1))
     ep = engine.epocher
     step, n_loop = int(round(ONSET_EVERY_S * sfreq)), int(LOOP_S * sfreq)
-    onsets = np.array([lp * n_loop + s for lp in range(int(idx.max() // n_loop) + 2 if idx.size else 0)
-                       for s in range(step // 2, n_loop, step)], dtype=np.int64)  # fmt: skip
+    onsets = np.array(
+        [
+            lp * n_loop + s
+            for lp in range(int(idx.max() // n_loop) + 2 if idx.size else 0)
+            for s in range(step // 2, n_loop, step)
+        ],
+        dtype=np.int64,
+    )
     if idx.size:  # markers whose whole window was streamed and received
         lo, hi = idx[0] - ep.first_offset, idx[-1] - (ep.first_offset + ep.n_in - 1)
         onsets = onsets[(onsets >= lo) & (onsets <= hi)]
@@ -407,8 +443,11 @@ def _minimal_figures(mini: np.ndarray, push: np.ndarray, ep) -> dict:
     if not len(mini):
         return {}
     pushed = _push_time(push, mini[:, 0] + ep.first_offset + ep.n_in - 1)
-    return {"pushed → received": (mini[:, 1] - pushed) * 1e3, "received → epoch ready": (mini[:, 2] - mini[:, 1]) * 1e3,
-            "pushed → epoch ready": (mini[:, 2] - pushed) * 1e3}  # fmt: skip
+    return {
+        "pushed → received": (mini[:, 1] - pushed) * 1e3,
+        "received → epoch ready": (mini[:, 2] - mini[:, 1]) * 1e3,
+        "pushed → epoch ready": (mini[:, 2] - pushed) * 1e3,
+    }
 
 
 def _ratios(a: np.ndarray, b: np.ndarray) -> str:
@@ -420,27 +459,39 @@ def _ratios(a: np.ndarray, b: np.ndarray) -> str:
 
 def _report(res: RunResult, args: argparse.Namespace) -> None:
     rec = "on" if args.record else "off"
-    print(f"== {res.n_chans} ch × {res.sfreq:g} Hz, onset every {ONSET_EVERY_S * 1e3:.0f} ms, {res.duration_s:g} s, "
-          f"device {args.device}, compute threads {args.threads or 'default'}, recording {rec}, "
-          f"{'alternating previous [before] / current [after] path' if args.compare else 'current path'}")  # fmt: skip
+    print(
+        f"== {res.n_chans} ch × {res.sfreq:g} Hz, onset every {ONSET_EVERY_S * 1e3:.0f} ms, {res.duration_s:g} s, "
+        f"device {args.device}, compute threads {args.threads or 'default'}, recording {rec}, "
+        f"{'alternating previous [before] / current [after] path' if args.compare else 'current path'}"
+    )
     print(
         f"   epochs: expected {res.expected}, decoded {res.decoded}, missed {res.missed}, duplicated "
         f"{res.duplicated}, alignment error max {res.align_max} samples, rejected {res.rejected or 'none'}"
     )
-    print(f"   samples: received {res.received}, dropped {res.dropped}, repeated/out of order {res.repeated} "
-          "(from sample_index)")  # fmt: skip
+    print(
+        f"   samples: received {res.received}, dropped {res.dropped}, repeated/out of order {res.repeated} "
+        "(from sample_index)"
+    )
     for name, v in res.lat.items():
-        print(f"   last sample {name:<22} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
-              f"max {np.max(v):7.2f} ms")  # fmt: skip
+        print(
+            f"   last sample {name:<22} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+            f"max {np.max(v):7.2f} ms"
+        )
     for name, v in res.walls.items():
-        print(f"   {name:<45} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
-              f"max {np.max(v):7.2f} ms")  # fmt: skip
+        print(
+            f"   {name:<45} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  max {np.max(v):7.2f} ms"
+        )
     for name, v in res.minimal.items():
-        print(f"   minimal consumer {name:<21} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
-              f"max {np.max(v):7.2f} ms  ({len(v)} epochs)")  # fmt: skip
+        print(
+            f"   minimal consumer {name:<21} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
+            f"max {np.max(v):7.2f} ms  ({len(v)} epochs)"
+        )
     tag = " [after]" if "received → epoch ready [after]" in res.lat else ""
-    pairs = [("received → epoch ready", "received → epoch ready"), ("pushed → epoch ready", "pushed → epoch ready"),
-             ("pushed → epoch ready", "pushed → received")]  # fmt: skip
+    pairs = [
+        ("received → epoch ready", "received → epoch ready"),
+        ("pushed → epoch ready", "pushed → epoch ready"),
+        ("pushed → epoch ready", "pushed → received"),
+    ]
     for ours, theirs in pairs:
         a, b = res.lat.get(ours + tag), res.minimal.get(theirs)
         if a is not None and b is not None:
@@ -507,8 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             _report(res, args)
             if res.clean and (best is None or c * sf > best[0] * best[1]):
                 best = (c, sf)
-    print("largest sustained without drops or missed epochs: "
-          + (f"{best[0]} ch × {best[1]:g} Hz" if best else "none"))  # fmt: skip
+    print("largest sustained without drops or missed epochs: " + (f"{best[0]} ch × {best[1]:g} Hz" if best else "none"))
     return 0
 
 

@@ -198,20 +198,26 @@ def main(argv: list[str] | None = None) -> int:
         v = times[label]
         print(f"{label:14s} step: median {statistics.median(v) * 1e3:8.1f} ms  (min {min(v) * 1e3:.1f} ms)")
     if "nice_unfused/nice" in s:
-        print(f"fused speed-up NICE (conv -> pool) / NICE fused: {s['nice_unfused/nice']:.2f}x  "
-              f"(median of pair ratios {s['nice_unfused/nice_pairs']:.2f}x; expected >= 4 on 2 CPU cores)")  # fmt: skip
+        print(
+            f"fused speed-up NICE (conv -> pool) / NICE fused: {s['nice_unfused/nice']:.2f}x  "
+            f"(median of pair ratios {s['nice_unfused/nice_pairs']:.2f}x; expected >= 4 on 2 CPU cores)"
+        )
     if "hmavd_unfused/hmavd" in s:
         print(f"fused speed-up HMAVD: {s['hmavd_unfused/hmavd']:.2f}x (pairs {s['hmavd_unfused/hmavd_pairs']:.2f}x)")
     if "hmavd/nice" in s:
-        print(f"ratio HMAVD/NICE (fused): {s['hmavd/nice']:.3f}  (median of pair ratios {s['hmavd/nice_pairs']:.3f}; "
-              f"target <= 1.10; paper Table 1: 1.59)")  # fmt: skip
+        print(
+            f"ratio HMAVD/NICE (fused): {s['hmavd/nice']:.3f}  (median of pair ratios {s['hmavd/nice_pairs']:.3f}; "
+            f"target <= 1.10; paper Table 1: 1.59)"
+        )
     if args.eval_reps:
         ev = measure_eval_times(device, b, c, t, args.eval_reps)
         e = summarise(ev)
         s.update(e)
-        print(f"evaluation forward (no grad, batch {b}): NICE order {e['eval-unfused_median_s'] * 1e3:.1f} ms, "
-              f"fused {e['eval_median_s'] * 1e3:.1f} ms: {e['eval_unfused/eval']:.2f}x "
-              f"(pairs {e['eval_unfused/eval_pairs']:.2f}x)")  # fmt: skip
+        print(
+            f"evaluation forward (no grad, batch {b}): NICE order {e['eval-unfused_median_s'] * 1e3:.1f} ms, "
+            f"fused {e['eval_median_s'] * 1e3:.1f} ms: {e['eval_unfused/eval']:.2f}x "
+            f"(pairs {e['eval_unfused/eval_pairs']:.2f}x)"
+        )
     if args.breakdown_reps:
         rows = layer_breakdown(device, b, c, t, args.breakdown_reps)
         s["breakdown_s"] = rows

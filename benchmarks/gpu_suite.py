@@ -157,8 +157,14 @@ def torchrun_run(n_gpus: int, timeout_s: float, device: str = "cuda") -> dict:
     from hmavd.config import load_config
     from hmavd.simulate_io import SimulateConfig, simulate_dataset
 
-    small = {"n_train_concepts": 50, "n_train_images_per_concept": 4, "n_test_concepts": 20, "progress": False,
-             "write_raw": False, "write_replay": False}  # fmt: skip
+    small = {
+        "n_train_concepts": 50,
+        "n_train_images_per_concept": 4,
+        "n_test_concepts": 20,
+        "progress": False,
+        "write_raw": False,
+        "write_replay": False,
+    }
     with tempfile.TemporaryDirectory(prefix="gpu-suite-") as tmp:
         simulate_dataset(load_config(SimulateConfig, None, small), Path(tmp) / "sim")
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n_gpus)]
@@ -182,8 +188,10 @@ def _table(fig: dict) -> str:
             if isinstance(v, dict):
                 walk(f"{prefix}{k} / ", v)
             else:
-                rows.append(f"| {prefix.split(' / ')[0]} | {prefix.partition(' / ')[2]}{k} | "
-                            f"{f'{v:.4g}' if isinstance(v, float) else v} |")  # fmt: skip
+                rows.append(
+                    f"| {prefix.split(' / ')[0]} | {prefix.partition(' / ')[2]}{k} | "
+                    f"{f'{v:.4g}' if isinstance(v, float) else v} |"
+                )
 
     walk("", {k: v for k, v in fig.items() if k not in ("machine", "skipped", "total_wall_s")})
     rows.append(f"| total | wall_s | {fig['total_wall_s']:.1f} |")
@@ -199,15 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-s", type=float, default=30.0, help="seconds streamed for the live latency")
     args = p.parse_args(argv)
     if args.budget_s <= 0 or args.steps < 1 or args.latency_s <= 0:
-        print(f"--budget-s/--steps/--latency-s: got {args.budget_s}/{args.steps}/{args.latency_s}; give positive "
-              "values", file=sys.stderr)  # fmt: skip
+        print(
+            f"--budget-s/--steps/--latency-s: got {args.budget_s}/{args.steps}/{args.latency_s}; give positive values",
+            file=sys.stderr,
+        )
         return 2
     t0, cuda = time.perf_counter(), torch.cuda.is_available()
     n_gpus = torch.cuda.device_count() if cuda else 0
-    fig: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                             "gpus": [torch.cuda.get_device_name(i) for i in range(n_gpus)],
-                             "date": time.strftime("%Y-%m-%d %H:%M:%S")},
-                 "skipped": []}  # fmt: skip
+    fig: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "gpus": [torch.cuda.get_device_name(i) for i in range(n_gpus)],
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "skipped": [],
+    }
 
     def stage(name: str, fn, need_s: float, *a) -> None:
         left = args.budget_s - (time.perf_counter() - t0)
@@ -222,14 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         stage("gpu tests (collected)", gpu_tests, 5.0, 120.0, True)
         stage("torchrun command (1 CPU process)", torchrun_run, 30.0, 1, 300.0, "cpu")
-        fig["skipped"] += ["gpu tests (no CUDA device)", "step times on CUDA", "paper-scale epoch on CUDA",
-                           "live latency on CUDA", "torchrun on > 1 GPU"]  # fmt: skip
+        fig["skipped"] += [
+            "gpu tests (no CUDA device)",
+            "step times on CUDA",
+            "paper-scale epoch on CUDA",
+            "live latency on CUDA",
+            "torchrun on > 1 GPU",
+        ]
     else:
         dev = torch.device("cuda")
         stage("gpu tests", gpu_tests, 30.0, 150.0)
         stage("step times (batch 1000, resident)", step_times, 30.0, dev, args.steps)
-        stage("paper-scale epoch (16540 x 63 x 250)", paper_epoch_seconds, 40.0, dev,
-              ["nice-unfused", "nice", "hmavd"])  # fmt: skip
+        stage("paper-scale epoch (16540 x 63 x 250)", paper_epoch_seconds, 40.0, dev, ["nice-unfused", "nice", "hmavd"])
         stage("live latency (cuda, 64 ch x 1000 Hz)", live_latency, args.latency_s + 40.0, "cuda", args.latency_s)
         if n_gpus > 1:
             stage(f"torchrun ({n_gpus} GPUs)", torchrun_run, 60.0, n_gpus, 120.0)

@@ -35,8 +35,9 @@ def test_split_equals_offline_transform_in_float64(preset, sfreq):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
     # and the float32 default equals the epocher's whole-window transform
     k = et.n_in - et.default_tail
-    np.testing.assert_allclose(et.finish(LateEpoch(et.prepare(0, x[:, :k]), x[:, k:])),
-                               make_transform(p, sfreq, w)(x[None])[0], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        et.finish(LateEpoch(et.prepare(0, x[:, :k]), x[:, k:])), make_transform(p, sfreq, w)(x[None])[0], rtol=1e-6
+    )
 
 
 def test_prepare_refuses_an_early_part_without_the_whole_baseline():
@@ -68,8 +69,15 @@ def _cases():
         yield f"nan {where}", nan
 
 
-@pytest.mark.parametrize("reject", [RejectConfig(), RejectConfig(flat_ptp=0.0, clip_abs=20.0, clip_run=20),
-                                    RejectConfig(clip_run=2), RejectConfig(clip_run=0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "reject",
+    [
+        RejectConfig(),
+        RejectConfig(flat_ptp=0.0, clip_abs=20.0, clip_run=20),
+        RejectConfig(clip_run=2),
+        RejectConfig(clip_run=0),
+    ],
+)
 def test_split_quality_reason_equals_the_whole_window_check(reject):
     et = EarlyTransform(PRESETS["nice"], 250.0, None)  # 301 samples at 250 Hz
     seen = set()

@@ -37,12 +37,25 @@ def test_no_alignment_when_the_window_is_too_short():
 
 def _engine(rate):
     rng = np.random.default_rng(3)
-    dec = Decoder.from_model(tiny_model(4, 250), rng.standard_normal((len(CONCEPTS), 16)).astype(np.float32),
-                             CONCEPTS, 4, 250, CH_NAMES, device="cpu")  # fmt: skip
+    dec = Decoder.from_model(
+        tiny_model(4, 250),
+        rng.standard_normal((len(CONCEPTS), 16)).astype(np.float32),
+        CONCEPTS,
+        4,
+        250,
+        CH_NAMES,
+        device="cpu",
+    )
     src = InMemorySource([*CH_NAMES, "sample_index"], rate, t_start_s=50.0, ch_units=["V"] * 4 + [""])
     marks = InMemoryMarkers()
-    eng = LiveEngine(LiveConfig(status_interval_s=0.0, scope_interval_s=0.0), source=src, markers=marks,
-                     decoder=dec, preset=NICE4, whitening=None)  # fmt: skip
+    eng = LiveEngine(
+        LiveConfig(status_interval_s=0.0, scope_interval_s=0.0),
+        source=src,
+        markers=marks,
+        decoder=dec,
+        preset=NICE4,
+        whitening=None,
+    )
     eng.epoch_log = []
     return eng, src, marks
 
