@@ -1,13 +1,18 @@
-"""Tiny, randomly initialised model, feature cache and checkpoint for the bci tests."""
+"""Tiny, randomly initialised model, decoder, feature cache and checkpoint for the bci (and gui) tests."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from bci.decoder import Decoder
+from bci.engine import LiveEngine
+from bci.live_config import LiveConfig
+from bci.sources import EEGSource
 from hmavd.checkpoint import save_checkpoint
 from hmavd.features.cache import save_feature_cache
 from hmavd.models.hmavd_model import HMAVD, ModelConfig
@@ -31,19 +36,51 @@ PRESET = dataclasses.replace(
 N_TIMES = len(preprocessed_times(PRESET, SFREQ_IN))
 
 
-def tiny_model(n_chans: int = 4, n_times: int = N_TIMES, seed: int = 0) -> HMAVD:
+def tiny_model(n_chans: int = 4, n_times: int = N_TIMES, seed: int = 0, feature_dim: int = 16) -> HMAVD:
+    """A randomly initialised (``torch.manual_seed(seed)``) HMAVD with a small TSConv, in eval mode; inputs
+    (B, n_chans, n_times), image features of ``feature_dim``."""
     torch.manual_seed(seed)
     cfg = ModelConfig(
         encoder="tsconv",
         n_chans=n_chans,
         n_times=n_times,
-        feature_dim=16,
+        feature_dim=feature_dim,
         proj_dim=16,
         img_reduction=2,
         txt_reduction=2,
         encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
     )
     return HMAVD(cfg).eval()
+
+
+def tiny_decoder(model: HMAVD | None = None, seed: int = 3) -> Decoder:
+    """A CPU :class:`~bci.decoder.Decoder` of ``model`` (default :func:`tiny_model`) over random templates of
+    the six :data:`CONCEPTS` (``numpy.random.default_rng(seed)``, shape (6, 16))."""
+    templates = np.random.default_rng(seed).standard_normal((len(CONCEPTS), 16)).astype(np.float32)
+    model = tiny_model() if model is None else model
+    return Decoder.from_model(model, templates, CONCEPTS, len(CH_NAMES), N_TIMES, CH_NAMES, device="cpu")
+
+
+def manual_engine(
+    source: EEGSource, markers: Any, decoder: Decoder | None = None, whitening: np.ndarray | None = None, **cfg: Any
+) -> LiveEngine:
+    """A :class:`LiveEngine` on the given parts with :data:`PRESET`, sending status and scope at every step
+    (``cfg``: more :class:`LiveConfig` fields)."""
+    config = LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg)
+    decoder = tiny_decoder() if decoder is None else decoder
+    return LiveEngine(config, source=source, markers=markers, decoder=decoder, preset=PRESET, whitening=whitening)
+
+
+def cli_flags(**flags: Any) -> list[str]:
+    """``eeg_stream="x", replay_speed=2`` as ``["--eeg-stream", "x", "--replay-speed", "2"]``."""
+    return [arg for name, value in flags.items() for arg in ("--" + name.replace("_", "-"), str(value))]
+
+
+def headless_argv(ckpt: Path, cache: Path, out_dir: Path, *overrides: str, **flags: Any) -> list[str]:
+    """``hmavd-live --headless`` arguments for a tiny checkpoint on the CPU, more :func:`cli_flags`, then the
+    ``key=value`` ``overrides``."""
+    argv = ["--headless", *cli_flags(checkpoint=ckpt, features=cache, device="cpu", out_dir=out_dir, **flags)]
+    return [*argv, *overrides]
 
 
 def tiny_cache(path: Path, seed: int = 0) -> Path:

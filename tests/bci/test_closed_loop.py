@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from bci_testkit import tiny_model
 
 from bci.engine import LiveEngine
 from bci.epocher import load_whitening
@@ -31,7 +31,6 @@ from bci.virtual_amp import AmpSettings, VirtualAmp
 from bci.virtual_subject import load_virtual_subject
 from hmavd.checkpoint import save_checkpoint
 from hmavd.data.thingseeg2 import load_split
-from hmavd.models.hmavd_model import HMAVD, ModelConfig
 from hmavd.preprocessing.presets import get_preset
 from hmavd.preprocessing.transforms import apply_whitening, epoch_window_samples, preprocess_epoch, preprocessed_times
 from hmavd.simulate import cut_epochs
@@ -63,20 +62,10 @@ def sim(tmp_path_factory):
 
 
 def _checkpoint(tmp: Path, ch_names, preset) -> Path:
-    torch.manual_seed(0)
     times = preprocessed_times(preset, 1000.0)
-    cfg = ModelConfig(
-        encoder="tsconv",
-        n_chans=len(ch_names),
-        n_times=len(times),
-        feature_dim=768,
-        proj_dim=16,
-        img_reduction=2,
-        txt_reduction=2,
-        encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
-    )
+    model = tiny_model(len(ch_names), len(times), seed=0, feature_dim=768)
     extra = {"ch_names": list(ch_names), "times": times.tolist(), "sfreq": preset.sfreq}
-    return save_checkpoint(tmp / "best.safetensors", HMAVD(cfg).eval(), extra=extra)
+    return save_checkpoint(tmp / "best.safetensors", model, extra=extra)
 
 
 def _corr_scores(trials: np.ndarray, templates: np.ndarray) -> np.ndarray:

@@ -2,9 +2,17 @@
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, make_recording, offline_epochs, tiny_model
+from bci_testkit import (
+    CH_NAMES,
+    CONCEPTS,
+    PRESET,
+    SFREQ_IN,
+    make_recording,
+    manual_engine,
+    offline_epochs,
+    tiny_model,
+)
 
-from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers
@@ -17,21 +25,9 @@ T0 = 1000.0
 
 
 def make_engine(ch_names=(*CH_NAMES, "sample_index"), sfreq=SFREQ_IN, whitening=None, **cfg):
-    rng = np.random.default_rng(3)
-    model = tiny_model()
-    templates = rng.standard_normal((len(CONCEPTS), 16)).astype(np.float32)
-    dec = Decoder.from_model(model, templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
     src = InMemorySource(list(ch_names), sfreq, t_start_s=T0)
     marks = InMemoryMarkers()
-    eng = LiveEngine(
-        LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg),
-        source=src,
-        markers=marks,
-        decoder=dec,
-        preset=PRESET,
-        whitening=whitening,
-    )
-    return eng, src, marks
+    return manual_engine(src, marks, whitening=whitening, **cfg), src, marks
 
 
 def test_engine_decodes_like_offline_and_records(tmp_path):

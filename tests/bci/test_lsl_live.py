@@ -6,18 +6,16 @@ import uuid
 import numpy as np
 import pytest
 from bci_testkit import (
-    CH_NAMES,
-    CONCEPTS,
-    N_TIMES,
     PRESET,
     SFREQ_IN,
+    cli_flags,
+    headless_argv,
     make_recording,
     offline_epochs,
     tiny_checkpoint,
-    tiny_model,
+    tiny_decoder,
 )
 
-from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.engine_process import EngineProcess
 from bci.live_config import LiveConfig
@@ -36,15 +34,7 @@ def names():
 
 
 def make_engine(eeg_stream, marker_stream, whitening=None, **cfg):
-    dec = Decoder.from_model(
-        tiny_model(),
-        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-        CONCEPTS,
-        4,
-        N_TIMES,
-        CH_NAMES,
-        device="cpu",
-    )
+    dec = tiny_decoder()
     src = LSLSource(eeg_stream, resolve_timeout_s=3.0, poll_interval_s=0.02)
     marks = LSLMarkerSource(marker_stream, resolve_timeout_s=3.0)
     eng = LiveEngine(LiveConfig(**cfg), source=src, markers=marks, decoder=dec, preset=PRESET, whitening=whitening)
@@ -226,47 +216,13 @@ def test_replay_command_to_headless_command_over_lsl(tmp_path, capsys):
     path, _, events = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg_stream, marker_stream = names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
+    replay_args = cli_flags(eeg_stream=eeg_stream, marker_stream=marker_stream, replay_speed=2, wait_consumers_s=30)
     player = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(path),
-            "--eeg-stream",
-            eeg_stream,
-            "--marker-stream",
-            marker_stream,
-            "--replay-speed",
-            "2",
-            "--wait-consumers-s",
-            "30",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", code, str(path), *replay_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        rc = live_main(
-            [
-                "--headless",
-                "--eeg-stream",
-                eeg_stream,
-                "--marker-stream",
-                marker_stream,
-                "--checkpoint",
-                str(ckpt),
-                "--features",
-                str(cache),
-                "--device",
-                "cpu",
-                "--duration",
-                "8",
-                "--out-dir",
-                str(tmp_path / "out"),
-                "resolve_timeout_s=20",
-                "whitening=none",
-            ]
-        )
+        flags = {"eeg_stream": eeg_stream, "marker_stream": marker_stream, "duration": 8}
+        rc = live_main(headless_argv(ckpt, cache, tmp_path / "out", "resolve_timeout_s=20", "whitening=none", **flags))
         out, err = player.communicate(timeout=30)
     finally:
         player.kill()

@@ -6,10 +6,8 @@ import uuid
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, tiny_model
+from bci_testkit import CH_NAMES, CONCEPTS, SFREQ_IN, manual_engine
 
-from bci.decoder import Decoder
-from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import InMemoryMarkers, LSLMarkerSource, MarkerMap, load_marker_map, marker_number
 from bci.recording_io import read_session
@@ -74,19 +72,9 @@ def test_mapping_file_codes_to_images_or_concepts(tmp_path):
 
 
 def _engine(**cfg):
-    model = tiny_model()
-    templates = np.random.default_rng(3).standard_normal((len(CONCEPTS), 16)).astype(np.float32)
-    dec = Decoder.from_model(model, templates, CONCEPTS, 4, N_TIMES, CH_NAMES, device="cpu")
     src = InMemorySource(list(CH_NAMES), SFREQ_IN, t_start_s=0.0, ch_units=["V"] * 4)
     marks = InMemoryMarkers()
-    eng = LiveEngine(
-        LiveConfig(status_interval_s=0.0, scope_interval_s=0.0, **cfg),
-        source=src,
-        markers=marks,
-        decoder=dec,
-        preset=PRESET,
-        whitening=None,
-    )
+    eng = manual_engine(src, marks, **cfg)
     eng.epoch_log = []
     return eng, src, marks
 

@@ -18,13 +18,13 @@ import uuid
 import mne
 import numpy as np
 import pytest
+from bci_testkit import tiny_model
 
 from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
 from bci.sources import LSLSource
-from hmavd.models.hmavd_model import HMAVD, ModelConfig
 from hmavd.preprocessing.presets import PRESETS
 from hmavd.preprocessing.transforms import preprocessed_times
 
@@ -141,18 +141,8 @@ def decode_live(stamps, eeg, aux, codes):
     name = f"test-muse-{uuid.uuid4().hex[:8]}"
     player = MusePlayer(name, stamps, eeg, aux, codes)
     n_times = len(preprocessed_times(PRESET, SFREQ))
-    cfg = ModelConfig(
-        encoder="tsconv",
-        n_chans=4,
-        n_times=n_times,
-        feature_dim=16,
-        proj_dim=16,
-        img_reduction=2,
-        txt_reduction=2,
-        encoder_kwargs=(("n_filters", 8), ("kernel", 5), ("pool", 11), ("pool_stride", 5)),
-    )
     templates = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
-    dec = Decoder.from_model(HMAVD(cfg).eval(), templates, ["house", "face"], 4, n_times, EEG4, device="cpu")
+    dec = Decoder.from_model(tiny_model(4, n_times), templates, ["house", "face"], 4, n_times, EEG4, device="cpu")
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
     eng = LiveEngine(
         LiveConfig(marker_timeout_s=5.0),

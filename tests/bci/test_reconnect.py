@@ -6,9 +6,8 @@ import uuid
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, CONCEPTS, N_TIMES, PRESET, SFREQ_IN, tiny_model
+from bci_testkit import CH_NAMES, CONCEPTS, PRESET, SFREQ_IN, tiny_decoder
 
-from bci.decoder import Decoder
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
 from bci.markers import LSLMarkerSource
@@ -93,15 +92,7 @@ class GapPlayer:
 def test_outlet_gone_3s_and_back_loses_no_complete_epoch():
     name = f"test-reconnect-{uuid.uuid4().hex[:8]}"
     player = GapPlayer(name)
-    dec = Decoder.from_model(
-        tiny_model(),
-        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-        CONCEPTS,
-        4,
-        N_TIMES,
-        CH_NAMES,
-        device="cpu",
-    )
+    dec = tiny_decoder()
     player.start()
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)
     eng = LiveEngine(
@@ -157,15 +148,7 @@ def test_markers_from_before_the_session_are_not_decoded_as_live():
 
     name = f"test-stale-{uuid.uuid4().hex[:8]}"
     player = GapPlayer(name, duration_s=6.0, gap_at_s=99.0, jitter_s=0.0)
-    dec = Decoder.from_model(
-        tiny_model(),
-        np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32),
-        CONCEPTS,
-        4,
-        N_TIMES,
-        CH_NAMES,
-        device="cpu",
-    )
+    dec = tiny_decoder()
     player.start()
     time.sleep(2.5)  # the outlets have streamed ~1.5 s before the session starts
     src = LSLSource(name, resolve_timeout_s=5.0, poll_interval_s=0.02)

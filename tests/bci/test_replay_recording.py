@@ -13,6 +13,7 @@ from bci_testkit import (
     N_TIMES,
     PRESET,
     SFREQ_IN,
+    headless_argv,
     make_recording,
     offline_epochs,
     tiny_checkpoint,
@@ -269,21 +270,7 @@ def test_headless_session_killed_with_sigkill_keeps_all_but_the_last_second(tmp_
     ckpt, cache, _ = tiny_checkpoint(tmp_path, ch_names=THINGS63, preset=PRESETS["nice"], sfreq_in=250.0)
     path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=40.0, ch_names=THINGS63, sfreq=250.0)
     code = "import sys; from gui.cli import main; sys.exit(main())"
-    argv = [
-        "--headless",
-        "--checkpoint",
-        str(ckpt),
-        "--features",
-        str(cache),
-        "--device",
-        "cpu",
-        "--replay",
-        str(path),
-        "--out-dir",
-        str(tmp_path / "out"),
-        "whitening=none",
-        "replay_speed=1",
-    ]
+    argv = headless_argv(ckpt, cache, tmp_path / "out", "whitening=none", "replay_speed=1", replay=path)
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -5,7 +5,7 @@ import uuid
 
 import numpy as np
 import pytest
-from bci_testkit import CH_NAMES, make_recording, tiny_checkpoint
+from bci_testkit import CH_NAMES, cli_flags, headless_argv, make_recording, tiny_checkpoint
 
 from bci.engine import LiveEngine
 from bci.live_config import LiveConfig
@@ -241,45 +241,14 @@ def test_replay_command_unlabelled_microvolts_refused_by_headless(tmp_path, caps
     path, _, _ = make_recording(tmp_path / "rec_raw.fif", duration_s=5.0, ch_names=THINGS63, sfreq=250.0)
     eeg, mk = _names()
     code = "import sys; from bci.cli_replay import main; sys.exit(main())"
-    replay_args = [
-        str(path),
-        "--eeg-stream",
-        eeg,
-        "--marker-stream",
-        mk,
-        "--replay-speed",
-        "2",
-        "--wait-consumers-s",
-        "30",
-        "--units",
-        "uV",
-        "--no-unit-label",
-    ]
+    replay_args = [str(path), *cli_flags(eeg_stream=eeg, marker_stream=mk, replay_speed=2, wait_consumers_s=30)]
+    replay_args += ["--units", "uV", "--no-unit-label"]
     player = subprocess.Popen(
         [sys.executable, "-c", code, *replay_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        rc = live_main(
-            [
-                "--headless",
-                "--eeg-stream",
-                eeg,
-                "--marker-stream",
-                mk,
-                "--checkpoint",
-                str(ckpt),
-                "--features",
-                str(cache),
-                "--device",
-                "cpu",
-                "--duration",
-                "8",
-                "--out-dir",
-                str(tmp_path / "out"),
-                "resolve_timeout_s=20",
-                "whitening=none",
-            ]
-        )
+        flags = {"eeg_stream": eeg, "marker_stream": mk, "duration": 8}
+        rc = live_main(headless_argv(ckpt, cache, tmp_path / "out", "resolve_timeout_s=20", "whitening=none", **flags))
         out, _ = player.communicate(timeout=30)
     finally:
         player.kill()

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from bci_testkit import CH_NAMES, CONCEPTS, tiny_cache
+from bci_testkit import CH_NAMES, CONCEPTS, tiny_cache, tiny_model
 
 __all__ = ["CH_NAMES", "SFREQ", "make_recording", "make_checkpoint", "process_gone", "child_pids"]
 
@@ -35,23 +34,12 @@ def make_recording(path, duration_s=30.0, seed=0):
 def make_checkpoint(tmp_path):
     """``(checkpoint, feature cache)``: a random TSConv HMAVD on the ``gifford`` preset's times and its cache."""
     from hmavd.checkpoint import save_checkpoint
-    from hmavd.models.hmavd_model import HMAVD, ModelConfig
     from hmavd.preprocessing.presets import PRESETS
     from hmavd.preprocessing.transforms import preprocessed_times
 
     times = preprocessed_times(PRESETS["gifford"], SFREQ)
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        encoder="tsconv",
-        n_chans=len(CH_NAMES),
-        n_times=len(times),
-        feature_dim=16,
-        proj_dim=16,
-        img_reduction=2,
-        txt_reduction=2,
-    )
     extra = {"ch_names": CH_NAMES, "times": times.tolist(), "sfreq": 100.0, "preset": "gifford"}
-    ckpt = save_checkpoint(tmp_path / "best.safetensors", HMAVD(cfg).eval(), extra=extra)
+    ckpt = save_checkpoint(tmp_path / "best.safetensors", tiny_model(len(CH_NAMES), len(times)), extra=extra)
     return ckpt, tiny_cache(tmp_path / "features", seed=1)
 
 
