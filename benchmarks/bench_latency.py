@@ -29,7 +29,8 @@ p99 ≤ 20 ms; zero missed, duplicated or dropped; acquisition + epoching ≤ 10
     python benchmarks/bench_latency.py --sweep --sweep-duration 10   # 64/128/256 ch × 1000/2048/4096 Hz
 
 ``--sweep`` runs the grid (short runs) and reports the largest channels × rate sustained with no
-dropped sample and no missed epoch.
+dropped sample and no missed epoch. The player, the minimal consumer, the thread CPU timers and the
+percentile strings are in ``benchmarks/latency_kit.py`` (imported from this script's folder).
 """
 
 from __future__ import annotations
@@ -43,87 +44,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-ONSET_EVERY_S = 0.2
-LOOP_S = 4.0  # the player loops a recording this long (markers every 200 ms, first at 0.1 s)
-N_CONCEPTS = 200
-MINIMAL_SETTLE_S = 3.0  # the minimal consumer's epochs in its first seconds are left out (connect backlog)
-
-
-def _player_main(n_chans: int, sfreq: float, duration_s: float, names: tuple[str, str], out: str) -> None:
-    """Child process: stream a looping random recording for ``duration_s`` and save the push log."""
-    from bci.replay import LSLPlayer, ReplayData
-
-    n = int(LOOP_S * sfreq)
-    rng = np.random.default_rng(0)
-    data = np.vstack([rng.standard_normal((n_chans, n)) * 1e-5, np.zeros((1, n))])  # volts + sample_index
-    step = int(round(ONSET_EVERY_S * sfreq))
-    events = tuple((int(s), str(1 + k % N_CONCEPTS)) for k, s in enumerate(range(step // 2, n, step)))
-    rec = ReplayData(data, (*_ch_names(n_chans), "sample_index"), ("eeg",) * n_chans + ("misc",), sfreq, events)
-    player = LSLPlayer(rec, names[0], names[1], loop=True, global_index=True, log_pushes=True)
-    if not player.wait_for_consumers(60.0):
-        raise SystemExit("no consumer connected within 60 s")
-    time.sleep(1.0)  # let the consumer open both inlets
-    player.start()
-    time.sleep(duration_s)
-    player.close()
-    np.save(out, np.asarray(player.push_log, dtype=np.float64))
-
-
-def _onsets(sfreq: float, n_samples: int) -> np.ndarray:
-    """Global sample indices of the player's onsets among its first ``n_samples`` streamed samples."""
-    step, n_loop = int(round(ONSET_EVERY_S * sfreq)), int(LOOP_S * sfreq)
-    per_loop = np.arange(step // 2, n_loop, step)
-    return (np.arange(n_samples // n_loop + 1)[:, None] * n_loop + per_loop[None]).ravel()
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _minimal_main(name: str, n_chans: int, sfreq: float, duration_s: float, mvnn: str, out: str) -> None:
-    """Child process: a minimal independent consumer (pylsl + numpy + mne only) of the same EEG stream.
-
-    Saves one row per epoch: global onset index, perf_counter when the chunk holding the window's last
-    sample was received, and when its epoch (baseline, ``mne.filter.resample``, crop, whitening) was ready.
-    """
-    import mne
-    import pylsl
-
-    first, n_in, n_base, down = -int(0.2 * sfreq), int(1.2 * sfreq) + 1, int(0.2 * sfreq) + 1, sfreq / 250.0
-    w = np.load(mvnn)["whitening"][0]  # (C, C)
-    mne.filter.resample(np.zeros((n_chans, n_in)), down=down, npad="auto", verbose=False)  # warm, before streaming
-    (info,) = pylsl.resolve_byprop("name", name, 1, 60.0)
-    inlet = pylsl.StreamInlet(info, max_buflen=360, processing_flags=0)
-    inlet.open_stream(timeout=30.0)
-    cap = 1 << 15
-    ring = np.zeros((cap, n_chans + 1), np.float32)  # (cap, C + index)
-    dest = np.zeros((4096, n_chans + 1), np.float32)
-    onsets = _onsets(sfreq, int((duration_s + 30.0) * sfreq))
-    nxt, rows, first_seen, t_end = 0, [], None, time.monotonic() + duration_s + 30.0
-    while time.monotonic() < t_end:
-        _, ts = inlet.pull_chunk(timeout=0.5, max_samples=len(dest), dest_obj=dest, min_samples=1)  # as they come
-        if not ts:
-            continue
-        got = time.perf_counter()
-        n = len(ts)
-        idx = dest[:n, -1].astype(np.int64)  # global sample_index of each sample
-        first_seen = int(idx[0]) if first_seen is None else first_seen
-        ring[idx % cap] = dest[:n]
-        while nxt < len(onsets) and onsets[nxt] + first + n_in - 1 <= idx[-1]:
-            o = int(onsets[nxt])
-            nxt += 1
-            if o + first < max(first_seen, int(idx[-1]) - cap + 1):
-                continue  # not held (this consumer connected after the window began)
-            x = ring[np.arange(o + first, o + first + n_in) % cap, :n_chans].T.astype(np.float64)  # (C, n_in)
-            x -= x[:, :n_base].mean(axis=1, keepdims=True)
-            y = mne.filter.resample(x, down=down, npad="auto", verbose=False)[:, 50:300]  # (C, 250)
-            y = (y.T @ w).T.astype(np.float32)
-            rows.append((o, got, time.perf_counter()))
-    np.save(out, np.asarray(rows, dtype=np.float64))
-
-
-def _ch_names(n: int) -> tuple[str, ...]:
-    return tuple(f"E{i + 1:03d}" for i in range(n))
+from latency_kit import (
+    LOOP_S,
+    N_CONCEPTS,
+    ONSET_EVERY_S,
+    THREAD_VARS,
+    CPUTimer,
+    ch_names,
+    minimal_figures,
+    minimal_main,
+    percentiles,
+    player_main,
+    push_time,
+    ratios,
+    thread_cpu_s,
+    threads_cpu_s,
+)
 
 
 def build_model(folder: Path, n_chans: int, sfreq: float = 1000.0, seed: int = 0) -> tuple[Path, Path, Path]:
@@ -141,7 +77,7 @@ def build_model(folder: Path, n_chans: int, sfreq: float = 1000.0, seed: int = 0
     times = preprocessed_times(preset, sfreq)
     torch.manual_seed(seed)
     model = HMAVD(ModelConfig(encoder="tsconv", n_chans=n_chans, n_times=len(times))).eval()
-    names = list(_ch_names(n_chans))
+    names = list(ch_names(n_chans))
     ckpt = save_checkpoint(
         folder / "best.safetensors", model, extra={"ch_names": names, "times": times.tolist(), "sfreq": preset.sfreq}
     )
@@ -165,47 +101,6 @@ def build_model(folder: Path, n_chans: int, sfreq: float = 1000.0, seed: int = 0
     w = np.linalg.inv(np.linalg.cholesky(a @ a.T + np.eye(n_chans))) * 1e5  # a dense whitening-like matrix
     np.savez(folder / "mvnn.npz", whitening=w[None], ch_names=np.array(names))
     return ckpt, cache, folder / "mvnn.npz"
-
-
-def _threads_cpu_s() -> dict[str, float]:
-    """CPU seconds of every thread of this process by name (Python threads by their name, others by tid)."""
-    import threading
-
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
-    for task in os.listdir("/proc/self/task"):
-        try:
-            out[names.get(int(task), f"native-{task}")] = _thread_cpu_s(int(task))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def _thread_cpu_s(native_id: int) -> float:
-    """CPU seconds (user + system) of one thread of this process, from /proc."""
-    with open(f"/proc/self/task/{native_id}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _CPUTimer:
-    """Wraps a bound method: sums the calling thread's CPU time in it, keeps the wall time of busy calls."""
-
-    def __init__(self, fn):
-        self.fn, self.cpu_s, self.busy_ms, self.busy_cpu_ms, self.wake_ms, self.onsets = fn, 0.0, [], [], [], []
-
-    def __call__(self, *args, **kw):
-        t, w = time.thread_time(), time.perf_counter()
-        out = self.fn(*args, **kw)
-        cpu = time.thread_time() - t
-        self.cpu_s += cpu
-        if len(out):
-            self.busy_ms.append((time.perf_counter() - w) * 1e3)
-            self.busy_cpu_ms.append(cpu * 1e3)  # wall − CPU = time this thread was not running
-            if hasattr(out[0], "last_arrival_s"):  # epochs: from the last sample's arrival to this call
-                self.wake_ms.append((w - max(e.last_arrival_s for e in out)) * 1e3)
-                self.onsets.append(out[0].onset_index)
-        return out
 
 
 @dataclass
@@ -246,18 +141,18 @@ def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Names
         names = unique_names("bench")
         ctx = mp.get_context("spawn")
         child = ctx.Process(
-            target=_player_main, args=(n_chans, sfreq, duration_s, names, str(tmp / "push.npy")), daemon=True
+            target=player_main, args=(n_chans, sfreq, duration_s, names, str(tmp / "push.npy")), daemon=True
         )
         child.start()
         minimal = None
         if args.minimal:
             minimal = ctx.Process(
-                target=_minimal_main,
+                target=minimal_main,
                 args=(names[0], n_chans, sfreq, duration_s, str(mvnn), str(tmp / "minimal.npy")),
                 daemon=True,
             )
-            env = {k: os.environ.get(k) for k in _THREAD_VARS}
-            os.environ.update({k: "1" for k in _THREAD_VARS})  # one BLAS thread, as the pipeline's --threads 1
+            env = {k: os.environ.get(k) for k in THREAD_VARS}
+            os.environ.update({k: "1" for k in THREAD_VARS})  # one BLAS thread, as the pipeline's --threads 1
             minimal.start()
             for k, v in env.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -287,7 +182,7 @@ def run_once(n_chans: int, sfreq: float, duration_s: float, args: argparse.Names
             minimal.join(duration_s + 60.0)
             mini = np.load(tmp / "minimal.npy") if (tmp / "minimal.npy").exists() else mini
     res = _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu)
-    res.minimal = _minimal_figures(mini, push, engine.epocher)
+    res.minimal = minimal_figures(mini, push, engine.epocher.first_offset + engine.epocher.n_in - 1)
     res.walls = {k: v for k, v in walls.items() if len(v)}
     res.threads = threads
     return res
@@ -332,12 +227,12 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
     src = engine.source
     before = _install_compare(engine, sfreq) if compare else None
     ich = src.description.ch_names.index("sample_index")
-    engine.epocher.poll = poll = _CPUTimer(engine.epocher.poll)
-    engine.decoder.decode = decode = _CPUTimer(engine.decoder.decode)
+    engine.epocher.poll = poll = CPUTimer(engine.epocher.poll)
+    engine.decoder.decode = decode = CPUTimer(engine.decoder.decode)
     last_offset = engine.epocher.first_offset + engine.epocher.n_in - 1  # onset -> last sample of the window
     rows, idx_parts, seen = [], [], 0
     t0, c0, main0 = time.perf_counter(), time.process_time(), time.thread_time()
-    a0, threads0 = _thread_cpu_s(src.thread.native_id), _threads_cpu_s()
+    a0, threads0 = thread_cpu_s(src.thread.native_id), threads_cpu_s()
     t_end = time.monotonic() + duration_s + 60.0
     tail = None
     while time.monotonic() < t_end:
@@ -356,7 +251,7 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
         if tail is not None and time.monotonic() > tail:
             break
     wall = time.perf_counter() - t0
-    acq = _thread_cpu_s(src.thread.native_id) - a0
+    acq = thread_cpu_s(src.thread.native_id) - a0
     pct = lambda s: 100.0 * s / wall  # noqa: E731
     cpu = {
         "acquisition": pct(acq),
@@ -366,7 +261,7 @@ def _consume(engine, child, duration_s: float, compare: bool = False, sfreq: flo
         "process": pct(time.process_time() - c0),
     }
     cpu["acquisition+epoching"] = cpu["acquisition"] + cpu["epoching"]
-    busy = {k: pct(v - threads0.get(k, 0.0)) for k, v in _threads_cpu_s().items()}
+    busy = {k: pct(v - threads0.get(k, 0.0)) for k, v in threads_cpu_s().items()}
     top = sorted(busy.items(), key=lambda kv: -kv[1])[:4]
     threads_note = ", ".join(f"{k} {v:.1f}" for k, v in top)
     idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
@@ -423,38 +318,10 @@ def _summarise(n_chans, sfreq, duration_s, engine, rows, idx, push, cpu) -> RunR
             res.lat["received → epoch ready" + tag] = g[:, 2]
             res.lat["received → prediction" + tag] = g[:, 1]
             if len(push):
-                transport = (g[:, 3] - _push_time(push, g[:, 0] + ep.first_offset + ep.n_in - 1)) * 1e3
+                transport = (g[:, 3] - push_time(push, g[:, 0] + ep.first_offset + ep.n_in - 1)) * 1e3
                 res.lat["pushed → epoch ready" + tag] = transport + g[:, 2]
                 res.lat["pushed → prediction" + tag] = transport + g[:, 1]
     return res
-
-
-def _push_time(push: np.ndarray, last_g: np.ndarray) -> np.ndarray:
-    """perf_counter (s) at which the player pushed the chunk holding global sample ``last_g``."""
-    k = np.clip(np.searchsorted(push[:, 0], last_g, side="right"), 0, len(push) - 1)
-    return push[k, 1]
-
-
-def _minimal_figures(mini: np.ndarray, push: np.ndarray, ep) -> dict:
-    """Latencies (ms) of the minimal consumer's epochs: pushed → received, received → ready, pushed → ready."""
-    if not len(mini) or not len(push):
-        return {}
-    mini = mini[mini[:, 1] >= mini[0, 1] + MINIMAL_SETTLE_S]  # its first seconds drain the connect backlog
-    if not len(mini):
-        return {}
-    pushed = _push_time(push, mini[:, 0] + ep.first_offset + ep.n_in - 1)
-    return {
-        "pushed → received": (mini[:, 1] - pushed) * 1e3,
-        "received → epoch ready": (mini[:, 2] - mini[:, 1]) * 1e3,
-        "pushed → epoch ready": (mini[:, 2] - pushed) * 1e3,
-    }
-
-
-def _ratios(a: np.ndarray, b: np.ndarray) -> str:
-    """``"p50 x, p99 y"``: ratios of the percentiles of two latency samples."""
-    return (
-        f"p50 {np.percentile(a, 50) / np.percentile(b, 50):.2f}, p99 {np.percentile(a, 99) / np.percentile(b, 99):.2f}"
-    )
 
 
 def _report(res: RunResult, args: argparse.Namespace) -> None:
@@ -473,19 +340,11 @@ def _report(res: RunResult, args: argparse.Namespace) -> None:
         "(from sample_index)"
     )
     for name, v in res.lat.items():
-        print(
-            f"   last sample {name:<22} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
-            f"max {np.max(v):7.2f} ms"
-        )
+        print(f"   last sample {name:<22} {percentiles(v)}")
     for name, v in res.walls.items():
-        print(
-            f"   {name:<45} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  max {np.max(v):7.2f} ms"
-        )
+        print(f"   {name:<45} {percentiles(v)}")
     for name, v in res.minimal.items():
-        print(
-            f"   minimal consumer {name:<21} p50 {np.percentile(v, 50):7.2f}  p99 {np.percentile(v, 99):7.2f}  "
-            f"max {np.max(v):7.2f} ms  ({len(v)} epochs)"
-        )
+        print(f"   minimal consumer {name:<21} {percentiles(v)}  ({len(v)} epochs)")
     tag = " [after]" if "received → epoch ready [after]" in res.lat else ""
     pairs = [
         ("received → epoch ready", "received → epoch ready"),
@@ -495,11 +354,11 @@ def _report(res: RunResult, args: argparse.Namespace) -> None:
     for ours, theirs in pairs:
         a, b = res.lat.get(ours + tag), res.minimal.get(theirs)
         if a is not None and b is not None:
-            print(f"   ratio ours {ours}{tag} / minimal consumer {theirs}: {_ratios(a, b)}")
+            print(f"   ratio ours {ours}{tag} / minimal consumer {theirs}: {ratios(a, b)}")
     for what in ("received → epoch ready", "received → prediction"):
         a, b = res.lat.get(what + " [before]"), res.lat.get(what + " [after]")
         if a is not None and b is not None:
-            print(f"   before / after, {what}: {_ratios(a, b)}")
+            print(f"   before / after, {what}: {ratios(a, b)}")
     _bound(res, tag)
     print("   CPU (% of one core): " + ", ".join(f"{k} {v:.1f}" for k, v in res.cpu.items()))
     print(f"   busiest threads of this process (%): {res.threads}")
