@@ -36,9 +36,14 @@ def clip_ce(a: Tensor, b: Tensor, logit_scale: Tensor | float) -> tuple[Tensor, 
     (Tensor, Tensor)
         Cross-entropy a→b (rows of ``a`` classify over ``b``) and b→a, targets ``arange(B)``.
     """
+    return _clip_ce_and_logits(a, b, logit_scale)[:2]
+
+
+def _clip_ce_and_logits(a: Tensor, b: Tensor, logit_scale: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`clip_ce`'s two terms and the (B, B) logits ``logit_scale · a bᵀ`` they were computed from."""
     logits = logit_scale * a @ b.t()  # (B, B)
     target = torch.arange(a.shape[0], device=a.device)
-    return F.cross_entropy(logits, target), F.cross_entropy(logits.t(), target)
+    return F.cross_entropy(logits, target), F.cross_entropy(logits.t(), target), logits
 
 
 def cosine_loss(x: Tensor, y: Tensor) -> Tensor:
@@ -51,7 +56,12 @@ def adapter_consistency(adapted: Tensor, original: Tensor) -> Tensor:
     return cosine_loss(adapted, original)
 
 
-def hmavd_loss(out: dict[str, Tensor], use_text: bool, consistency_weight: float = 1.0) -> dict[str, Tensor]:
+def hmavd_loss(
+    out: dict[str, Tensor],
+    use_text: bool,
+    consistency_weight: float = 1.0,
+    logits_out: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
     """All loss terms of one batch, by name, and their documented ``total``.
 
     Parameters
@@ -62,6 +72,10 @@ def hmavd_loss(out: dict[str, Tensor], use_text: bool, consistency_weight: float
         Include the text terms (Eq. 2's five-term mean) or not (NICE's two-term mean).
     consistency_weight : float
         Weight of ``adapter_consistency`` (added only when ``out`` holds ``text_adapted``).
+    logits_out : dict, optional
+        Filled with the detached (B, B) logits ``logit_scale · F^(eeg) F^(m)ᵀ`` of the contrastive terms,
+        keyed by modality (``"img"``, ``"text"``), so that MCDB's Eq. 10 reuses them
+        (:meth:`hmavd.mcdb.MCDB.compute`) instead of multiplying the features again.
 
     Returns
     -------
@@ -72,16 +86,19 @@ def hmavd_loss(out: dict[str, Tensor], use_text: bool, consistency_weight: float
     scale = out["logit_scale"]
     eeg, img = out["eeg_features"], out["image_features"]
     terms: dict[str, Tensor] = {}
-    terms["ce_eeg_img"], terms["ce_img_eeg"] = clip_ce(eeg, img, scale)
+    logits: dict[str, Tensor] = {}
+    terms["ce_eeg_img"], terms["ce_img_eeg"], logits["img"] = _clip_ce_and_logits(eeg, img, scale)
     if use_text:
         text = out["text_features"]
-        terms["ce_eeg_text"], terms["ce_text_eeg"] = clip_ce(eeg, text, scale)
+        terms["ce_eeg_text"], terms["ce_text_eeg"], logits["text"] = _clip_ce_and_logits(eeg, text, scale)
         terms["cos_img_text"] = cosine_loss(img, text)
     alignment = torch.stack(list(terms.values())).mean()
     total = alignment
     if use_text and "text_adapted" in out:
         terms["adapter_consistency"] = adapter_consistency(out["text_adapted"], out["text_raw"])
         total = total + consistency_weight * terms["adapter_consistency"]
+    if logits_out is not None:
+        logits_out.update({m: v.detach() for m, v in logits.items()})  # (B, B) each
     terms["alignment"] = alignment
     terms["total"] = total
     return terms

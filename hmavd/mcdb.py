@@ -61,7 +61,11 @@ APPLY_MODES = ("gradient", "update")
 
 
 def contribution_scores(
-    eeg_features: Tensor, modality_features: Mapping[str, Tensor], tau: float, mode: str = "matched"
+    eeg_features: Tensor,
+    modality_features: Mapping[str, Tensor],
+    tau: float,
+    mode: str = "matched",
+    logits: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Contribution score of each modality to the EEG features (Eq. 10-11).
 
@@ -76,6 +80,9 @@ def contribution_scores(
     mode : {"matched", "literal"}
         ``"matched"``: trace of S (softmax mass on matched pairs); ``"literal"``: ℓ1 norm of Eq. 11's
         column sum (always B).
+    logits : mapping of str to Tensor, optional
+        Precomputed (B, B) ``F^(eeg) F^(m)ᵀ / τ`` of some modalities (the loss's logits, see
+        :meth:`MCDB.compute`); those modalities skip the matrix product.
 
     Returns
     -------
@@ -85,8 +92,10 @@ def contribution_scores(
     if mode not in ("matched", "literal"):
         raise ValueError(f"mode must be 'matched' or 'literal', got {mode!r}")
     scores = {}
+    given = logits if logits is not None else {}
     for name, feats in modality_features.items():
-        sim = (eeg_features @ feats.t() / tau).softmax(dim=-1)  # (B, B), Eq. 10
+        z = given[name] if name in given else eeg_features @ feats.t() / tau  # (B, B)
+        sim = z.softmax(dim=-1)  # (B, B), Eq. 10
         if mode == "matched":
             scores[name] = sim.diagonal().sum()
         else:
@@ -158,14 +167,19 @@ class MCDB:
         self.modalities = tuple(modalities)
 
     @torch.no_grad()
-    def compute(self, out: Mapping[str, Tensor]) -> dict[str, float]:
+    def compute(self, out: Mapping[str, Tensor], logits: Mapping[str, Tensor] | None = None) -> dict[str, float]:
         """ρ and κ for one batch (no gradient).
 
         Parameters
         ----------
         out : mapping
             Model output with ``eeg_features`` and the features of the balanced modalities (a modality
-            whose features are absent, e.g. text in Base, is skipped); ``logit_scale`` when ``tau`` is None.
+            whose features are absent, e.g. text in Base, is skipped); ``logit_scale`` when ``tau`` is None
+            or ``logits`` are given.
+        logits : mapping, optional
+            The loss's (B, B) logits ``logit_scale · F^(eeg) F^(m)ᵀ`` by modality
+            (:func:`hmavd.losses.hmavd_loss`'s ``logits_out``): Eq. 10 reuses them, rescaled to this τ
+            (by ``1 / (τ · logit_scale)``; none with ``tau=None``), instead of a second matrix product.
 
         Returns
         -------
@@ -175,7 +189,11 @@ class MCDB:
         feats = {m: out[MODALITY_KEYS[m]].detach() for m in self.modalities if MODALITY_KEYS[m] in out}
         eeg = out["eeg_features"].detach()
         tau = self.tau if self.tau is not None else float(1.0 / out["logit_scale"].detach())
-        scores = contribution_scores(eeg, feats, tau, self.mode)
+        pre = {m: z.detach() for m, z in (logits or {}).items() if m in feats}
+        if pre and self.tau is not None:  # the loss's logits are at 1/logit_scale: bring them to this τ
+            factor = 1.0 / (self.tau * out["logit_scale"].detach())
+            pre = {m: z * factor for m, z in pre.items()}  # (B, B) each
+        scores = contribution_scores(eeg, feats, tau, self.mode, pre)
         rhos = imbalance_rates(scores, self.eps)
         names = list(scores)
         stats: dict[str, float] = {"kappa/eeg": 1.0}
@@ -225,7 +243,7 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
     sq = []
     for params in groups.values():
         grads = [p.grad.detach() for p in params if p.grad is not None]
-        sq.append(torch.stack([g.pow(2).sum() for g in grads]).sum() if grads else None)
+        sq.append(torch.stack(torch._foreach_norm(grads)).pow(2).sum() if grads else None)  # one call per group
     present = [v for v in sq if v is not None]
     values = iter(torch.stack(present).sqrt().tolist() if present else [])  # one device sync
     return {f"grad_norm/{name}": (next(values) if v is not None else 0.0) for name, v in zip(groups, sq)}

@@ -264,7 +264,12 @@ class TrainStep:
         self.mcdb = MCDB(gamma=cfg.mcdb_gamma, tau=tau, mode=cfg.mcdb_mode) if cfg.use_mcdb and cfg.use_text else None
 
     def loss_terms(
-        self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None, training: bool = False
+        self,
+        eeg: torch.Tensor,
+        img: torch.Tensor,
+        txt: torch.Tensor | None,
+        training: bool = False,
+        logits_out: dict | None = None,
     ) -> tuple[dict, dict]:
         model = self.forward_model if training else self.model  # [distributed] DDP forward when training
         from .optim import autocast  # [recipes] bf16 on CUDA when precision=bf16, else a no-op
@@ -273,18 +278,21 @@ class TrainStep:
             out = model(eeg, img, txt if self.cfg.use_text else None)  # dict of (B, D) features
         if training and self.dist is not None:
             out = self.dist.gather_outputs(out)  # [distributed] contrastive negatives from the global batch
-        terms = self._loss(out, use_text=self.cfg.use_text, consistency_weight=self.cfg.consistency_weight)
+        terms = self._loss(
+            out, use_text=self.cfg.use_text, consistency_weight=self.cfg.consistency_weight, logits_out=logits_out
+        )
         return out, terms
 
     def __call__(self, eeg: torch.Tensor, img: torch.Tensor, txt: torch.Tensor | None) -> dict[str, Any]:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        out, terms = self.loss_terms(eeg, img, txt, training=True)  # eeg (B, C, T), img/txt (B, D)
+        logits: dict[str, torch.Tensor] = {}  # the loss's (B, B) logits, reused by MCDB's Eq. 10
+        out, terms = self.loss_terms(eeg, img, txt, training=True, logits_out=logits)  # eeg (B, C, T), img/txt (B, D)
         terms["total"].backward()
         logs: dict[str, Any] = {k: v.detach() for k, v in terms.items()}
         stats: dict[str, float] = {}
         if self.mcdb is not None:
-            stats = self.mcdb.compute(out)
+            stats = self.mcdb.compute(out, logits)
             if self.cfg.mcdb_apply == "gradient":
                 self.mcdb.apply(self.model, stats)  # Eq. 14: κ on the gradients, before Adam
             logs.update(stats)

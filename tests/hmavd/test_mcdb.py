@@ -167,3 +167,27 @@ def test_adam_cancels_a_constant_kappa_on_the_gradient_but_not_on_the_update():
     rel = float((on_gradient - plain).norm() / plain.norm())
     assert rel < 1e-4
     assert float((on_update - 0.5 * plain).norm() / (0.5 * plain).norm()) < 0.01
+
+
+@pytest.mark.parametrize(("mcdb_tau", "log_scale"), [(0.07, math.log(1 / 0.07)), (None, math.log(1 / 0.2)), (0.3, 0.0)])
+@pytest.mark.parametrize("mode", ["matched", "literal"])
+def test_compute_from_the_loss_logits_equals_the_feature_products(mcdb_tau, log_scale, mode):
+    """Eq. 10 from the loss's logits (rescaled to MCDB's τ) gives the scores of the features' own product."""
+    from hmavd.losses import hmavd_loss
+
+    torch.manual_seed(0)
+    out = {k: F.normalize(torch.randn(16, 8), dim=-1) for k in ("eeg_features", "image_features", "text_features")}
+    out["image_features"] = F.normalize(out["eeg_features"] + 0.5 * out["image_features"], dim=-1)
+    out["logit_scale"] = torch.tensor(log_scale).exp()
+    logits: dict[str, torch.Tensor] = {}
+    hmavd_loss(out, use_text=True, logits_out=logits)
+    assert set(logits) == {"img", "text"} and not logits["img"].requires_grad
+    assert torch.allclose(logits["img"], out["logit_scale"] * out["eeg_features"] @ out["image_features"].t())
+    mcdb = MCDB(tau=mcdb_tau, mode=mode)
+    reused, direct = mcdb.compute(out, logits), mcdb.compute(out)
+    assert reused.keys() == direct.keys()
+    assert reused == pytest.approx(direct, rel=1e-5)
+    if mode == "matched":
+        assert reused["kappa/img"] < 1.0  # image features close to the EEG ones: a damped modality
+        wrong = MCDB(tau=mcdb_tau, mode=mode).compute(out, {"img": logits["text"], "text": logits["img"]})
+        assert wrong["score/img"] == pytest.approx(direct["score/text"], rel=1e-5)

@@ -165,3 +165,52 @@ def test_spr_on_cuda_resumes_in_lock_step():
     train(net_c, opt_c, data[3:])
     for pa, pc in zip(net_a.parameters(), net_c.parameters()):
         assert torch.equal(pa, pc)
+
+
+def _per_parameter_loop(
+    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay, sigma, generator
+):
+    """The former one-parameter-at-a-time SPR-Adam update (the reference of the multi-tensor one)."""
+    for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
+        step_t += 1
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        if sigma > 0:
+            noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
+            grad = grad.add(noise, alpha=sigma)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = step_t.item()
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(eps)
+        param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+
+
+@pytest.mark.parametrize(("sigma", "weight_decay"), [(0.0, 0.0), (0.05, 0.0), (0.05, 0.01)])
+def test_multi_tensor_step_equals_the_per_parameter_loop(sigma, weight_decay):
+    """``spr_adam_step``'s ``torch._foreach_*`` update is bit-for-bit the per-parameter loop, noise included
+    (same draws in the same order), with per-parameter step counts that differ."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 3, 2), (1,)]
+    states = []
+    for _ in range(2):
+        g.manual_seed(0)
+        params = [torch.randn(s, generator=g) for s in shapes]
+        states.append(
+            (
+                params,
+                [torch.zeros(s) for s in shapes],
+                [torch.zeros(s) for s in shapes],
+                [torch.tensor(float(i)) for i in range(len(shapes))],
+            )
+        )
+    gens = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)]
+    hyper = dict(lr=1e-2, beta1=0.5, beta2=0.999, eps=1e-8, weight_decay=weight_decay, sigma=sigma)
+    for t in range(4):
+        grads = [torch.randn(s, generator=torch.Generator().manual_seed(100 + t)) for s in shapes]
+        for fn, (params, m, v, steps), gen in zip((spr_adam_step, _per_parameter_loop), states, gens):
+            fn(params, [x.clone() for x in grads], m, v, steps, generator=gen, **hyper)
+        for a, b in zip(states[0], states[1]):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(states[0][0][0], torch.randn(shapes[0], generator=torch.Generator().manual_seed(0)))
