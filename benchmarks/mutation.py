@@ -1,4 +1,4 @@
-"""Mutation testing of the model, loss, optimiser, training-loop and online-epoching code by named mutants.
+"""Mutation testing of the model, loss, optimiser, training-loop, template, reporting and online-epoching code.
 
 Each mutant is one small, deliberate bug: a unique snippet of one source file replaced by another. The
 script copies the repository's tracked files (as they are in the working tree) into a scratch folder
@@ -42,7 +42,14 @@ TESTS = {
     "mcdb": ("tests/hmavd/test_mcdb.py", "tests/hmavd/test_train.py"),
     "spr": ("tests/hmavd/test_spr.py", "tests/hmavd/test_train.py"),
     "train": ("tests/hmavd/test_train.py", "tests/hmavd/test_config.py"),
-    "models": ("tests/hmavd/test_models.py", "tests/hmavd/test_config.py", "tests/hmavd/test_evaluate.py"),
+    "models": (
+        "tests/hmavd/test_models.py",
+        "tests/hmavd/test_fused_tsconv.py",
+        "tests/hmavd/test_config.py",
+        "tests/hmavd/test_evaluate.py",
+    ),
+    "templates": ("tests/hmavd/test_templates.py",),
+    "reporting": ("tests/hmavd/test_evaluate.py",),
     "epocher": ("tests/bci/test_epocher.py",),
 }
 
@@ -62,6 +69,7 @@ class Mutant:
 L, M, S, T = "hmavd/losses.py", "hmavd/mcdb.py", "hmavd/spr.py", "hmavd/train.py"
 HM, AT, EN = "hmavd/models/hmavd_model.py", "hmavd/models/attention.py", "hmavd/models/encoders.py"
 AD, HD, EP = "hmavd/models/adapters.py", "hmavd/models/heads.py", "bci/epocher.py"
+TP, EV = "hmavd/templates.py", "hmavd/evaluate.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # losses.py (Eq. 2-4, 7)
@@ -73,10 +81,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "torch.stack(list(terms.values())).mean()",
         "torch.stack(list(terms.values())).sum()",
         "losses",
-    ),  # fmt: skip
+    ),
     Mutant(
         "cosine-sum", L, "F.cosine_similarity(x, y, dim=-1).mean()", "F.cosine_similarity(x, y, dim=-1).sum()", "losses"
-    ),  # fmt: skip
+    ),
     Mutant("consistency-weight-ignored", L, "total + consistency_weight * terms", "total + terms", "losses"),
     # mcdb.py (Eq. 10-15)
     Mutant("score-row-softmax-to-column", M, "/ tau).softmax(dim=-1)", "/ tau).softmax(dim=0)", "mcdb"),
@@ -90,7 +98,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "torch.where(rho >= 1,",
         "mcdb",
         equivalent="at ρ = 1 both branches give κ = 1 − tanh(0) = 1",
-    ),  # fmt: skip
+    ),
     Mutant("kappa-no-floor", M, ".clamp(min=floor)", ".clamp(min=0.0)", "mcdb"),
     Mutant("kappa-squared", M, "torch._foreach_mul_(grads, k)", "torch._foreach_mul_(grads, k * k)", "mcdb"),
     Mutant(
@@ -99,7 +107,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'kappas.get(f"kappa/{name}", kappas.get(name, 1.0))',
         "kappas.get(name, 1.0)",
         "mcdb",
-    ),  # fmt: skip
+    ),
     Mutant("scale-update-unscaled", M, "p.copy_(b + k * (p - b))", "p.copy_(b + (p - b))", "mcdb"),
     Mutant(
         "tau-is-logit-scale",
@@ -107,7 +115,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'float(1.0 / out["logit_scale"].detach())',
         'float(out["logit_scale"].detach())',
         "mcdb",
-    ),  # fmt: skip
+    ),
     Mutant("grad-norm-squared", M, "torch.stack(present).sqrt()", "torch.stack(present)", "mcdb"),
     # spr.py (Eq. 16-20)
     Mutant("sigma-no-power", S, "float(sigma_max) * frac**power", "float(sigma_max) * frac", "spr"),
@@ -117,7 +125,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "min(max(step, 0), total_steps) / total_steps",
         "min(max(step + 1, 0), total_steps) / total_steps",
         "spr",
-    ),  # fmt: skip
+    ),
     Mutant("noise-variance-for-std", S, "grad.add(noise, alpha=sigma)", "grad.add(noise, alpha=sigma * sigma)", "spr"),
     Mutant("adam-no-bias-correction", S, "step_size = lr / bias_correction1", "step_size = lr", "spr"),
     Mutant(
@@ -126,7 +134,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "addcmul_(grad, grad, value=1 - beta2)",
         "addcmul_(grad, grad, value=1 - beta1)",
         "spr",
-    ),  # fmt: skip
+    ),
     Mutant(
         "weight-decay-sign", S, "grad.add(param, alpha=weight_decay)", "grad.add(param, alpha=-weight_decay)", "spr"
     ),
@@ -140,7 +148,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)",
         "make_optimizer(cfg, model, 1)",
         "train",
-    ),  # fmt: skip
+    ),
     Mutant("no-zero-grad", T, "self.optimizer.zero_grad(set_to_none=True)", "pass", "train"),
     Mutant("selection-sum", T, "float(np.mean([val_terms[k]", "float(np.sum([val_terms[k]", "train"),
     Mutant("validation-unweighted", T, "sums.get(k, 0.0) + float(v) * (b - a)", "sums.get(k, 0.0) + float(v)", "train"),
@@ -150,7 +158,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'tau = None if cfg.temperature == "learnable" else cfg.tau',
         "tau = cfg.tau",
         "train",
-    ),  # fmt: skip
+    ),
     Mutant("update-mode-unscaled", T, "scale_update(groups[m], before[m], k)", "pass", "train"),
     Mutant("build-model-drops-sa-variant", T, "sa_variant=cfg.sa_variant,", "", "train"),
     Mutant("build-model-drops-image-projection", T, "image_projection=cfg.image_projection,", "", "train"),
@@ -160,7 +168,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "perm = torch.randperm(n, generator=gen).to(device)",
         "perm = torch.arange(n).to(device)",
         "train",
-    ),  # fmt: skip
+    ),
     # models/
     Mutant(
         "beta-ignored",
@@ -168,7 +176,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "fuse(adapted, text_features, self.cfg.fusion_beta)",
         "fuse(adapted, text_features, 0.5)",
         "models",
-    ),  # fmt: skip
+    ),
     Mutant("init-nice-off", HM, 'if cfg.init == "nice":', "if False:", "models"),
     Mutant(
         "image-adapter-skipped",
@@ -176,7 +184,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "x = self.image_adapter(image_features) if self.image_adapter is not None else",
         "x = image_features if self.image_adapter is not None else",
         "models",
-    ),  # fmt: skip
+    ),
     Mutant("logit-scale-unclamped", HM, ".exp().clamp(max=self.cfg.logit_scale_max)", ".exp()", "models"),
     Mutant(
         "fused-template-unnormalised",
@@ -184,7 +192,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "return F.normalize(fused, dim=-1) if normalize else fused",
         "return fused",
         "models",
-    ),  # fmt: skip
+    ),
     Mutant("sa-switch-ignored", HM, "m.set_variant(cfg.sa_variant)", "m.set_variant('fixed')", "models"),
     Mutant(
         "sa-published-applies-attention",
@@ -192,7 +200,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'torch.einsum("bct,bcm->bct", x, attn)',
         'torch.einsum("bcm,bmt->bct", attn, x)',
         "models",
-    ),  # fmt: skip
+    ),
     Mutant("sa-published-scale", AT, "max(n_times // 30, 1)", "max(n_times // 25, 1)", "models"),
     Mutant(
         "spatial-block-no-residual",
@@ -200,7 +208,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "return x + self.drop(self.module(self.norm(x)))",
         "return self.drop(self.module(self.norm(x)))",
         "models",
-    ),  # fmt: skip
+    ),
     Mutant("ga-graph-ignored", AT, 'e = e.masked_fill(~adj, float("-inf"))', "e = e", "models"),
     Mutant("ga-relu", AT, "e = F.leaky_relu(e, self.negative_slope)", "e = F.relu(e)", "models"),
     Mutant(
@@ -209,7 +217,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "nn.init.normal_(module.weight, 0.0, 0.02)",
         "nn.init.normal_(module.weight, 0.0, 0.05)",
         "models",
-    ),  # fmt: skip
+    ),
     Mutant(
         "nice-init-bn-bias",
         EN,
@@ -217,16 +225,69 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         "models",
         equivalent="BatchNorm2d's bias already starts at 0: zeroing it again changes nothing",
-    ),  # fmt: skip
+    ),
     Mutant("flatten-channel-major", EN, "x.flatten(2).transpose(1, 2).reshape", "x.flatten(2).reshape", "models"),
+    # models/encoders.py: the TSConv CPU front end (box average, BatchNorm folded into the kernel, one backward)
+    Mutant(
+        "box-average-one-tap-short",
+        EN,
+        "out[..., 1:] -= total[..., :-width]",
+        "out[..., 1:] -= total[..., 1 : 1 - width]",
+        "models",
+    ),
+    Mutant(
+        "front-bn-unbiased-variance",
+        EN,
+        "return mu, m, gram[:length, :length] / n - torch.outer(m, m)",
+        "return mu, m, (gram[:length, :length] - n * torch.outer(m, m)) / (n - 1)",
+        "models",
+    ),
+    Mutant(
+        "front-running-var-biased",
+        EN,
+        "add_(var * (n / max(n - 1, 1)), alpha=factor)",
+        "add_(var, alpha=factor)",
+        "models",
+    ),
+    Mutant(
+        "front-spatial-grad-transposed",
+        EN,
+        "g_w2 = g_w2.view(n_g, -1, n_f).transpose(1, 2).unsqueeze(-1)",
+        "g_w2 = g_w2.view(n_g, n_f, -1).unsqueeze(-1)",
+        "models",
+    ),
     Mutant("adapter-no-alpha", AD, "out = x + self.alpha * self.drop(", "out = x + 1.0 * self.drop(", "models"),
     Mutant("adapter-no-out-bias", AD, "out = out + self.out_bias", "out = out", "models"),
     Mutant("projection-no-residual", HD, "return self.norm(h + self.residual(h))", "return self.norm(h)", "models"),
+    # templates.py (the gallery stored in checkpoints, the template rule)
+    Mutant(
+        "gallery-raw-image-bank",
+        TP,
+        'image[s] = model.encode_templates(image_features=x, kind="image", normalize=False)',
+        "image[s] = x",
+        "templates",
+    ),
+    Mutant(
+        "gallery-raw-text-bank",
+        TP,
+        'text = model.encode_templates(text_features=_tensor(text_in, device), kind="text", normalize=False)',
+        "text = _tensor(text_in, device)",
+        "templates",
+    ),
+    Mutant("combine-fused-no-inner-norm", TP, "fused = norm(image) + norm(text)", "fused = image + text", "templates"),
+    # evaluate.py (reporting)
+    Mutant(
+        "aggregate-last-into-val-selected",
+        EV,
+        'label, ev.get("selection", "val-selected"), published)',
+        'label, "val-selected", published)',
+        "reporting",
+    ),
     # bci/epocher.py (online epoching)
     Mutant("flat-strict", EP, "((hi - lo) <= reject.flat_ptp).any()", "((hi - lo) < reject.flat_ptp).any()", "epocher"),
     Mutant(
         "clip-abs-strict", EP, "-float(lo.min())) >= reject.clip_abs", "-float(lo.min())) > reject.clip_abs", "epocher"
-    ),  # fmt: skip
+    ),
     Mutant("nan-not-checked", EP, "if not np.isfinite(x).all():", "if False:", "epocher"),
     Mutant(
         "cut-one-sample-late",
@@ -234,7 +295,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'if status == "ok" and (stop > n_written or',
         'if status == "ok" and (stop >= n_written or',
         "epocher",
-    ),  # fmt: skip
+    ),
     Mutant("gap-end-ignored", EP, "if first < seg.start or stop > seg.stop:", "if first < seg.start:", "epocher"),
     Mutant("pending-dropped", EP, "self.pending = keep", "self.pending = []", "epocher"),
     Mutant("timeout-never", EP, "if now - received > self.marker_timeout_s:", "if False:", "epocher"),
@@ -244,7 +305,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "w.mean(axis=0) if session is None else w[session]",
         "w[0] if session is None else w[session]",
         "epocher",
-    ),  # fmt: skip
+    ),
     Mutant(
         "no-contiguous-fast-path",
         EP,
@@ -252,8 +313,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "run = False",
         "epocher",
         equivalent="the contiguous-slice read is a fast path; the fancy-index read returns the same samples",
-    ),  # fmt: skip
+    ),
     Mutant("epoch-count", EP, "self.n_epochs += len(raws)", "self.n_epochs += 1", "epocher"),
+    Mutant(
+        "cut-one-sample-early",
+        EP,
+        'if status == "ok" and (stop > n_written or',
+        'if status == "ok" and (stop > n_written + 1 or',
+        "epocher",
+    ),
+    Mutant("spin-waits-one-sample-short", EP, "stops.append(stop)", "stops.append(stop - 1)", "epocher"),
 )
 
 
@@ -308,6 +377,28 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_mutant(scratch: Path, m: Mutant, timeout: float) -> dict:
+    """Apply ``m`` in ``scratch``, run its tests and restore the file: one result row (``stale`` if ``old`` moved)."""
+    row = {"name": m.name, "path": m.path, "status": "stale", "test": "", "equivalent": "", "seconds": 0}
+    t0 = time.perf_counter()
+    try:
+        original = mutate(scratch, m)
+    except ValueError as err:  # the code moved on: report the mutant as stale and keep going
+        return {**row, "test": str(err)}
+    try:
+        rc, test, _ = run_tests(scratch, TESTS[m.tests], timeout)
+    finally:
+        (scratch / m.path).write_text(original)
+    status = "survived" if rc == 0 else "killed"
+    return {
+        **row,
+        "status": status,
+        "test": test,
+        "equivalent": m.equivalent,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", default=(), help="mutant names to run (default: all)")
@@ -334,34 +425,15 @@ def main(argv: list[str] | None = None) -> int:
             rc, test, tail = run_tests(scratch, TESTS[key], args.timeout)
             if rc != 0:
                 print(tail, file=sys.stderr)
-                print(f"mutation.py: error: tests {TESTS[key]} fail before mutation ({test}); fix them first",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"mutation.py: error: tests {TESTS[key]} fail before mutation ({test}); fix them first",
+                    file=sys.stderr,
+                )
                 return 2
         for m in chosen:
-            t0 = time.perf_counter()
-            try:
-                original = mutate(scratch, m)
-            except ValueError as err:  # the code moved on: report the mutant as stale and keep going
-                rows.append(
-                    {
-                        "name": m.name,
-                        "path": m.path,
-                        "status": "stale",
-                        "test": str(err),
-                        "equivalent": "",
-                        "seconds": 0,
-                    }
-                )
-                print(f"stale    {m.name:36s} {err}", flush=True)
-                continue
-            try:
-                rc, test, _ = run_tests(scratch, TESTS[m.tests], args.timeout)
-            finally:
-                (scratch / m.path).write_text(original)
-            status = "survived" if rc == 0 else "killed"
-            rows.append({"name": m.name, "path": m.path, "status": status, "test": test, "equivalent": m.equivalent,
-                         "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
-            print(f"{status:8s} {m.name:36s} {test or m.equivalent}", flush=True)
+            rows.append(run_mutant(scratch, m, args.timeout))
+            r = rows[-1]
+            print(f"{r['status']:8s} {m.name:36s} {r['test'] or m.equivalent}", flush=True)
     md = markdown(rows)
     print(md)
     if args.out:

@@ -272,3 +272,31 @@ def test_a_burst_does_not_make_later_polls_wait():
         assert ep._due_next_chunk() == n + 5
     finally:
         src.disconnect()
+
+
+def test_a_poll_waits_for_the_last_sample_not_the_one_before():
+    """The completing data arrive in two chunks, the first ending one sample short of the window: the poll
+    keeps waiting through the first and cuts the epoch from the second."""
+    import threading
+
+    src = InMemorySource([f"E{i}" for i in range(3)], SFREQ, t_start_s=T0, poll_interval_s=0.001)
+    src.connect()
+    try:
+        ep = OnlineEpocher(src, PRESET, picks=range(3), marker_timeout_s=60.0)
+        ep.spin_s = 5.0
+        x = signal(200)
+        ep.add_markers([marker(40)])  # window = samples 35 … 60
+        src.push(x[:, :50])
+        assert src.wait_for_data(49, 5.0) and src.n_written == 50
+        short = threading.Timer(0.05, src.push, args=(x[:, 50:60],))  # up to sample 59: one short
+        last = threading.Timer(0.15, src.push, args=(x[:, 60:100],))
+        short.start()
+        last.start()
+        out = ep.poll()
+        short.join()
+        last.join()
+        (e,) = out  # the same poll, after the last sample (60) was written
+        expected = preprocess_epoch(x[:, 35:61].astype(np.float64), SFREQ, PRESET).astype(np.float32)
+        np.testing.assert_allclose(e.data, expected, rtol=1e-6)
+    finally:
+        src.disconnect()
