@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--sweep-lr", default="0.001")
     ap.add_argument("--sweep-epochs", default="", help="also vary the epochs (each value one run)")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (the first target only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("hmavd.train", "hmavd.finetune", "hmavd.preprocessing.prepare", "hmavd.datasets"):
@@ -219,7 +220,7 @@ def main() -> None:
         else:
             ft = [f"finetune_layers={args.ft_layers}", f"lr={args.ft_lr}", f"epochs={args.ft_epochs}"]
             over = [*common, *ft, "average_train_reps=false"]
-            run = train_run(runs, f"ft-{kind}_sub-{s:02d}_p{r}", cal, s, over, finetune=str(start_run))
+            run = train_run(runs, f"{kind.replace('_', '-')}_sub-{s:02d}_p{r}", cal, s, over, finetune=str(start_run))
         row = res["rows"].setdefault(f"{s}_p{r}", {"subject": s, "passes": r, "minutes": round(r * MIN_PER_PASS, 1)})
         row[kind] = evaluate(run, cal, s)
         logging.info("row %s %s %s", s, r, {kind: row[kind]})
@@ -236,6 +237,8 @@ def main() -> None:
         res["chosen"] = {"layers": best["layers"], "lr": best["lr"], "epochs": best["epochs"]}
         logging.info("fine-tuning with %s", res["chosen"])
         save()
+        if args.sweep_only:
+            return
     for s in targets:
         for kind in ("same", "loso"):
             if (s, kind) not in starts:
