@@ -76,8 +76,14 @@ class RepetitionAccumulator:
     top_k : int
     """
 
-    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], templates: np.ndarray, concepts: Sequence[str],
-                 mode: str = "epochs", top_k: int = 5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        encode: Callable[[np.ndarray], np.ndarray],
+        templates: np.ndarray,
+        concepts: Sequence[str],
+        mode: str = "epochs",
+        top_k: int = 5,
+    ) -> None:
         self.encode = encode
         self.templates = _normalise(templates)  # (K, D)
         self.concepts = list(concepts)
@@ -179,10 +185,15 @@ class RepetitionAccumulator:
         """Compact status: images seen, the most repetitions, and the curve of ``mode`` at ``ks``."""
         rows = {r["k"]: r for r in self.rows() if r["average"] == self.mode}
         return {
-            "mode": self.mode, "n_images": len(self.count), "max_reps": max(self.count.values(), default=0),
-            "curve": [{"k": k, "top1": rows[k]["top1"], "top5": rows[k]["top5"], "n_images": rows[k]["n_images"]}
-                      for k in ks if k in rows],
-        }  # fmt: skip
+            "mode": self.mode,
+            "n_images": len(self.count),
+            "max_reps": max(self.count.values(), default=0),
+            "curve": [
+                {"k": k, "top1": rows[k]["top1"], "top5": rows[k]["top5"], "n_images": rows[k]["n_images"]}
+                for k in ks
+                if k in rows
+            ],
+        }
 
 
 def curve_csv(rows: Sequence[dict[str, Any]]) -> str:

@@ -80,13 +80,14 @@ def model_encoder(checkpoint: str, cache, ch_names: list[str]):
     model, info = load_checkpoint(checkpoint, map_location="cpu")
     model.eval()
     pick = np.asarray([ch_names.index(c) for c in info["ch_names"]])
+    n_times = len(info["times"])  # a run trained on a crop from 0 s (tmax_s) sees its first n_times samples
     n = cache.image_features("test").shape[0]
     with torch.no_grad():
         tmpl = build_templates(model, cache, "image", "test-images", np.arange(n), "cpu")
     tmpl = tmpl.detach().float().numpy() if isinstance(tmpl, torch.Tensor) else np.asarray(tmpl)
 
     def encode(x):
-        x = np.asarray(x, dtype=np.float32)[:, pick]  # (B, C_model, T)
+        x = np.asarray(x, dtype=np.float32)[:, pick, :n_times]  # (B, C_model, T_model)
         with torch.no_grad():
             return encode_eeg_batched(model, x, "cpu").float().numpy()
 
