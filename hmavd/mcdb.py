@@ -27,7 +27,8 @@ EEG is the anchor every score is measured against, so ρ^(eeg) is undefined and 
 gradients are never scaled). With fewer than two non-EEG modalities (Base = NICE) there is nothing to
 balance: ρ = 1 and κ = 1.
 
-Training step order: ``loss.backward()`` → ``stats = mcdb.compute(out)`` → ``mcdb.apply(model, stats)`` →
+Training step order: ``loss.backward()`` → ``stats = mcdb.compute(out, logits)`` (``logits``: the loss's
+(B, B) EEG-modality logits, so Eq. 10 needs no second matrix product) → ``mcdb.apply(model, stats)`` →
 ``grad_norms(model)`` (logged, κ-scaled: Figure 8's data) → ``optimizer.step()``.
 """
 

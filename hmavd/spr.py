@@ -7,8 +7,9 @@ by its modality's κ (Eq. 14, :meth:`hmavd.mcdb.MCDB.apply`) — becomes ``g̃ =
     σ_t = σ_max · (1 − t / T) ** p          (t clamped to [0, T]; p is ``noise_power``, the paper's β)
 
 and g̃ feeds Adam's moments (Eq. 18-19) and the bias-corrected update (Eq. 20). With σ = 0 the update
-is bit-for-bit ``torch.optim.Adam(foreach=False)`` (same operations in the same order); weight decay,
-when non-zero, is added to the gradient before the noise, like Adam's L2 form.
+is bit-for-bit ``torch.optim.Adam(foreach=False)`` on a CPU (the same operations in the same order, one
+``torch._foreach_*`` call each over all parameters); weight decay, when non-zero, is added to the
+gradient before the noise, like Adam's L2 form.
 
 The paper writes Eq. 20 without Adam's bias correction; we keep the bias correction (as every Adam
 implementation does, and as the paper's "integrated into Adam" implies) — with β1 = 0.5 the
