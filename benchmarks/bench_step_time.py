@@ -5,8 +5,8 @@ the device) with the real :class:`hmavd.train.TrainStep` (forward, loss, backwar
 optimiser). Wall time is what it reports first; the process's CPU time per step is printed beside the
 HMAVD / NICE ratio. On a shared, loaded CPU the wall time of a multi-threaded step also counts each parallel
 kernel's wait for a descheduled thread (HMAVD's step has more such kernels, so it pays more of them), and
-its CPU time counts the spinning; ``--threads 1`` and the CPU-time ratio give the figure load distorts
-least. Variants:
+its CPU time counts some of that waiting too; ``--threads 1`` and its CPU-time ratio give the figure load
+distorts least. Variants:
 
 * ``nice-unfused``  NICE with the temporal conv (1, 25) followed by the avg-pool (1, 51)/5 (NICE's order)
 * ``nice``          NICE with the fused conv + pool (one stride-5 (1, 75) convolution; the default)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"CPU time per step (process, all threads): HMAVD/NICE {s['cpu/hmavd/nice']:.3f} "
             f"(pairs {s['cpu/hmavd/nice_pairs']:.3f}; with --threads 1 it excludes the time descheduled, with more "
-            f"threads it includes their spin-waits)"
+            f"threads it includes their waits for one another)"
         )
     if args.eval_reps:
         ev = measure_eval_times(device, b, c, t, args.eval_reps)
