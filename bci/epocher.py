@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hmavd.config import ValidatedConfig
 from hmavd.errors import UserError
 from hmavd.preprocessing.presets import PreprocessPreset
 from hmavd.preprocessing.transforms import (
@@ -37,12 +38,21 @@ __all__ = ["RejectConfig", "Epoch", "OnlineEpocher", "make_transform", "load_whi
 
 
 @dataclass(frozen=True)
-class RejectConfig:
+class RejectConfig(ValidatedConfig):
     """Thresholds of the epoch quality checks (on the picked raw channels, stream units)."""
 
     flat_ptp: float = 0.0
     clip_abs: float = 0.0  # 0 = off
     clip_run: int = 20  # 0 = off
+
+    def validate(self) -> None:
+        for name, hint in (
+            ("flat_ptp", "0 = only exactly flat channels"),
+            ("clip_abs", "0 = off"),
+            ("clip_run", "samples at the rail; 0 = off"),
+        ):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}: {getattr(self, name)} must be >= 0 ({hint})")
 
 
 @dataclass

@@ -300,3 +300,9 @@ def test_a_poll_waits_for_the_last_sample_not_the_one_before():
         np.testing.assert_allclose(e.data, expected, rtol=1e-6)
     finally:
         src.disconnect()
+
+
+@pytest.mark.parametrize("field", ["flat_ptp", "clip_abs", "clip_run"])
+def test_negative_reject_threshold_is_one_line(field):
+    with pytest.raises(UserError, match=f"^{field}: -1 must be >= 0"):
+        RejectConfig(**{field: -1})
