@@ -312,6 +312,7 @@ class LiveEngine:
 
     def _decode(self, epochs) -> int:
         t_first = self._t_first()
+        raw = None
         if self.online_mvnn is not None:  # update the session's MVNN estimate, then whiten with it
             raw = np.stack([e.data for e in epochs])  # (B, C, T) preprocessed, not whitened
             self.online_mvnn.add(raw, epochs[-1].onset_s - t_first)
@@ -323,7 +324,11 @@ class LiveEngine:
             self.epoch_log.extend(epochs)
         acc = [None] * len(epochs)  # after `done`: the single-trial latency does not include it
         if self.accumulator is not None:
-            acc = self.accumulator.add([e.marker.concept for e in epochs], np.stack([e.data for e in epochs]))
+            # with online MVNN each image's evidence is the mean of its unwhitened epochs, whitened with the
+            # session's current estimate: repetitions seen during warm-up stop counting with the stale matrix
+            rewhiten = {} if raw is None else {"raw": raw, "whitening": self.online_mvnn.whitening}
+            concepts = [e.marker.concept for e in epochs]
+            acc = self.accumulator.add(concepts, np.stack([e.data for e in epochs]), **rewhiten)
         for ep, res, acc_res in zip(epochs, results, acc):
             lat = (done - ep.last_arrival_s) * 1e3
             true = ep.marker.concept

@@ -138,6 +138,15 @@ def test_engine_whitens_with_the_running_estimate(tmp_path):
     assert any(m.startswith("MVNN: online estimate") for m in status["messages"])
     preds = [m for m in msgs if m["type"] == "prediction"]
     assert [p["topk"][0][0] for p in preds[-3:]] == [r.concepts[0] for r in dec.decode(online[-3:])]
+    # accumulated evidence: each image's unwhitened mean, whitened with the estimate in use at its last repetition
+    last = preds[-1]
+    code = int(events[-1, 2])
+    w_now = whitening_matrix(mvnn_covariance(raw[:, None].astype(np.float64)))
+    mean = apply_whitening(raw[events[:, 2] == code].mean(axis=0), w_now)[None].astype(np.float32)  # (1, C, T)
+    assert last["acc_n"] == int((events[:, 2] == code).sum()) > 1
+    want = dec.decode(mean)[0]
+    assert [c for c, _ in last["acc_topk"]] == list(want.concepts)
+    np.testing.assert_allclose([v for _, v in last["acc_topk"]], want.scores, atol=2e-6)  # stale: off by 2e-5
     eng.online_mvnn.save(tmp_path / "mvnn_online.npz")
     z = np.load(tmp_path / "mvnn_online.npz")
     assert int(z["n_epochs"]) == n and z["history"].shape[1] == 3
