@@ -33,16 +33,38 @@ class RecordingDrain:
     def __init__(self, recorder: XDFSessionRecorder | SessionRecorder, source: Any, first_index: int) -> None:
         self.recorder, self.source = recorder, source
         self.next_index = int(first_index)
+        self.lost_samples = 0  # samples that left the ring buffer before they were recorded
 
     def drain(self) -> int:
-        """Record every sample received since the last call; returns how many were written."""
+        """Record every sample received since the last call; returns how many were written.
+
+        When the recorder fell so far behind that samples left the source's ring buffer (``buffer_s``) before
+        they were written, the recording gets a gap there (logged, counted in :attr:`lost_samples`) instead
+        of stopping the session.
+        """
         src = self.source
-        stop = src.n_written
-        first = max(self.next_index, src.buffer.first_available)
         n = 0
-        if stop > first:
-            self.recorder.write_eeg(src.get_data(first, stop), first)
+        for _ in range(3):  # the acquisition thread may overwrite the oldest samples while we read
+            stop = src.n_written
+            first = max(self.next_index, src.buffer.first_available)
+            if stop <= first:
+                break
+            try:
+                data = src.get_data(first, stop)
+            except IndexError:
+                continue
+            if first > self.next_index:
+                self.lost_samples += first - self.next_index
+                log.warning(
+                    "recording: samples %d-%d left the %g s buffer before they were written (a gap in the "
+                    "recording); raise buffer_s or lower replay_speed",
+                    self.next_index,
+                    first - 1,
+                    getattr(src, "buffer_s", float("nan")),
+                )
+            self.recorder.write_eeg(data, first)
             self.next_index, n = stop, stop - first
+            break
         self.recorder.maybe_flush(src.clock)
         return n
 

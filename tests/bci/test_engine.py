@@ -240,6 +240,42 @@ def test_recording_drain_writes_each_sample_once_from_the_chosen_start(tmp_path)
     np.testing.assert_array_equal(out, data[:, 40:])
 
 
+def test_recording_drain_behind_the_buffer_records_a_gap_instead_of_failing(tmp_path, caplog):
+    """Samples that left the ring buffer before the recorder got to them (a fast replay on a busy CPU) are a
+    counted, logged gap; an overwrite racing the read is retried."""
+    from bci.recorder import SessionRecorder
+    from bci.recording_drain import RecordingDrain
+
+    src = InMemorySource(["a"], 100.0, buffer_s=1.0)  # the buffer holds 1024 samples at least
+    src.connect()
+    data = np.arange(3000, dtype=np.float32)[None]
+    src.push(data[:, :100])
+    src.acquire()
+    rec = SessionRecorder(tmp_path / "s", ["a"], 100.0, first_index=0)
+    drain = RecordingDrain(rec, src, 0)
+    assert drain.drain() == 100
+    src.push(data[:, 100:])  # 2900 more: the oldest 1876 of them are gone before the next drain
+    src.acquire()
+    held = src.n_written - src.buffer.first_available
+    real_get = src.get_data
+    calls = []
+
+    def racing_get(start, stop):  # the first read loses the race with the acquisition thread
+        calls.append(start)
+        if len(calls) == 1:
+            raise IndexError("overwritten")
+        return real_get(start, stop)
+
+    src.get_data = racing_get
+    with caplog.at_level("WARNING", logger="bci.recording_drain"):
+        assert drain.drain() == held
+    assert len(calls) == 2 and drain.lost_samples == 3000 - 100 - held
+    assert "left the 1 s buffer" in caplog.text
+    drain.close()
+    out, _, _ = read_session(tmp_path / "s")
+    assert out.shape[1] == 100 + held
+
+
 def test_scope_feed_decimates_on_a_fixed_grid_and_sends_markers_once():
     from bci.scope_feed import ScopeFeed
 
