@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from hmavd.eval_reps import AVERAGES
-from hmavd.evaluate import topk_accuracy
 from hmavd.preprocessing.transforms import apply_whitening
 
 log = logging.getLogger(__name__)
@@ -43,6 +41,9 @@ log = logging.getLogger(__name__)
 __all__ = ["RepetitionAccumulator", "curve_csv", "validate_accumulate", "ACCUMULATE_MODES"]
 
 ACCUMULATE_MODES = ("epochs", "embeddings", "off")
+#: the two averages every session reports (``hmavd.eval_reps.AVERAGES``; not imported here: building a
+#: LiveConfig validates ``accumulate`` and must not load torch)
+AVERAGES = ("epochs", "embeddings")
 
 
 def validate_accumulate(cfg) -> None:
@@ -97,6 +98,8 @@ class RepetitionAccumulator:
 
     def _score(self, feats: np.ndarray, concept: str, k: int, average: str) -> list[tuple[str, float]]:
         """Score one averaged embedding (D,), count it in the curve at ``k``; returns its top-k."""
+        from hmavd.evaluate import topk_accuracy  # the toolkit's one rank rule (loads torch: not at import)
+
         s = _normalise(feats) @ self.templates.T  # (K,)
         label = np.asarray([self.index[concept]])
         row = self.curve[average].setdefault(k, [0, 0, 0])

@@ -89,10 +89,6 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LiveConfig.validate imports bci.accumulate, whose module-level hmavd.evaluate import loads torch",
-)
 def test_building_a_live_config_imports_no_torch():
     """The window and ``--print-config`` build a LiveConfig without paying for torch (the engine loads it)."""
     out = subprocess.run(

@@ -176,3 +176,10 @@ def test_live_curve_equals_offline_k_averaging_of_the_recording(tmp_path):
             got = live[(avg, r["k"])]
             assert int(got["n_images"]) == len(CONCEPTS)
             assert (float(got["top1"]), float(got["top5"])) == pytest.approx((r["top1"], r["top5"]), abs=1e-6)
+
+
+def test_the_live_averages_are_the_offline_ones():
+    from bci import accumulate
+    from hmavd import eval_reps
+
+    assert accumulate.AVERAGES == eval_reps.AVERAGES
