@@ -75,7 +75,8 @@ def model_encoder(checkpoint: str, cache, ch_names: list[str]):
     import torch
 
     from hmavd.checkpoint import load_checkpoint
-    from hmavd.evaluate import build_templates, encode_eeg_batched
+    from hmavd.evaluate import encode_eeg_batched
+    from hmavd.templates import build_templates
 
     model, info = load_checkpoint(checkpoint, map_location="cpu")
     model.eval()

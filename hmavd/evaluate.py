@@ -41,10 +41,6 @@ from .checkpoint_meta import CheckpointInfo
 from .errors import UserError
 from .templates import TEMPLATE_KINDS, Gallery, template_label, templates_from
 
-# Re-exported for importers outside this module's owners (hmavd/analysis/topomaps.py, runners.py,
-# common.py, benchmarks/bench_new_session.py): import them from hmavd.templates instead.
-from .templates import build_templates as build_templates
-
 log = logging.getLogger(__name__)
 
 __all__ = [
