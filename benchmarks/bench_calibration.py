@@ -160,7 +160,7 @@ def sweep(args, runs: Path, cal: Path, start: Path, common: list[str]) -> list[d
     return rows
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="/tmp/cal-bench")
     ap.add_argument("--out", default="")
@@ -183,7 +183,11 @@ def main() -> None:
     ap.add_argument("--sweep-epochs", default="", help="also vary the epochs (each value one run)")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (the first target only)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("hmavd.train", "hmavd.finetune", "hmavd.preprocessing.prepare", "hmavd.datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
