@@ -403,7 +403,7 @@ def test_nice_init_statistics():
     assert float(bn_w.mean()) == pytest.approx(1.0, abs=0.01) and 0.01 < float(bn_w.std()) < 0.03
     assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bns)
     default = HMAVD(ModelConfig(use_text=False, use_adapters=False, image_projection=False, init="default"))
-    assert float(default.encoder.tsconv[0].weight.std()) > 0.05
+    assert float(default.encoder.tsconv[0].weight.detach().std()) > 0.05
 
 
 def test_image_adapter_eq5_without_biases_and_alpha():
