@@ -392,7 +392,9 @@ def format_status(msg: Mapping[str, Any], nominal_sfreq: float | None = None, di
     mv = msg.get("mvnn")  # bci.online_mvnn: the session's own whitening
     if mv:
         if mv["source"] == "online":
-            parts.append(f"MVNN online, {mv['n_epochs']} epochs" + (" (frozen)" if mv.get("frozen") else ""))
+            changed = f", changed at epoch {mv['changed_at_epoch']}" if mv.get("changed_at_epoch") else ""
+            frozen = " (frozen)" if mv.get("frozen") else ""
+            parts.append(f"MVNN online, {mv['n_epochs']} epochs{frozen}{changed}")
         else:
             parts.append(f"MVNN {mv['source']} (warm-up {mv['n_epochs']}/{mv['warmup_epochs']})")
     acc = msg.get("accumulated")  # bci.accumulate: accuracy of k-repetition averages

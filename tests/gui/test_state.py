@@ -248,7 +248,7 @@ def test_format_status_shows_online_mvnn_and_the_accumulated_curve():
     base = {"sfreq_measured": 250.0, "n_epochs": 60, "rejected": {}}
     warm = {"source": "training", "n_epochs": 12, "warmup_epochs": 50, "frozen": False}
     assert "MVNN training (warm-up 12/50)" in format_status({**base, "mvnn": warm})
-    on = {**warm, "source": "online", "n_epochs": 60, "frozen": True}
+    on = {**warm, "source": "online", "n_epochs": 60, "frozen": True, "changed_at_epoch": 58}
     acc = {
         "curve": [
             {"k": 1, "top1": 0.05, "top5": 0.1, "n_images": 60},
@@ -256,7 +256,8 @@ def test_format_status_shows_online_mvnn_and_the_accumulated_curve():
         ]
     }
     text = format_status({**base, "mvnn": on, "accumulated": acc})
-    assert "MVNN online, 60 epochs (frozen)" in text and "averaged k=5: top-1 25.0 % / top-5 50.0 %" in text
+    assert "MVNN online, 60 epochs (frozen), changed at epoch 58" in text
+    assert "averaged k=5: top-1 25.0 % / top-5 50.0 %" in text
     assert "MVNN" not in format_status(base)
 
 
