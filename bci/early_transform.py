@@ -118,8 +118,8 @@ class EarlyTransform:
         Window, baseline, resampling and crop.
     sfreq_in : float
         Stream rate (Hz).
-    whitening : ndarray (C, C) or None
-        MVNN matrix, applied in :meth:`finish`.
+    whitening : ndarray (C, C), (C, C_model) or None
+        MVNN matrix, applied in :meth:`finish` (rectangular: whitened over all C channels, the model's kept).
     tail_s : float
         Default tail length in seconds (at least one sample; the epocher lengthens it when data
         arrive in larger chunks).
@@ -187,9 +187,9 @@ class EarlyTransform:
         return Prepared(first, k, early, mean, partial, finite, hi, lo, n_hi, n_lo)
 
     def finish(self, late: LateEpoch, dtype: type = np.float32) -> np.ndarray:
-        """The epoch (C, n_out) as ``dtype`` (the model's float32): ``partial + (tail − mean) @ R_tail``, whitened."""
+        """The epoch (C_model, n_out) as ``dtype`` (float32): ``partial + (tail − mean) @ R_tail``, whitened."""
         p = late.prep
         y = p.partial + (late.late - p.mean) @ self.tail_matrix(self.n_in - p.k)  # (C, n_out)
         if self.whitening is not None:
-            y = apply_whitening(y, self.whitening)  # (C, n_out)
+            y = apply_whitening(y, self.whitening)  # (C_model, n_out)
         return y.astype(dtype)

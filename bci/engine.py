@@ -42,7 +42,15 @@ from .quality import quality_message
 from .recorder import open_recorder
 from .recording_drain import RecordingDrain
 from .scope_feed import ScopeFeed
-from .session_plan import SessionPlan, StreamPlan, load_session_whitening, resolve_session, resolve_stream
+from .session_plan import (
+    SessionPlan,
+    SessionWhitening,
+    StreamPlan,
+    load_session_whitening,
+    resolve_session,
+    resolve_stream,
+    resolve_whitening,
+)
 from .sources import EEGSource, LSLSource
 from .stream_setup import AmplitudeCheck
 
@@ -109,6 +117,7 @@ class LiveEngine:
         self.recorder: RecordingDrain | None = None
         self.stats = RunningStats()
         self.online_mvnn = None  # bci.online_mvnn.OnlineMVNN when cfg.mvnn_online
+        self.session_whitening: SessionWhitening | None = None  # the mvnn.npz read at connect, its channels
         self.accumulator = None  # bci.accumulate.RepetitionAccumulator unless cfg.accumulate == "off"
         self.t_session_s = float("-inf")  # markers stamped before this were sent before the session
         self.stale_markers = 0
@@ -144,13 +153,14 @@ class LiveEngine:
         )
         self.preset = plan.preset
         if self._given_whitening is None and dec.ch_names:  # before the streams: bad files fail fast
-            self.whitening = load_session_whitening(plan, dec.ch_names)
+            self.session_whitening = resolve_whitening(plan, dec.ch_names, cfg.mvnn_online)
+            self.whitening = None if self.session_whitening is None else self.session_whitening.matrix
         if dec.n_chans and dec.n_times:  # warm up: the first call is slow (allocations, kernels)
             dec.decode(np.zeros((1, dec.n_chans, dec.n_times), dtype=np.float32))
         self._open_source()
         desc = self.source.connect()
         try:
-            self.stream = resolve_stream(plan, desc, cfg, dec.n_chans, dec.n_times)
+            self.stream = resolve_stream(plan, desc, cfg, dec.n_chans, dec.n_times, self.session_whitening)
             self.plan, self.epoch_preset = self.stream.input, self.stream.epoch_preset
             if self._given_whitening is None and not dec.ch_names:
                 self.whitening = load_session_whitening(plan, [desc.ch_names[i] for i in self.stream.picks])
@@ -237,7 +247,7 @@ class LiveEngine:
             self.source,
             self.epoch_preset,
             self.stream.picks,
-            None if self.online_mvnn else self.whitening,
+            None if self.online_mvnn else self._epoch_whitening(),
             cfg.marker_timeout_s,
             RejectConfig(cfg.flat_ptp, cfg.clip_abs, cfg.clip_run),
             now=self.now,
@@ -245,6 +255,11 @@ class LiveEngine:
             input_map=inp.apply if linear else None,
         )
         self.t_session_s = max(self.source.t_connected_s, getattr(self.markers, "t_connected_s", float("-inf")))
+
+    def _epoch_whitening(self) -> np.ndarray | None:
+        """What the epocher whitens with: ``W[:, model rows]`` for a file over more channels than the model's."""
+        sw = self.session_whitening
+        return sw.epoch_matrix if sw is not None and sw.rows else self.whitening
 
     # -- running ---------------------------------------------------------------------------------
     def acquire(self, timeout_s: float | None = None) -> int:

@@ -34,7 +34,15 @@ from .sources import EEGSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RejectConfig", "Epoch", "OnlineEpocher", "make_transform", "load_whitening", "quality_reason"]
+__all__ = [
+    "RejectConfig",
+    "Epoch",
+    "OnlineEpocher",
+    "make_transform",
+    "load_whitening",
+    "read_whitening",
+    "quality_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -102,18 +110,12 @@ def quality_reason(x: np.ndarray, reject: RejectConfig) -> str | None:
     return None
 
 
-def load_whitening(
-    path: str, n_chans: int, session: int | None = None, ch_names: Sequence[str] | None = None
-) -> np.ndarray:
-    """The MVNN whitening matrix (C, C) saved at preparation time.
+def read_whitening(path: str, session: int | None = None) -> tuple[np.ndarray, list[str] | None]:
+    """The MVNN matrix (C, C) of an ``mvnn.npz``/``.npy`` and the file's ``ch_names`` (``None`` if unlisted).
 
     Accepts an ``.npz`` (``whitening`` / ``whitening_matrices`` / first array: (C, C) or
     (n_sessions, C, C)) or ``.npy``; with several sessions, ``session`` picks one (default: their mean).
-    ``path == ""`` means no whitening (identity). When the file lists its ``ch_names`` (as
-    ``hmavd-prepare``'s ``mvnn.npz`` does) and ``ch_names`` is given, they must match in order.
     """
-    if not path:
-        return np.eye(n_chans)
     names: list[str] | None = None
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -135,6 +137,22 @@ def load_whitening(
         if session is not None and not 0 <= session < len(w):
             raise UserError(f"whitening_session: {session} but {path!r} holds {len(w)} sessions; pick 0…{len(w) - 1}")
         w = w.mean(axis=0) if session is None else w[session]
+    if not np.isfinite(w).all():
+        raise UserError(f"whitening: {path!r} holds NaN/inf entries; prepare the subject again")
+    return w, names
+
+
+def load_whitening(
+    path: str, n_chans: int, session: int | None = None, ch_names: Sequence[str] | None = None
+) -> np.ndarray:
+    """The MVNN whitening matrix (C, C) saved at preparation time (see :func:`read_whitening`).
+
+    ``path == ""`` means no whitening (identity). When the file lists its ``ch_names`` (as
+    ``hmavd-prepare``'s ``mvnn.npz`` does) and ``ch_names`` is given, they must match in order.
+    """
+    if not path:
+        return np.eye(n_chans)
+    w, names = read_whitening(path, session)
     if w.shape != (n_chans, n_chans):
         raise UserError(
             f"whitening: {path!r} holds a {w.shape} matrix, the model needs ({n_chans}, {n_chans}); "
@@ -146,8 +164,6 @@ def load_whitening(
             f"whitening: {path!r} was computed for other channels or another order (position {diff}: "
             f"{names[diff]!r} vs the model's {list(ch_names)[diff]!r}); use the mvnn.npz of the model's data"
         )
-    if not np.isfinite(w).all():
-        raise UserError(f"whitening: {path!r} holds NaN/inf entries; prepare the subject again")
     return w
 
 
@@ -176,8 +192,9 @@ class OnlineEpocher:
         Window, baseline, resampling and crop (A's preset).
     picks : sequence of int
         Stream channel indices fed to the model, in the model's order.
-    whitening : ndarray (C, C) or None
-        MVNN matrix.
+    whitening : ndarray (C, C), (C, C_model) or None
+        MVNN matrix; a rectangular ``W[:, model rows]`` whitens over all the picked channels (those of
+        the whitening file) and keeps the model's, in its order.
     marker_timeout_s : float
         A marker whose window is still incomplete this long after it was received is dropped.
     now : callable

@@ -36,7 +36,9 @@ __all__ = [
     "StreamPlan",
     "TemplatesPlan",
     "WhiteningPlan",
+    "SessionWhitening",
     "load_session_whitening",
+    "resolve_whitening",
     "preset_for_checkpoint",
     "resolve_session",
     "resolve_stream",
@@ -276,14 +278,73 @@ def load_session_whitening(plan: SessionPlan, ch_names: Sequence[str]) -> np.nda
     return load_whitening(plan.whitening.path, len(ch_names), plan.whitening.session, ch_names=list(ch_names))
 
 
+@dataclass(frozen=True)
+class SessionWhitening:
+    """The session's MVNN matrix and the channels it was computed on.
+
+    Attributes
+    ----------
+    matrix : ndarray (C_file, C_file)
+        The file's whitening (the amplitude check reads the training data's std from it).
+    ch_names : tuple of str
+        The file's channels: the ones the stream must supply, in this order.
+    rows : tuple of int
+        The model's channels' positions in ``ch_names`` (empty: the model's channels are ``ch_names``).
+    """
+
+    matrix: np.ndarray
+    ch_names: tuple[str, ...]
+    rows: tuple[int, ...] = ()
+
+    @property
+    def epoch_matrix(self) -> np.ndarray:
+        """``W[:, rows]`` (C_file, C_model): whitens over the file's channels, keeps the model's, in its order."""
+        return self.matrix[:, list(self.rows)] if self.rows else self.matrix
+
+
+def resolve_whitening(plan: SessionPlan, ch_names: Sequence[str], mvnn_online: bool = False) -> SessionWhitening | None:
+    """The plan's MVNN file for the model's channels ``ch_names``; ``None`` unless it names a file.
+
+    As ``hmavd-prepare`` whitens on all the recorded channels before a model picks its ``channels``,
+    a file whose ``ch_names`` are a strict superset of the model's is used whole: the stream must then
+    supply all its channels and the epoch keeps the model's rows of the whitened data. One-line
+    :class:`UserError` when the channels do not fit, or with ``mvnn_online`` on such a file.
+    """
+    if plan.whitening.kind != "file":
+        return None
+    from .epocher import load_whitening, read_whitening
+
+    path, model = plan.whitening.path, list(ch_names)
+    w, names = read_whitening(path, plan.whitening.session)
+    if names is None or names == model or not set(model) < set(names) or w.shape != (len(names), len(names)):
+        w = load_whitening(path, len(model), plan.whitening.session, ch_names=model)  # the usual checks
+        return SessionWhitening(w, tuple(model))
+    if mvnn_online:
+        raise UserError(
+            f"mvnn_online: the model reads {len(model)} of the {len(names)} channels {path!r} was computed on, "
+            "and the online estimate only sees the model's; use a model trained on all the channels, "
+            "or mvnn_online=false (or whitening=none)"
+        )
+    rows = tuple(names.index(c) for c in model)
+    log.info("whitening on the file's %d channels, the model keeps %d of them", len(names), len(model))
+    return SessionWhitening(w, tuple(names), rows)
+
+
 def resolve_stream(
-    plan: SessionPlan, desc: StreamDescription, cfg: LiveConfig, n_chans: int = 0, n_times: int = 0
+    plan: SessionPlan,
+    desc: StreamDescription,
+    cfg: LiveConfig,
+    n_chans: int = 0,
+    n_times: int = 0,
+    whitening: SessionWhitening | None = None,
 ) -> StreamPlan:
     """Check an opened stream against the plan and the model's input shape ``(n_chans, n_times)``.
 
     One-line :class:`UserError` when the rate differs from ``expected_sfreq`` or is below the model's,
     when the channels do not match (see :func:`bci.stream_setup.plan_input`), or when no crop of the
-    preset at the stream's rate yields the model's ``n_times`` samples.
+    preset at the stream's rate yields the model's ``n_times`` samples. A ``whitening`` over more
+    channels than the model's (:func:`resolve_whitening`) makes the stream supply all of its channels
+    (none interpolated).
     """
     preset = plan.preset
     if cfg.expected_sfreq > 0 and abs(desc.sfreq - cfg.expected_sfreq) > 1e-6:
@@ -296,7 +357,21 @@ def resolve_stream(
             f"eeg_stream: {desc.name!r} runs at {desc.sfreq:g} Hz, below the model's {preset.sfreq:g} Hz "
             f"(preset {preset.name}); stream at >= {preset.sfreq:g} Hz"
         )
-    inp = plan_input(desc, plan.model_ch_names, plan.units, cfg.stream_units, cfg.interpolate_missing)
+    if whitening is not None and whitening.rows:  # the file's channels are read, the model keeps its rows
+        try:
+            inp = plan_input(desc, whitening.ch_names, plan.units, cfg.stream_units, 0)
+        except UserError as err:
+            what = str(err).split("; ")[0].replace("of the model's", "of the whitening file's")
+            raise UserError(
+                f"{what}; the model's channels were whitened together with all of these in training: stream "
+                "them all (or whitening=<an mvnn.npz of the model's channels only>)"
+            ) from None
+        inp.notes.append(
+            f"reading the whitening file's {len(whitening.ch_names)} channels; the model keeps "
+            f"{len(whitening.rows)} of them after whitening"
+        )
+    else:
+        inp = plan_input(desc, plan.model_ch_names, plan.units, cfg.stream_units, cfg.interpolate_missing)
     n_model = len(plan.model_ch_names) if plan.model_ch_names else len(inp.picks)
     if n_chans and n_model != n_chans:
         raise UserError(

@@ -162,20 +162,23 @@ def whitening_matrix(cov: np.ndarray) -> np.ndarray:
 def apply_whitening(epochs: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     """Whiten every epoch: ``(epochᵀ @ W)ᵀ`` as the public code does (``W`` is symmetric).
 
+    A rectangular ``W[:, rows]`` (n_chans, n_out) whitens over all ``n_chans`` channels and keeps only
+    the ``rows`` channels of the result, in that order: ``apply_whitening(x, W)[..., rows, :]`` in one step.
+
     Parameters
     ----------
     epochs : ndarray, shape (..., n_chans, n_times)
-    whitening : ndarray, shape (n_chans, n_chans)
+    whitening : ndarray, shape (n_chans, n_chans) or (n_chans, n_out)
 
     Returns
     -------
-    ndarray, shape (..., n_chans, n_times), float64
+    ndarray, shape (..., n_out, n_times), float64
     """
     x = np.asarray(epochs, dtype=np.float64)
     w = np.asarray(whitening, dtype=np.float64)
-    if w.shape != (x.shape[-2], x.shape[-2]):
+    if w.ndim != 2 or w.shape[0] != x.shape[-2]:
         raise UserError(
             f"mvnn: whitening matrix {w.shape} does not fit {x.shape[-2]} channels; "
             "use the mvnn.npz written for this channel set"
         )
-    return np.swapaxes(np.swapaxes(x, -1, -2) @ w, -1, -2)  # (..., C, T)
+    return np.swapaxes(np.swapaxes(x, -1, -2) @ w, -1, -2)  # (..., C_out, T)
