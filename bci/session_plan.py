@@ -322,8 +322,8 @@ def resolve_whitening(plan: SessionPlan, ch_names: Sequence[str], mvnn_online: b
     if mvnn_online:
         raise UserError(
             f"mvnn_online: the model reads {len(model)} of the {len(names)} channels {path!r} was computed on, "
-            "and the online estimate only sees the model's; use a model trained on all the channels, "
-            "or mvnn_online=false (or whitening=none)"
+            "and online MVNN estimates and whitens the model's channels only; use a model trained on all the "
+            "channels, or mvnn_online=false (or whitening=none)"
         )
     rows = tuple(names.index(c) for c in model)
     log.info("whitening on the file's %d channels, the model keeps %d of them", len(names), len(model))
