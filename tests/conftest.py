@@ -30,6 +30,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def pytest_configure(config):
+    """No tqdm monitor thread: it wakes every 10 s in the background and, when its allocations trigger
+    Python's cyclic garbage collector, Qt objects of earlier GUI tests would be destroyed outside the GUI
+    thread (a segfault in the next event processing; seen once in the full suite)."""
+    try:
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:  # pragma: no cover
+        pass
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     try:

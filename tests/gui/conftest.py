@@ -4,6 +4,7 @@ The bci tests' kit (``tests/bci/bci_testkit.py``: tiny model, feature cache, rec
 here too, so ``live_kit`` builds on it instead of repeating it.
 """
 
+import gc
 import sys
 from pathlib import Path
 
@@ -18,3 +19,6 @@ if _BCI_TESTS not in sys.path:
 def _tmp_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("HMAVD_LIVE_SETTINGS", str(tmp_path / "live-settings.json"))
     yield
+    # the test's widgets become garbage here, in the GUI thread, not whenever another thread triggers the
+    # cyclic collector (Qt objects must be destroyed in the thread that owns them)
+    gc.collect()
