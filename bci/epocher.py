@@ -153,6 +153,14 @@ def load_whitening(
     if not path:
         return np.eye(n_chans)
     w, names = read_whitening(path, session)
+    return check_whitening(w, names, path, n_chans, ch_names)
+
+
+def check_whitening(
+    w: np.ndarray, names: list[str] | None, path: str, n_chans: int, ch_names: Sequence[str] | None = None
+) -> np.ndarray:
+    """``w`` (as :func:`read_whitening` returned it with the file's ``names``) if it fits a model of
+    ``n_chans`` channels ``ch_names``; a one-line :class:`UserError` otherwise."""
     if w.shape != (n_chans, n_chans):
         raise UserError(
             f"whitening: {path!r} holds a {w.shape} matrix, the model needs ({n_chans}, {n_chans}); "

@@ -312,12 +312,12 @@ def resolve_whitening(plan: SessionPlan, ch_names: Sequence[str], mvnn_online: b
     """
     if plan.whitening.kind != "file":
         return None
-    from .epocher import load_whitening, read_whitening
+    from .epocher import check_whitening, read_whitening
 
     path, model = plan.whitening.path, list(ch_names)
     w, names = read_whitening(path, plan.whitening.session)
     if names is None or names == model or not set(model) < set(names) or w.shape != (len(names), len(names)):
-        w = load_whitening(path, len(model), plan.whitening.session, ch_names=model)  # the usual checks
+        w = check_whitening(w, names, path, len(model), model)  # the usual checks, on the matrix already read
         return SessionWhitening(w, tuple(model))
     if mvnn_online:
         raise UserError(
